@@ -1,0 +1,153 @@
+//! The command line: every flag is defined once, here, with its default.
+//! Defaults and names follow Passenger Standalone where it has the option.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{PreloadGc, SpawnMethod};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rustrack",
+    version,
+    about = "A Rust-hosted application server for Ruby (Rack and Rails) apps"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Rack app in APP_ROOT (its config.ru) over HTTP.
+    Start(StartArgs),
+    /// Show the process pool of a running instance.
+    Status(StatusArgs),
+    /// Internal: the smart-spawning preloader (started by `start`).
+    #[command(name = "__preloader", hide = true)]
+    Preloader(InternalArgs),
+    /// Internal: a direct-spawned worker (started by `start`).
+    #[command(name = "__worker", hide = true)]
+    Worker(InternalArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StartArgs {
+    /// The app's directory (holding config.ru).
+    #[arg(default_value = ".")]
+    pub app_root: PathBuf,
+
+    /// Address to listen on for HTTP.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub address: String,
+
+    /// TCP port to listen on; 0 picks a free one (the log says which).
+    #[arg(long, short = 'p', default_value_t = 3000)]
+    pub port: u16,
+
+    /// Also (or, with --no-tcp, only) listen on this Unix socket.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+
+    /// Don't listen on TCP (needs --socket).
+    #[arg(long, requires = "socket")]
+    pub no_tcp: bool,
+
+    /// smart: load the app once in a preloader and fork workers from it;
+    /// direct: boot every worker from scratch.
+    #[arg(long, value_enum, default_value_t = SpawnMethod::Smart)]
+    pub spawn_method: SpawnMethod,
+
+    /// Worker processes kept running even when idle.
+    #[arg(long, default_value_t = 1)]
+    pub min_instances: usize,
+
+    /// Most worker processes at once.
+    #[arg(long, default_value_t = 6)]
+    pub max_pool_size: usize,
+
+    /// Requests that may wait for a worker; past that, 503.
+    #[arg(long, default_value_t = 100)]
+    pub max_request_queue_size: usize,
+
+    /// Seconds a preloader or worker may take to load the app.
+    #[arg(long, default_value_t = 90)]
+    pub start_timeout: u64,
+
+    /// Seconds to let in-flight and queued requests finish on TERM/QUIT/INT.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_timeout: u64,
+
+    /// RACK_ENV, RAILS_ENV and APP_ENV for the app.
+    #[arg(long, short = 'e', default_value = "development")]
+    pub environment: String,
+
+    /// Extra environment variable for the app, NAME=VALUE (repeatable).
+    #[arg(long = "envvar", value_parser = parse_envvar)]
+    pub envvars: Vec<(String, String)>,
+
+    /// Garbage collection in the preloader before the first fork.
+    #[arg(long, value_enum, default_value_t = PreloadGc::Compact)]
+    pub preload_gc: PreloadGc,
+
+    /// Largest request body accepted, in bytes; larger gets 413.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub max_body_size: u64,
+
+    /// Request bodies larger than this many bytes are buffered in a
+    /// temporary file instead of memory.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub body_buffer_size: usize,
+
+    /// Seconds a client may take to send its request headers.
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout: u64,
+
+    /// Trust X-Forwarded-Proto from the client (only behind a proxy that sets it).
+    #[arg(long)]
+    pub trust_proxy: bool,
+
+    /// Where the instance directory (admin socket, worker socket) is created.
+    #[arg(long, env = "RUSTRACK_INSTANCE_REGISTRY_DIR")]
+    pub instance_registry_dir: Option<PathBuf>,
+
+    /// error, warn, info, debug or trace; RUST_LOG overrides.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The app whose instance to show (default: the current directory).
+    #[arg(default_value = ".")]
+    pub app_root: PathBuf,
+
+    /// The instance directory to query, when more than one runs.
+    #[arg(long)]
+    pub instance: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    #[arg(long, env = "RUSTRACK_INSTANCE_REGISTRY_DIR", hide = true)]
+    pub instance_registry_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InternalArgs {
+    /// The app spec, as JSON.
+    #[arg(long)]
+    pub spec: String,
+    /// The worker's id (direct workers only).
+    #[arg(long, default_value_t = 0)]
+    pub worker_id: u64,
+}
+
+fn parse_envvar(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}

@@ -1,0 +1,20 @@
+//! rustrack: a Rust-hosted application server for Ruby (Rack) apps.
+//!
+//! Three kinds of process run from this one binary:
+//! - the front end (`front`, `pool`): tokio + hyper, no Ruby;
+//! - the preloader and workers (`rack`): embedded Ruby, no tokio.
+//!
+//! They talk over Unix sockets: `protocol` frames requests and responses
+//! between the front end and workers, `control` carries the preloader's
+//! commands and reports. See docs/architecture.md.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod front;
+pub mod instance;
+pub mod pool;
+pub mod procfs;
+pub mod protocol;
+pub mod rack;
+pub mod status;

@@ -1,0 +1,31 @@
+//! The `rustrack` binary: parses the command line and hands off to the
+//! role it names.
+
+use clap::Parser;
+use rustrack::cli::{Cli, Command};
+use rustrack::config::AppSpec;
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Start(args) => rustrack::front::run(args),
+        Command::Status(args) => rustrack::status::run(args),
+        Command::Preloader(args) => {
+            spec(&args.spec).and_then(|s| rustrack::rack::run_preloader(&s))
+        }
+        Command::Worker(args) => {
+            spec(&args.spec).and_then(|s| rustrack::rack::run_direct_worker(&s, args.worker_id))
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("rustrack: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn spec(json: &str) -> anyhow::Result<AppSpec> {
+    serde_json::from_str(json).map_err(|e| anyhow::anyhow!("bad --spec: {e}"))
+}

@@ -1,0 +1,44 @@
+//! The Ruby side: everything that runs inside an embedded Ruby VM.
+//!
+//! Synchronous code only; nothing here starts a thread or a tokio runtime,
+//! since the preloader forks and workers are forked. The two entry points
+//! are the hidden subcommands the front end execs.
+
+pub mod env;
+mod gvl;
+pub mod preloader;
+pub mod response;
+mod signals;
+mod vm;
+pub mod worker;
+
+use anyhow::Result;
+use magnus::Ruby;
+
+use crate::config::AppSpec;
+
+/// `rustrack __preloader`: load the app, then fork workers on command.
+pub fn run_preloader(spec: &AppSpec) -> Result<i32> {
+    preloader::run(spec)
+}
+
+/// `rustrack __worker`: boot the app in this process and serve (direct
+/// spawning). Never returns once the app loaded.
+pub fn run_direct_worker(spec: &AppSpec, worker_id: u64) -> Result<i32> {
+    let title = format!("rustrack worker {worker_id} ({})", spec.app_name);
+    let _cleanup = vm::boot(spec, &title)?;
+    let ruby = Ruby::get().expect("booted");
+    signals::install_worker(None);
+    let app = match vm::load_app(&ruby, spec) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!(
+                "[rustrack] worker {worker_id} could not load {}:\n{e:#}",
+                spec.rackup.display()
+            );
+            return Ok(1);
+        }
+    };
+    ruby.gc_register_mark_object(app);
+    worker::serve(&ruby, app, spec, worker_id, false)
+}

@@ -1,0 +1,183 @@
+//! The preloader: loads the app once, then forks workers on command.
+//!
+//! It is a fresh exec of this binary, so it has exactly one thread: no
+//! tokio, nothing that fork would leave half-copied. It polls two fds: the
+//! control channel from the front end (fd 3, JSON lines, see `control.rs`)
+//! and a self-pipe that the CHLD handler writes to, so that every worker it
+//! forked is reaped and reported as soon as it exits. It forks through
+//! Ruby's `Process.fork`, which runs Ruby's at-fork work (`_fork` hooks,
+//! IO flushing, a fresh `rand` seed, the thread list reset) that a raw
+//! fork(2) would skip.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use anyhow::{Context, Result};
+use magnus::{prelude::*, value::ReprValue, Ruby, Value};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::config::{AppSpec, PreloadGc};
+use crate::control::{self, Command, Report, CONTROL_FD};
+use crate::rack::{signals, vm, worker};
+
+pub fn run(spec: &AppSpec) -> Result<i32> {
+    // SAFETY: the front end passes our end of the control socketpair as fd 3
+    // (dup2 in its pre_exec); nothing else in this process owns that fd.
+    let mut control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    let (pipe_read, pipe_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+            .context("creating the CHLD self-pipe")?;
+
+    let title = format!("rustrack preloader ({})", spec.app_name);
+    let _cleanup = vm::boot(spec, &title)?;
+    let ruby = Ruby::get().expect("booted");
+    vm::set_title(&ruby, &title);
+    let rustrack = vm::rustrack_module(&ruby);
+    let _: Value = rustrack
+        .funcall("role=", (ruby.to_symbol("preloader"),))
+        .map_err(vm::ruby_error)?;
+    let saved_chld = signals::install_preloader(pipe_write.as_raw_fd());
+
+    let app = match vm::load_app(&ruby, spec) {
+        Ok(app) => app,
+        Err(e) => {
+            let message = format!("{e:#}");
+            eprintln!(
+                "[rustrack] preloader could not load {}:\n{message}",
+                spec.rackup.display()
+            );
+            let _ = control.write_all(&control::encode(&Report::LoadError { message }));
+            return Ok(1);
+        }
+    };
+    ruby.gc_register_mark_object(app);
+    run_preload_gc(&ruby, spec.preload_gc);
+
+    send(
+        &mut control,
+        &Report::Ready {
+            pid: std::process::id(),
+        },
+    )?;
+    let mut inbox = Vec::new();
+    let mut saved_chld = Some(saved_chld);
+    loop {
+        let mut fds = [
+            PollFd::new(control.as_fd(), PollFlags::POLLIN),
+            PollFd::new(pipe_read.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("polling the control channel"),
+        }
+        let control_ready = fds[0].any().unwrap_or(false);
+        drain_pipe(&pipe_read);
+        reap(&mut control)?;
+        if signals::stop_requested() {
+            return Ok(0);
+        }
+        if !control_ready {
+            continue;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = match control.read(&mut chunk) {
+            Ok(0) => return Ok(0), // the front end is gone
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading the control channel"),
+        };
+        inbox.extend_from_slice(&chunk[..n]);
+        while let Some(pos) = inbox.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = inbox.drain(..=pos).collect();
+            let command: Command = serde_json::from_slice(&line).with_context(|| {
+                format!("bad control command {:?}", String::from_utf8_lossy(&line))
+            })?;
+            match command {
+                Command::Shutdown => return Ok(0),
+                Command::Spawn { worker_id } => {
+                    let fork: Result<Option<i32>, magnus::Error> =
+                        ruby.module_process().funcall("fork", ());
+                    match fork {
+                        Ok(None) => {
+                            // In the child: drop everything that belongs to
+                            // the preloader before running app code.
+                            signals::install_worker(saved_chld.take());
+                            drop(control);
+                            drop(pipe_read);
+                            drop(pipe_write);
+                            worker::serve(&ruby, app, spec, worker_id, true);
+                        }
+                        Ok(Some(pid)) => send(
+                            &mut control,
+                            &Report::Spawned {
+                                worker_id,
+                                pid: pid as u32,
+                            },
+                        )?,
+                        Err(e) => send(
+                            &mut control,
+                            &Report::SpawnFailed {
+                                worker_id,
+                                message: vm::describe(&e),
+                            },
+                        )?,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn send(control: &mut UnixStream, report: &Report) -> Result<()> {
+    control
+        .write_all(&control::encode(report))
+        .context("writing to the control channel")
+}
+
+fn drain_pipe(pipe: &OwnedFd) {
+    let mut buf = [0u8; 64];
+    while matches!(nix::unistd::read(pipe.as_fd(), &mut buf), Ok(n) if n > 0) {}
+}
+
+/// Reaps every exited child and reports it. Called after each wakeup
+/// rather than only on the pipe byte, since CHLD signals coalesce.
+fn reap(control: &mut UnixStream) -> Result<()> {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => send(
+                control,
+                &Report::Exited {
+                    pid: pid.as_raw() as u32,
+                    code: Some(code),
+                    signal: None,
+                },
+            )?,
+            Ok(WaitStatus::Signaled(pid, sig, _)) => send(
+                control,
+                &Report::Exited {
+                    pid: pid.as_raw() as u32,
+                    code: None,
+                    signal: Some(sig as i32),
+                },
+            )?,
+            Ok(WaitStatus::StillAlive) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn run_preload_gc(ruby: &Ruby, gc: PreloadGc) {
+    let gc_module: Value = match ruby.class_object().const_get("GC") {
+        Ok(m) => m,
+        Err(_) => return,
+    };
+    if gc != PreloadGc::None {
+        let _: Result<Value, _> = gc_module.funcall("start", ());
+    }
+    if gc == PreloadGc::Compact {
+        let _: Result<Value, _> = gc_module.funcall("compact", ());
+    }
+}

@@ -1,0 +1,114 @@
+//! Starting the embedded Ruby VM and loading the app into it.
+//!
+//! Both Ruby-side roles (preloader, direct worker) start here. Order
+//! matters: the locale must be set before Ruby reads it, and the support
+//! library must be on `$LOAD_PATH` before the app can `require "rustrack"`.
+
+use std::ffi::{c_char, c_int};
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+
+use anyhow::{bail, Result};
+use magnus::{embed::Cleanup, prelude::*, value::ReprValue, Error, RArray, RModule, Ruby, Value};
+
+use crate::config::AppSpec;
+
+static ARGC: AtomicI32 = AtomicI32::new(0);
+static ARGV: AtomicPtr<*mut c_char> = AtomicPtr::new(std::ptr::null_mut());
+
+/// glibc calls `.init_array` functions with the process's real argc/argv
+/// (std relies on the same to implement `env::args`). Ruby needs them to
+/// be able to rewrite the process title (`Process.setproctitle`, `$0=`),
+/// since embedding otherwise hands it a made-up argv.
+extern "C" fn capture_argv(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char) {
+    ARGC.store(argc, Ordering::SeqCst);
+    ARGV.store(argv, Ordering::SeqCst);
+}
+
+extern "C" {
+    /// Exported by libruby (missing/setproctitle.c).
+    fn ruby_init_setproctitle(argc: c_int, argv: *mut *mut c_char);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CAPTURE_ARGV: extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) = capture_argv;
+
+/// Initialises Ruby and loads the support library. The returned guard must
+/// live as long as Ruby is used in this process.
+pub fn boot(spec: &AppSpec, title: &str) -> Result<Cleanup> {
+    // SAFETY: called on the main thread before Ruby or any other thread
+    // exists, so nothing can be reading the locale concurrently. Without it
+    // Encoding.default_external is US-ASCII.
+    unsafe { libc::setlocale(libc::LC_CTYPE, c"".as_ptr()) };
+    // SAFETY: called once, from the top of this process's only thread; the
+    // guard is kept by the caller until Ruby is no longer used.
+    let cleanup = unsafe { magnus::embed::init() };
+    let argv = ARGV.load(Ordering::SeqCst);
+    if !argv.is_null() {
+        // SAFETY: magnus's init gave ruby_process_options a made-up argv of
+        // heap strings that are freed when init returns, and Ruby pointed
+        // its setproctitle at them: any later `$0 =` would write to freed
+        // memory. Re-pointing it at the process's real argv (captured at
+        // start-up, never freed) is what ruby's own main() arranges. This
+        // process has a single thread, so moving `environ` is safe.
+        unsafe { ruby_init_setproctitle(ARGC.load(Ordering::SeqCst), argv) };
+    }
+    let ruby = Ruby::get().expect("Ruby was just initialised on this thread");
+    ruby.script(title);
+    let load_path: RArray = ruby.eval("$LOAD_PATH").map_err(ruby_error)?;
+    load_path
+        .unshift(ruby.str_new(&spec.ruby_lib.to_string_lossy()))
+        .map_err(ruby_error)?;
+    ruby.require("rustrack").map_err(ruby_error)?;
+    Ok(cleanup)
+}
+
+/// The `Rustrack` module.
+pub fn rustrack_module(ruby: &Ruby) -> RModule {
+    ruby.class_object()
+        .const_get("Rustrack")
+        .expect("rustrack.rb defines Rustrack")
+}
+
+/// Loads `config.ru` and returns the app. On failure the error carries the
+/// Ruby exception's class, message and backtrace.
+pub fn load_app(ruby: &Ruby, spec: &AppSpec) -> Result<Value> {
+    if !spec.rackup.is_file() {
+        bail!(
+            "{} not found: is {} a Rack app's directory?",
+            spec.rackup.display(),
+            spec.app_root.display()
+        );
+    }
+    let app: Value = rustrack_module(ruby)
+        .funcall("load_app", (spec.rackup.to_string_lossy().as_ref(),))
+        .map_err(ruby_error)?;
+    Ok(app)
+}
+
+/// Sets the process title (as `ps` shows it) through Ruby, which knows how
+/// to rewrite argv in place.
+pub fn set_title(ruby: &Ruby, title: &str) {
+    let _: Result<Value, _> = ruby.module_process().funcall("setproctitle", (title,));
+}
+
+/// Turns a Ruby exception into an error that reads like Ruby's own report.
+pub fn ruby_error(e: Error) -> anyhow::Error {
+    anyhow::anyhow!(describe(&e))
+}
+
+pub fn describe(e: &Error) -> String {
+    let Ok(ruby) = Ruby::get() else {
+        return e.to_string();
+    };
+    match e.value() {
+        Some(exc) => rustrack_module_opt(&ruby)
+            .and_then(|m| m.funcall::<_, _, String>("describe_exception", (exc,)).ok())
+            .unwrap_or_else(|| e.to_string()),
+        None => e.to_string(),
+    }
+}
+
+fn rustrack_module_opt(ruby: &Ruby) -> Option<RModule> {
+    ruby.class_object().const_get("Rustrack").ok()
+}

@@ -1,0 +1,269 @@
+//! The worker: one request at a time over one persistent connection to the
+//! front end. Smart (forked) and direct (booted) workers run the same loop.
+//!
+//! The loop waits for a complete request with the GVL released, builds the
+//! env, and hands it to `Rustrack::RequestHandler.handle`, which calls the
+//! app and writes the response through `Rustrack::Native`. EOF from the
+//! front end, or TERM/QUIT between requests, ends the loop: the worker then
+//! fires `stopping_worker_process`, runs Ruby's cleanup (at_exit blocks,
+//! IO flushing) and `_exit`s.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+use anyhow::{Context, Result};
+use magnus::{prelude::*, value::ReprValue, RModule, Ruby, Value};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::config::AppSpec;
+use crate::protocol::{self, kind, Hello, ProtocolError, RequestHead};
+use crate::rack::env::{EnvBuilder, Input};
+use crate::rack::{gvl, response, signals, vm};
+
+/// How a worker learned it should stop.
+enum Next {
+    /// `len` bytes at the start of the buffer are one whole request.
+    Request(usize),
+    Eof,
+    Stop,
+}
+
+/// Reads frames until one whole request is buffered.
+struct Reader {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    /// Length of the first complete request in the buffer, if there is one.
+    fn complete_request(&self) -> Result<Option<usize>, ProtocolError> {
+        let mut at = 0;
+        while let Some(frame) = protocol::decode_frame(&self.buf[at..])? {
+            at += frame.wire_len();
+            if frame.kind == kind::END {
+                return Ok(Some(at));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Blocks (without the GVL) until a request, EOF or a stop signal.
+    fn next(&mut self) -> Result<Next> {
+        loop {
+            if let Some(len) = self.complete_request()? {
+                return Ok(Next::Request(len));
+            }
+            if signals::stop_requested() {
+                return Ok(Next::Stop);
+            }
+            let stream = &mut self.stream;
+            let buf = &mut self.buf;
+            let read = gvl::without_gvl(|| -> std::io::Result<Option<usize>> {
+                let mut fds = [PollFd::new(stream_fd(stream), PollFlags::POLLIN)];
+                // A timeout bounds how long a stop signal that hit another
+                // thread can go unnoticed.
+                match poll(&mut fds, PollTimeout::from(1000u16)) {
+                    Ok(0) => return Ok(None),
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+                let old = buf.len();
+                buf.resize(old + 64 * 1024, 0);
+                let r = stream.read(&mut buf[old..]);
+                buf.truncate(old + *r.as_ref().unwrap_or(&0));
+                match r {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .context("reading from the front end")?;
+            if read == Some(0) {
+                return Ok(Next::Eof);
+            }
+        }
+    }
+}
+
+fn stream_fd(stream: &UnixStream) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    stream.as_fd()
+}
+
+/// Sets the worker up and serves until told to stop; never returns.
+pub fn serve(ruby: &Ruby, app: Value, spec: &AppSpec, worker_id: u64, forked: bool) -> ! {
+    let code = match serve_inner(ruby, app, spec, worker_id, forked) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!(
+                "[rustrack] worker {worker_id} (pid {}): {e:#}",
+                std::process::id()
+            );
+            1
+        }
+    };
+    exit(ruby, code)
+}
+
+fn serve_inner(
+    ruby: &Ruby,
+    app: Value,
+    spec: &AppSpec,
+    worker_id: u64,
+    forked: bool,
+) -> Result<i32> {
+    vm::set_title(
+        ruby,
+        &format!("rustrack worker {worker_id} ({})", spec.app_name),
+    );
+    let rustrack = vm::rustrack_module(ruby);
+    let _: Value = rustrack
+        .funcall("role=", (ruby.to_symbol("worker"),))
+        .map_err(vm::ruby_error)?;
+    response::define(ruby, rustrack).map_err(vm::ruby_error)?;
+    let handler: RModule = rustrack
+        .const_get("RequestHandler")
+        .map_err(vm::ruby_error)?;
+    let mut env_builder = EnvBuilder::new(ruby).map_err(vm::ruby_error)?;
+
+    let _: Value = rustrack
+        .funcall(
+            "call_event",
+            (ruby.to_symbol("starting_worker_process"), forked),
+        )
+        .map_err(vm::ruby_error)?;
+
+    let mut stream = UnixStream::connect(&spec.worker_socket).with_context(|| {
+        format!(
+            "connecting to the front end at {}",
+            spec.worker_socket.display()
+        )
+    })?;
+    let mut hello = Vec::new();
+    Hello {
+        version: protocol::VERSION,
+        worker_id,
+        pid: std::process::id(),
+    }
+    .encode(&mut hello);
+    stream.write_all(&hello).context("greeting the front end")?;
+    response::install(
+        stream
+            .try_clone()
+            .context("duplicating the worker socket")?,
+    );
+    let mut reader = Reader {
+        stream,
+        buf: Vec::with_capacity(64 * 1024),
+    };
+
+    loop {
+        let len = match reader.next()? {
+            Next::Request(len) => len,
+            Next::Eof | Next::Stop => return Ok(0),
+        };
+        let exit_code = handle_one(ruby, app, handler, &mut env_builder, &reader.buf[..len])?;
+        reader.buf.drain(..len);
+        if let Some(code) = exit_code {
+            return Ok(code);
+        }
+    }
+    // The reader's fd closes with the process.
+}
+
+/// Serves one request whose frames are `frames`. Returns `Some(code)` when
+/// the app asked the worker to exit (`exit` inside a request).
+fn handle_one(
+    ruby: &Ruby,
+    app: Value,
+    handler: RModule,
+    env_builder: &mut EnvBuilder,
+    frames: &[u8],
+) -> Result<Option<i32>> {
+    let mut at = 0;
+    let head_frame = protocol::decode_frame(frames)?.expect("complete request");
+    if head_frame.kind != kind::REQUEST_HEAD {
+        return Err(ProtocolError::Unexpected {
+            got: head_frame.kind,
+            expected: "REQUEST_HEAD",
+        }
+        .into());
+    }
+    let head = RequestHead::decode(head_frame.payload)?;
+    at += head_frame.wire_len();
+    let mut body: Vec<u8> = Vec::new();
+    let mut single: Option<&[u8]> = None;
+    let mut file: Option<&[u8]> = None;
+    while let Some(frame) = protocol::decode_frame(&frames[at..])? {
+        at += frame.wire_len();
+        match frame.kind {
+            kind::BODY if single.is_none() && body.is_empty() => single = Some(frame.payload),
+            kind::BODY => {
+                if let Some(first) = single.take() {
+                    body.extend_from_slice(first);
+                }
+                body.extend_from_slice(frame.payload);
+            }
+            kind::BODY_FILE => file = Some(frame.payload),
+            kind::END => break,
+            other => {
+                return Err(ProtocolError::Unexpected {
+                    got: other,
+                    expected: "BODY or END",
+                }
+                .into())
+            }
+        }
+    }
+    let input = match (file, single) {
+        (Some(path), _) => Input::File(path),
+        (None, Some(b)) => Input::Bytes(b),
+        (None, None) => Input::Bytes(&body),
+    };
+
+    response::begin_request();
+    let (env, input) = match env_builder.build(ruby, &head, input) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!(
+                "[rustrack] could not build the Rack env: {}",
+                vm::describe(&e)
+            );
+            response::ensure_finished().context("answering the front end")?;
+            return Ok(None);
+        }
+    };
+    let result: Result<Value, magnus::Error> = handler.funcall("handle", (app, env));
+    response::ensure_finished().context("answering the front end")?;
+    let _: Result<Value, _> = input.funcall("close", ());
+    if let Err(e) = result {
+        if e.is_kind_of(ruby.exception_system_exit()) {
+            let status: i32 = e
+                .value()
+                .and_then(|v| v.funcall("status", ()).ok())
+                .unwrap_or(0);
+            return Ok(Some(status));
+        }
+        // RequestHandler rescues everything else; reaching here means the
+        // handler itself broke. Keep serving: the client already got a 500.
+        eprintln!("[rustrack] request handler failed: {}", vm::describe(&e));
+    }
+    Ok(None)
+}
+
+/// Ends a worker: the stopping event, Ruby's cleanup, then `_exit`.
+pub fn exit(ruby: &Ruby, code: i32) -> ! {
+    let rustrack = vm::rustrack_module(ruby);
+    let _: Result<Value, _> =
+        rustrack.funcall("call_event", (ruby.to_symbol("stopping_worker_process"),));
+    let _ = std::io::stderr().flush();
+    // SAFETY: called on the Ruby thread, once, after which nothing touches
+    // Ruby: `_exit` follows immediately. ruby_cleanup runs at_exit blocks and
+    // flushes Ruby's IO buffers; `_exit` then skips Rust's and libc's exit
+    // handlers, which belong to the process we were forked from.
+    unsafe {
+        let cleaned = rb_sys::ruby_cleanup(code);
+        libc::_exit(if code != 0 { code } else { cleaned });
+    }
+}

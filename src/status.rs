@@ -1,0 +1,175 @@
+//! `rustrack status`: asks a running instance for its pool over the admin
+//! socket and prints it as a table or JSON. The report type is shared with
+//! the front end, which produces it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::StatusArgs;
+use crate::instance;
+use crate::procfs::Memory;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub app_root: PathBuf,
+    pub spawn_method: String,
+    pub min_instances: usize,
+    pub max_pool_size: usize,
+    pub processes: usize,
+    pub requests_in_queue: usize,
+    pub processed_total: u64,
+    pub uptime_secs: f64,
+    pub started_at: u64,
+    pub preloader_pid: Option<u32>,
+    pub preloader_memory: Option<Memory>,
+    pub last_spawn_error: Option<String>,
+    pub workers: Vec<WorkerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub id: u64,
+    pub pid: Option<u32>,
+    pub spawn_method: String,
+    /// spawning, ready (idle) or busy.
+    pub state: String,
+    /// Requests in progress (0 or 1).
+    pub sessions: u32,
+    pub processed: u64,
+    pub uptime_secs: f64,
+    pub last_used_secs_ago: f64,
+    /// Time from the spawn decision to the worker's greeting.
+    pub spawn_ms: Option<f64>,
+    pub memory: Option<Memory>,
+}
+
+/// The admin protocol: one JSON request line, one JSON response line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum AdminRequest {
+    Status,
+}
+
+pub fn admin_call(instance_dir: &Path, request: &AdminRequest) -> Result<serde_json::Value> {
+    let socket = instance_dir.join("admin.sock");
+    let mut stream = UnixStream::connect(&socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut response = String::new();
+    BufReader::new(stream).read_line(&mut response)?;
+    if response.is_empty() {
+        bail!("the instance closed the admin connection without answering");
+    }
+    Ok(serde_json::from_str(&response)?)
+}
+
+pub fn run(args: StatusArgs) -> Result<i32> {
+    let dir = match &args.instance {
+        Some(dir) => dir.clone(),
+        None => instance::find(
+            &instance::registry_dir(args.instance_registry_dir.as_deref()),
+            &args.app_root,
+        )?,
+    };
+    let value = admin_call(&dir, &AdminRequest::Status)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(0);
+    }
+    let report: StatusReport = serde_json::from_value(value)?;
+    print!("{}", render(&report, &dir));
+    Ok(0)
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn human_duration(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn render(r: &StatusReport, dir: &Path) -> String {
+    let mut out = String::new();
+    let mem = |m: &Option<Memory>, f: fn(&Memory) -> u64| {
+        m.as_ref()
+            .map(|m| human_bytes(f(m)))
+            .unwrap_or_else(|| "-".into())
+    };
+    out += &format!("----------- General information -----------\n");
+    out += &format!("rustrack version : {}\n", r.version);
+    out += &format!("Instance         : {} (pid {})\n", dir.display(), r.pid);
+    out += &format!("App root         : {}\n", r.app_root.display());
+    out += &format!("Spawn method     : {}\n", r.spawn_method);
+    out += &format!("Max pool size    : {}\n", r.max_pool_size);
+    out += &format!("Min instances    : {}\n", r.min_instances);
+    out += &format!("Processes        : {}\n", r.processes);
+    out += &format!("Requests in queue: {}\n", r.requests_in_queue);
+    out += &format!("Processed        : {}\n", r.processed_total);
+    if let Some(pid) = r.preloader_pid {
+        out += &format!(
+            "Preloader        : pid {pid}, RSS {}, PSS {}\n",
+            mem(&r.preloader_memory, |m| m.rss),
+            mem(&r.preloader_memory, |m| m.pss)
+        );
+    }
+    if let Some(e) = &r.last_spawn_error {
+        out += &format!("Last spawn error : {}\n", e.lines().next().unwrap_or(""));
+    }
+    out += "\n----------- Processes -----------\n";
+    out += &format!(
+        "{:<4} {:<8} {:<9} {:<8} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+        "ID",
+        "PID",
+        "STATE",
+        "SESSIONS",
+        "PROCESSED",
+        "UPTIME",
+        "LAST USED",
+        "RSS",
+        "PSS",
+        "PRIV DIRTY"
+    );
+    for w in &r.workers {
+        out += &format!(
+            "{:<4} {:<8} {:<9} {:<8} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+            w.id,
+            w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            w.state,
+            w.sessions,
+            w.processed,
+            human_duration(w.uptime_secs),
+            format!("{} ago", human_duration(w.last_used_secs_ago)),
+            mem(&w.memory, |m| m.rss),
+            mem(&w.memory, |m| m.pss),
+            mem(&w.memory, |m| m.private_dirty),
+        );
+    }
+    out
+}

@@ -122,7 +122,7 @@ fn render(r: &StatusReport, dir: &Path) -> String {
             .map(|m| human_bytes(f(m)))
             .unwrap_or_else(|| "-".into())
     };
-    out += &format!("----------- General information -----------\n");
+    out += "----------- General information -----------\n";
     out += &format!("rustrack version : {}\n", r.version);
     out += &format!("Instance         : {} (pid {})\n", dir.display(), r.pid);
     out += &format!("App root         : {}\n", r.app_root.display());

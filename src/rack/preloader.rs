@@ -44,12 +44,18 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
     let app = match vm::load_app(&ruby, spec) {
         Ok(app) => app,
         Err(e) => {
+            // The front end prints the error; print it here only when the
+            // front end cannot be told.
             let message = format!("{e:#}");
-            eprintln!(
-                "[rustrack] preloader could not load {}:\n{message}",
-                spec.rackup.display()
-            );
-            let _ = control.write_all(&control::encode(&Report::LoadError { message }));
+            let report = control::encode(&Report::LoadError {
+                message: message.clone(),
+            });
+            if control.write_all(&report).is_err() {
+                eprintln!(
+                    "[rustrack] preloader could not load {}:\n{message}",
+                    spec.rackup.display()
+                );
+            }
             return Ok(1);
         }
     };

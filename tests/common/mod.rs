@@ -1,0 +1,405 @@
+//! Test harness: runs the real `rustrack` binary on a fixture, on an
+//! ephemeral loopback port, and talks plain HTTP/1.1 to it over TCP.
+//!
+//! Each server gets its own instance registry directory, collects its log
+//! lines (stderr) in memory for assertions and failure messages, and is
+//! stopped (TERM, then KILL) when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rustrack")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub pid: u32,
+    pub registry: tempfile::TempDir,
+    pub instance: PathBuf,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts rustrack and returns once it has announced its port, or panics
+/// with its output.
+pub fn start(app: &Path, extra: &[&str]) -> Server {
+    start_with_env(app, extra, &[])
+}
+
+pub fn start_with_env(app: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let (mut child, registry, logs) = spawn(app, extra, env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(port) = find_log(&logs, "listening on http://127.0.0.1:")
+            .map(|l| l.rsplit(':').next().unwrap().trim().parse::<u16>().unwrap())
+        {
+            let instance = find_log(&logs, "instance=")
+                .map(|l| {
+                    PathBuf::from(
+                        l.split("instance=")
+                            .nth(1)
+                            .unwrap()
+                            .split_whitespace()
+                            .next()
+                            .unwrap(),
+                    )
+                })
+                .expect("instance logged");
+            let pid = child.id();
+            return Server {
+                child: Some(child),
+                port,
+                pid,
+                registry,
+                instance,
+                logs,
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "rustrack exited early ({status}):\n{}",
+                logs.lock().unwrap().join("\n")
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "rustrack did not start:\n{}",
+                logs.lock().unwrap().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Spawns rustrack without waiting for it (for start-up failure tests).
+pub fn spawn(
+    app: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, tempfile::TempDir, Arc<Mutex<Vec<String>>>) {
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("start")
+        .arg(app)
+        .args(["--address", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawning rustrack");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    for stream in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("RUSTRACK_TEST_VERBOSE").is_some() {
+                    eprintln!("{line}");
+                }
+                logs.lock().unwrap().push(line);
+            }
+        });
+    }
+    (child, registry, logs)
+}
+
+pub fn find_log(logs: &Arc<Mutex<Vec<String>>>, needle: &str) -> Option<String> {
+    logs.lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains(needle))
+        .cloned()
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
+            self.port
+        );
+        for (k, v) in headers {
+            raw += &format!("{k}: {v}\r\n");
+        }
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            raw += &format!("Content-Length: {}\r\n", body.len());
+        }
+        raw += "\r\n";
+        let mut bytes = raw.into_bytes();
+        bytes.extend_from_slice(body);
+        self.raw(&bytes)
+    }
+
+    /// Sends raw bytes on a new connection and reads one response.
+    pub fn raw(&self, bytes: &[u8]) -> Response {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream.write_all(bytes).unwrap();
+        read_response(&mut BufReader::new(stream)).expect("a response")
+    }
+
+    /// `rustrack status --json` for this instance.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(bin())
+            .args(["status", "--json", "--instance"])
+            .arg(&self.instance)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w["pid"].as_u64().map(|p| p as u32))
+            .collect();
+        pids.sort();
+        pids
+    }
+
+    /// Polls `f` until it returns true or `secs` pass.
+    pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut(&Server) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f(self) {
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\nlogs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(self.pid as i32, sig) };
+    }
+
+    /// Waits for the server to exit; returns its exit status.
+    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("rustrack did not exit in {secs}s\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if child.try_wait().ok().flatten().is_none() {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Reads one HTTP/1.1 response (Content-Length, chunked, or to EOF).
+pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "no response",
+        ));
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').unwrap();
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if let Some(len) = get("content-length") {
+        body.resize(len.parse().unwrap(), 0);
+        r.read_exact(&mut body)?;
+    } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16).map_err(std::io::Error::other)?;
+            if size == 0 {
+                line.clear();
+                r.read_line(&mut line)?;
+                break;
+            }
+            let at = body.len();
+            body.resize(at + size, 0);
+            r.read_exact(&mut body[at..])?;
+            line.clear();
+            r.read_line(&mut line)?;
+        }
+    } else if status != 204 && status != 304 {
+        r.read_to_end(&mut body)?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Direct children of `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if ppid_of(child) == Some(pid) {
+            out.push(child);
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn ppid_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat[stat.rfind(')').unwrap() + 1..]
+                .split_whitespace()
+                .next(),
+            Some("Z") | Some("X")
+        ),
+        Err(_) => false,
+    }
+}
+
+pub fn private_dirty(pid: u32) -> u64 {
+    smaps_field(pid, "Private_Dirty")
+}
+
+pub fn smaps_field(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a PID the test obtained from the server.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Runs `n` GETs of `path` concurrently and returns the responses.
+pub fn concurrent_gets(server: &Server, path: &str, n: usize) -> Vec<Response> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|_| s.spawn(|| server.get(path))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}

@@ -1,0 +1,396 @@
+//! The core server, end to end: the real binary, real Ruby, real HTTP.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn smart_spawning_serves_and_fires_the_event_with_true_in_the_worker() {
+    let server = start(&fixture("events"), &[]);
+    let body = server.get("/").json();
+    let pid = body["pid"].as_u64().unwrap();
+    assert_eq!(
+        body["events"],
+        serde_json::json!([{ "forked": true, "pid": pid }])
+    );
+    assert_eq!(body["rustrack_defined"], true);
+    assert_eq!(body["rack_env"], "development");
+    assert_eq!(body["cwd"], fixture("events").to_str().unwrap());
+    // The worker is a child of the preloader, which loaded the app (its
+    // boot PID), and the preloader is a child of the front end.
+    let status = server.status();
+    let preloader = status["preloader_pid"].as_u64().unwrap();
+    assert_eq!(body["ppid"].as_u64().unwrap(), preloader);
+    assert_eq!(body["boot_pid"].as_u64().unwrap(), preloader);
+    assert_eq!(ppid_of(preloader as u32), Some(server.pid));
+    let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        title.starts_with("rustrack worker 1 (events)"),
+        "title {title:?}"
+    );
+}
+
+#[test]
+fn direct_spawning_fires_the_event_with_false() {
+    let server = start(&fixture("events"), &["--spawn-method", "direct"]);
+    let body = server.get("/").json();
+    let pid = body["pid"].as_u64().unwrap();
+    assert_eq!(
+        body["events"],
+        serde_json::json!([{ "forked": false, "pid": pid }])
+    );
+    // A direct worker loaded the app itself and is the front end's child.
+    assert_eq!(body["boot_pid"].as_u64().unwrap(), pid);
+    assert_eq!(body["ppid"].as_u64().unwrap(), server.pid as u64);
+    assert!(server.status()["preloader_pid"].is_null());
+}
+
+#[test]
+fn busy_workers_make_the_pool_grow_to_max_pool_size() {
+    let server = start(&fixture("events"), &["--max-pool-size", "3"]);
+    let responses = concurrent_gets(&server, "/sleep?s=1.5", 6);
+    assert!(responses.iter().all(|r| r.status == 200), "{responses:?}");
+    let pids: HashSet<String> = responses
+        .iter()
+        .map(|r| r.text().split_whitespace().last().unwrap().to_string())
+        .collect();
+    assert_eq!(pids.len(), 3, "requests ran in {pids:?}");
+    assert_eq!(server.status()["processes"], 3);
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_serving_continues() {
+    let server = start(&fixture("events"), &[]);
+    let first = server.get("/").json()["pid"].as_u64().unwrap() as u32;
+    kill(first, libc::SIGKILL);
+    server.wait_until(10, "a replacement worker", |s| {
+        let pids = s.worker_pids();
+        !pids.is_empty() && !pids.contains(&first)
+    });
+    for _ in 0..5 {
+        let r = server.get("/");
+        assert_eq!(r.status, 200, "{}", server.logs());
+        assert_ne!(r.json()["pid"].as_u64().unwrap() as u32, first);
+    }
+    assert!(
+        server.logs().contains("killed by SIGKILL"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[test]
+fn the_request_in_flight_on_a_killed_worker_gets_502_and_the_next_succeeds() {
+    let server = start(&fixture("events"), &[]);
+    let pid = server.worker_pids()[0];
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| server.get("/sleep?s=5"));
+        std::thread::sleep(Duration::from_millis(500));
+        kill(pid, libc::SIGKILL);
+        assert_eq!(slow.join().unwrap().status, 502);
+    });
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn an_exception_in_the_app_gives_500_and_the_worker_lives_on() {
+    let server = start(&fixture("events"), &[]);
+    let before = server.get("/").json()["pid"].as_u64().unwrap();
+    let r = server.get("/raise");
+    assert_eq!(r.status, 500);
+    assert_eq!(server.get("/").json()["pid"].as_u64().unwrap(), before);
+    let logs = server.logs();
+    assert!(
+        logs.contains("RuntimeError: boom from the events fixture"),
+        "{logs}"
+    );
+    assert!(logs.contains("config.ru:"), "backtrace missing: {logs}");
+}
+
+fn assert_broken_fixture_fails(extra: &[&str]) {
+    let (mut child, _registry, logs) = spawn(&fixture("broken"), extra, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "start did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let out = logs.lock().unwrap().join("\n");
+    assert!(!status.success(), "exit status {status}: {out}");
+    assert!(
+        out.contains("ArgumentError: broken fixture: settings are missing"),
+        "{out}"
+    );
+    assert!(
+        out.contains("config.ru:4:in `load_settings'"),
+        "no backtrace: {out}"
+    );
+}
+
+#[test]
+fn a_broken_config_ru_exits_non_zero_with_the_exception_under_smart() {
+    assert_broken_fixture_fails(&[]);
+}
+
+#[test]
+fn a_broken_config_ru_exits_non_zero_with_the_exception_under_direct() {
+    assert_broken_fixture_fails(&["--spawn-method", "direct"]);
+}
+
+#[test]
+fn sigterm_stops_every_process_and_removes_the_instance() {
+    let mut server = start(&fixture("events"), &["--min-instances", "2"]);
+    server.wait_until(10, "two workers", |s| s.worker_pids().len() == 2);
+    let preloader = server.status()["preloader_pid"].as_u64().unwrap() as u32;
+    let workers = server.worker_pids();
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(30).success());
+    for pid in workers.iter().chain([preloader].iter()) {
+        assert!(!alive(*pid), "pid {pid} survived");
+    }
+    assert!(!server.instance.exists(), "instance directory left behind");
+}
+
+#[test]
+fn sigint_stops_everything_and_workers_fire_stopping_worker_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop_file = dir.path().join("stopped");
+    let mut server = start_with_env(
+        &fixture("events"),
+        &["--min-instances", "2"],
+        &[("EVENTS_STOP_FILE", stop_file.to_str().unwrap())],
+    );
+    server.wait_until(10, "two workers", |s| s.worker_pids().len() == 2);
+    let workers = server.worker_pids();
+    server.signal(libc::SIGINT);
+    assert!(server.wait_exit(30).success());
+    let stopped: Vec<u32> = std::fs::read_to_string(&stop_file)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let mut stopped_sorted = stopped.clone();
+    stopped_sorted.sort();
+    assert_eq!(stopped_sorted, workers);
+    assert!(workers.iter().all(|p| !alive(*p)));
+}
+
+#[test]
+fn smart_workers_share_memory_with_the_preloader_and_direct_ones_do_not() {
+    let args = ["--min-instances", "3", "--max-pool-size", "3"];
+    let mut per_worker = Vec::new();
+    for method in ["smart", "direct"] {
+        let mut a = args.to_vec();
+        a.extend(["--spawn-method", method]);
+        let server = start(&fixture("bloat"), &a);
+        server.wait_until(60, "three workers", |s| {
+            s.status()["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|w| w["state"] == "ready")
+                .count()
+                == 3
+        });
+        for _ in 0..30 {
+            assert_eq!(server.get("/").status, 200);
+        }
+        let pids = server.worker_pids();
+        let dirty: Vec<u64> = pids.iter().map(|p| private_dirty(*p)).collect();
+        per_worker.push(dirty.iter().sum::<u64>() / dirty.len() as u64);
+    }
+    let (smart, direct) = (per_worker[0], per_worker[1]);
+    eprintln!(
+        "private dirty per worker: smart {} KB, direct {} KB",
+        smart / 1024,
+        direct / 1024
+    );
+    assert!(
+        direct > 50 << 20,
+        "the bloat app should dirty >50 MB when booted directly ({direct})"
+    );
+    assert!(
+        smart * 3 < direct,
+        "smart {smart} is not well under direct {direct}"
+    );
+}
+
+#[test]
+fn workers_get_different_random_seeds() {
+    let server = start(
+        &fixture("events"),
+        &["--min-instances", "3", "--max-pool-size", "3"],
+    );
+    server.wait_until(10, "three workers", |s| s.worker_pids().len() == 3);
+    // Hold two workers busy so the third request lands elsewhere.
+    let values: HashSet<String> = std::thread::scope(|s| {
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| server.get("/sleep?s=1")))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut v: Vec<String> = vec![server.get("/rand").text()];
+        for h in sleepers {
+            h.join().unwrap();
+        }
+        v.extend(
+            concurrent_gets(&server, "/rand", 3)
+                .into_iter()
+                .map(|r| r.text()),
+        );
+        v.into_iter().collect()
+    });
+    assert!(
+        values.len() >= 2,
+        "every worker returned the same rand: {values:?}"
+    );
+}
+
+#[test]
+fn status_reports_the_pool() {
+    let server = start(&fixture("events"), &["--min-instances", "2"]);
+    server.wait_until(10, "two workers", |s| s.worker_pids().len() == 2);
+    for _ in 0..7 {
+        server.get("/");
+    }
+    let status = server.status();
+    assert_eq!(status["max_pool_size"], 6);
+    assert_eq!(status["processes"], 2);
+    assert_eq!(status["requests_in_queue"], 0);
+    assert_eq!(status["spawn_method"], "smart");
+    let workers = status["workers"].as_array().unwrap();
+    let processed: u64 = workers
+        .iter()
+        .map(|w| w["processed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(processed, 7);
+    for w in workers {
+        let pid = w["pid"].as_u64().unwrap() as u32;
+        assert!(alive(pid));
+        assert_eq!(w["spawn_method"], "smart");
+        assert!(w["uptime_secs"].as_f64().unwrap() >= 0.0);
+        assert!(w["last_used_secs_ago"].is_number());
+    }
+    // The text form names the processes too.
+    let out = std::process::Command::new(bin())
+        .args(["status", "--instance"])
+        .arg(&server.instance)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Max pool size    : 6"), "{text}");
+    for w in workers {
+        assert!(text.contains(&w["pid"].to_string()), "{text}");
+    }
+}
+
+#[test]
+fn status_finds_the_instance_from_the_app_root() {
+    let server = start(&fixture("hello"), &[]);
+    let out = std::process::Command::new(bin())
+        .args(["status", "--json"])
+        .current_dir(fixture("hello"))
+        .env("RUSTRACK_INSTANCE_REGISTRY_DIR", server.registry.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["pid"], server.pid);
+}
+
+#[test]
+fn a_full_queue_gets_503_with_retry_after() {
+    let server = start(
+        &fixture("events"),
+        &["--max-pool-size", "1", "--max-request-queue-size", "1"],
+    );
+    let responses = concurrent_gets(&server, "/sleep?s=1", 4);
+    let rejected: Vec<_> = responses.iter().filter(|r| r.status == 503).collect();
+    let served = responses.iter().filter(|r| r.status == 200).count();
+    assert_eq!(served, 2, "{responses:?}");
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0].header("retry-after"), Some("1"));
+}
+
+#[test]
+fn large_bodies_reach_rack_input_intact_through_a_temp_file() {
+    let server = start(&fixture("events"), &[]);
+    let small = b"small body".to_vec();
+    let r = server.request("POST", "/echo", &[], &small);
+    assert_eq!(r.body, small);
+    assert_eq!(r.header("x-input-class"), Some("StringIO"));
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let r = server.request("POST", "/echo", &[], &big);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-input-class"), Some("File"));
+    assert!(
+        r.body == big,
+        "body differs ({} vs {} bytes)",
+        r.body.len(),
+        big.len()
+    );
+    // The spilled file is gone once the request is over.
+    let bodies = server.instance.join("bodies");
+    assert_eq!(std::fs::read_dir(bodies).unwrap().count(), 0);
+}
+
+#[test]
+fn bodies_over_max_body_size_get_413() {
+    let server = start(&fixture("events"), &["--max-body-size", "1000"]);
+    let r = server.request("POST", "/echo", &[], &[b'x'; 2000]);
+    assert_eq!(r.status, 413);
+    let chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n";
+    let mut raw = chunked.to_vec();
+    raw.extend_from_slice(&[b'y'; 2000]);
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    assert_eq!(server.raw(&raw).status, 413);
+}
+
+#[test]
+fn streaming_bodies_arrive_in_chunks() {
+    let server = start(&fixture("events"), &[]);
+    let r = server.get("/stream");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "chunk 0\nchunk 1\nchunk 2\n");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+}
+
+#[test]
+fn serves_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("http.sock");
+    let server = start(&fixture("hello"), &["--socket", sock.to_str().unwrap()]);
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    use std::io::Write;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut std::io::BufReader::new(stream)).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello world\n"));
+    drop(server);
+    assert!(!sock.exists(), "socket file left behind");
+}
+
+#[test]
+fn keep_alive_connections_serve_many_requests() {
+    let server = start(&fixture("hello"), &[]);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    use std::io::Write;
+    for _ in 0..20 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut reader).unwrap();
+        assert_eq!(r.text(), "Hello world\n");
+    }
+}

@@ -24,6 +24,12 @@ pub enum Command {
     Start(StartArgs),
     /// Show the process pool of a running instance.
     Status(StatusArgs),
+    /// Rolling restart: load the current code, replace workers one by one.
+    Restart(ClientArgs),
+    /// Stop a running instance.
+    Stop(StopArgs),
+    /// Raise (+1) or lower (-1) the process count, within [min, max].
+    Scale(ScaleArgs),
     /// Internal: the smart-spawning preloader (started by `start`).
     #[command(name = "__preloader", hide = true)]
     Preloader(InternalArgs),
@@ -71,6 +77,43 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 100)]
     pub max_request_queue_size: usize,
 
+    /// Seconds a request may wait for a worker before it gets 504; 0 = no limit.
+    #[arg(long, default_value_t = 0)]
+    pub max_request_queue_time: u64,
+
+    /// Seconds a worker may stay idle before it is stopped (down to
+    /// --min-instances); 0 = never.
+    #[arg(long, default_value_t = 300)]
+    pub pool_idle_time: u64,
+
+    /// Seconds the preloader may go without spawning before it is stopped
+    /// (it is started again when needed); 0 = never.
+    #[arg(long, default_value_t = 300)]
+    pub max_preloader_idle_time: u64,
+
+    /// Seconds a request may run before its worker is killed and the client
+    /// gets 504; 0 = no limit.
+    #[arg(long, default_value_t = 60)]
+    pub worker_timeout: u64,
+
+    /// Replace a worker after it has served this many requests; 0 = never.
+    #[arg(long, default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// Up to this many extra requests per worker, so that workers started
+    /// together are not all replaced together.
+    #[arg(long, default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
+    /// Replace a worker (after its current request) whose private dirty
+    /// memory plus swap exceeds this many MB; 0 = no limit.
+    #[arg(long, default_value_t = 0)]
+    pub memory_limit: u64,
+
+    /// Seconds between samples of workers' memory and CPU.
+    #[arg(long, default_value_t = 5.0)]
+    pub sample_interval: f64,
+
     /// Seconds a preloader or worker may take to load the app.
     #[arg(long, default_value_t = 90)]
     pub start_timeout: u64,
@@ -115,24 +158,74 @@ pub struct StartArgs {
     /// error, warn, info, debug or trace; RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+
+    /// Append logs (rustrack's and the app's stdout/stderr) to this file;
+    /// SIGUSR1 reopens it, for log rotation.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+
+    /// Write the front end's PID here once serving; removed on exit.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+
+    /// Detach into the background once serving (needs --log-file, or logs
+    /// go to APP_ROOT/log/rustrack.log).
+    #[arg(long)]
+    pub daemonize: bool,
+
+    /// When started as root: run the preloader and workers as this user.
+    #[arg(long)]
+    pub user: Option<String>,
+
+    /// With --user: this group instead of the user's primary group.
+    #[arg(long, requires = "user")]
+    pub group: Option<String>,
+}
+
+/// Which running instance a client command talks to.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The app whose instance to use (default: the current directory).
+    #[arg(default_value = ".")]
+    pub app_root: PathBuf,
+
+    /// The instance directory, when more than one instance serves the app.
+    #[arg(long)]
+    pub instance: Option<PathBuf>,
+
+    #[arg(long, env = "RUSTRACK_INSTANCE_REGISTRY_DIR", hide = true)]
+    pub instance_registry_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The app whose instance to show (default: the current directory).
-    #[arg(default_value = ".")]
-    pub app_root: PathBuf,
-
-    /// The instance directory to query, when more than one runs.
-    #[arg(long)]
-    pub instance: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
 
-    #[arg(long, env = "RUSTRACK_INSTANCE_REGISTRY_DIR", hide = true)]
-    pub instance_registry_dir: Option<PathBuf>,
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Let in-flight and queued requests finish first (as SIGTERM does);
+    /// without it, everything stops at once.
+    #[arg(long)]
+    pub graceful: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// +1 or -1 (or any step).
+    #[arg(allow_hyphen_values = true)]
+    pub delta: i32,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

@@ -4,12 +4,23 @@
 use clap::Parser;
 use rustrack::cli::{Cli, Command};
 use rustrack::config::AppSpec;
+use rustrack::status::AdminRequest;
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Start(args) => rustrack::front::run(args),
         Command::Status(args) => rustrack::status::run(args),
+        Command::Restart(client) => rustrack::status::run_command(&client, AdminRequest::Restart),
+        Command::Stop(args) => rustrack::status::run_command(
+            &args.client,
+            AdminRequest::Stop {
+                graceful: args.graceful,
+            },
+        ),
+        Command::Scale(args) => {
+            rustrack::status::run_command(&args.client, AdminRequest::Scale { delta: args.delta })
+        }
         Command::Preloader(args) => {
             spec(&args.spec).and_then(|s| rustrack::rack::run_preloader(&s))
         }

@@ -94,6 +94,17 @@ pub fn stat(pid: u32) -> io::Result<Stat> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc/PID/stat"))
 }
 
+/// Clock ticks per second, the unit of `/proc/PID/stat` CPU times.
+pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf takes an integer name and returns an integer.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 {
+        n as f64
+    } else {
+        100.0
+    }
+}
+
 pub fn is_alive(pid: u32) -> bool {
     // A zombie still has /proc/PID; it is not alive for our purposes.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::StatusArgs;
+use crate::cli::{ClientArgs, StatusArgs};
 use crate::instance;
 use crate::procfs::Memory;
 
@@ -22,6 +22,11 @@ pub struct StatusReport {
     pub spawn_method: String,
     pub min_instances: usize,
     pub max_pool_size: usize,
+    /// The count TTIN/TTOU moved the minimum to.
+    pub desired_instances: usize,
+    /// Code generation: bumped by each rolling restart.
+    pub generation: u64,
+    pub restarting: bool,
     pub processes: usize,
     pub requests_in_queue: usize,
     pub processed_total: u64,
@@ -30,6 +35,9 @@ pub struct StatusReport {
     pub preloader_pid: Option<u32>,
     pub preloader_memory: Option<Memory>,
     pub last_spawn_error: Option<String>,
+    pub last_restart_error: Option<String>,
+    /// Workers stopped or lost, by reason (idle, max requests, died, …).
+    pub worker_restarts: std::collections::BTreeMap<String, u64>,
     pub workers: Vec<WorkerStatus>,
 }
 
@@ -37,8 +45,9 @@ pub struct StatusReport {
 pub struct WorkerStatus {
     pub id: u64,
     pub pid: Option<u32>,
+    pub generation: u64,
     pub spawn_method: String,
-    /// spawning, ready (idle) or busy.
+    /// spawning, ready (idle), busy, or retiring (busy, stops after it).
     pub state: String,
     /// Requests in progress (0 or 1).
     pub sessions: u32,
@@ -47,6 +56,8 @@ pub struct WorkerStatus {
     pub last_used_secs_ago: f64,
     /// Time from the spawn decision to the worker's greeting.
     pub spawn_ms: Option<f64>,
+    /// CPU use since the previous sample, in percent of one core.
+    pub cpu_percent: Option<f64>,
     pub memory: Option<Memory>,
 }
 
@@ -55,13 +66,17 @@ pub struct WorkerStatus {
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum AdminRequest {
     Status,
+    Restart,
+    Stop { graceful: bool },
+    Scale { delta: i32 },
 }
 
 pub fn admin_call(instance_dir: &Path, request: &AdminRequest) -> Result<serde_json::Value> {
     let socket = instance_dir.join("admin.sock");
     let mut stream = UnixStream::connect(&socket)
         .with_context(|| format!("connecting to {}", socket.display()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // A rolling restart answers once the new code has loaded.
+    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line)?;
@@ -73,14 +88,33 @@ pub fn admin_call(instance_dir: &Path, request: &AdminRequest) -> Result<serde_j
     Ok(serde_json::from_str(&response)?)
 }
 
-pub fn run(args: StatusArgs) -> Result<i32> {
-    let dir = match &args.instance {
-        Some(dir) => dir.clone(),
+/// The instance directory a client command means.
+pub fn resolve(args: &ClientArgs) -> Result<PathBuf> {
+    match &args.instance {
+        Some(dir) => Ok(dir.clone()),
         None => instance::find(
             &instance::registry_dir(args.instance_registry_dir.as_deref()),
             &args.app_root,
-        )?,
-    };
+        ),
+    }
+}
+
+/// `restart`, `stop` and `scale`: one admin call, print its answer.
+pub fn run_command(client: &ClientArgs, request: AdminRequest) -> Result<i32> {
+    let dir = resolve(client)?;
+    let value = admin_call(&dir, &request)?;
+    if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
+        eprintln!("rustrack: {err}");
+        return Ok(1);
+    }
+    if let Some(msg) = value.get("message").and_then(|e| e.as_str()) {
+        println!("{msg}");
+    }
+    Ok(0)
+}
+
+pub fn run(args: StatusArgs) -> Result<i32> {
+    let dir = resolve(&args.client)?;
     let value = admin_call(&dir, &AdminRequest::Status)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -129,7 +163,19 @@ fn render(r: &StatusReport, dir: &Path) -> String {
     out += &format!("Spawn method     : {}\n", r.spawn_method);
     out += &format!("Max pool size    : {}\n", r.max_pool_size);
     out += &format!("Min instances    : {}\n", r.min_instances);
-    out += &format!("Processes        : {}\n", r.processes);
+    out += &format!(
+        "Processes        : {} (desired {})\n",
+        r.processes, r.desired_instances
+    );
+    out += &format!(
+        "Generation       : {}{}\n",
+        r.generation,
+        if r.restarting {
+            " (rolling restart in progress)"
+        } else {
+            ""
+        }
+    );
     out += &format!("Requests in queue: {}\n", r.requests_in_queue);
     out += &format!("Processed        : {}\n", r.processed_total);
     if let Some(pid) = r.preloader_pid {
@@ -141,6 +187,9 @@ fn render(r: &StatusReport, dir: &Path) -> String {
     }
     if let Some(e) = &r.last_spawn_error {
         out += &format!("Last spawn error : {}\n", e.lines().next().unwrap_or(""));
+    }
+    if let Some(e) = &r.last_restart_error {
+        out += &format!("Restart failed   : {}\n", e.lines().next().unwrap_or(""));
     }
     out += "\n----------- Processes -----------\n";
     out += &format!(
@@ -158,14 +207,18 @@ fn render(r: &StatusReport, dir: &Path) -> String {
     );
     for w in &r.workers {
         out += &format!(
-            "{:<4} {:<8} {:<9} {:<8} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+            "{:<4} {:<8} {:<4} {:<9} {:<8} {:>9} {:>8} {:>10} {:>6} {:>10} {:>10} {:>10}\n",
             w.id,
             w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            w.generation,
             w.state,
             w.sessions,
             w.processed,
             human_duration(w.uptime_secs),
             format!("{} ago", human_duration(w.last_used_secs_ago)),
+            w.cpu_percent
+                .map(|c| format!("{c:.0}%"))
+                .unwrap_or_else(|| "-".into()),
             mem(&w.memory, |m| m.rss),
             mem(&w.memory, |m| m.pss),
             mem(&w.memory, |m| m.private_dirty),

@@ -43,6 +43,7 @@ pub async fn buffer(
     max: u64,
     threshold: usize,
     dir: &Path,
+    owner: Option<(u32, u32)>,
 ) -> Result<Buffered, BodyError> {
     let mut first: Option<Bytes> = None;
     let mut mem = BytesMut::new();
@@ -71,6 +72,10 @@ pub async fn buffer(
         }
         if total as usize > threshold {
             let (std_file, path) = tempfile::NamedTempFile::new_in(dir)?.into_parts();
+            if let Some((uid, gid)) = owner {
+                // Workers running as --user must be able to open it.
+                std::os::unix::fs::fchown(&std_file, Some(uid), Some(gid))?;
+            }
             let mut f = tokio::fs::File::from_std(std_file);
             if let Some(b) = first.take() {
                 f.write_all(&b).await?;

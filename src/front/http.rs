@@ -30,6 +30,8 @@ pub struct Front {
     pub body_dir: PathBuf,
     pub trust_proxy: bool,
     pub header_timeout: Duration,
+    /// Owner for spilled body files (`--user`).
+    pub body_owner: Option<(u32, u32)>,
 }
 
 /// Who is on the other end of a client connection.
@@ -159,6 +161,7 @@ async fn proxy(
         front.max_body_size,
         front.body_buffer_size,
         &front.body_dir,
+        front.body_owner,
     )
     .await
     .map_err(|e| match e {
@@ -207,6 +210,14 @@ async fn proxy(
         ProxyError::AppFailed => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "500 Internal Server Error\n",
+        ),
+        ProxyError::Timeout => error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 Gateway Timeout: the app took longer than --worker-timeout\n",
+        ),
+        ProxyError::QueueTimeout => error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 Gateway Timeout: no worker became free within --max-request-queue-time\n",
         ),
     })
 }

@@ -3,15 +3,17 @@
 //! Start-up order matters for clear failures: validate the app root, bind
 //! the listeners (a busy port fails before any Ruby boots), load the app in
 //! the preloader (a broken config.ru fails here, with Ruby's backtrace),
-//! wait for the first worker, and only then announce "listening". Shutdown
-//! runs the same steps backwards: stop accepting, let requests finish,
-//! stop workers and the preloader, remove the instance directory.
+//! wait for the first worker, and only then announce "listening". Then the
+//! main loop waits for signals and admin commands. Shutdown runs the same
+//! steps backwards: stop accepting, let requests finish, stop workers and
+//! the preloader, remove the instance directory.
 
 mod admin;
 mod body;
+mod daemon;
 mod http;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,16 +21,20 @@ use anyhow::{bail, Context, Result};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 use crate::cli::StartArgs;
 use crate::config::{ruby_lib_dir, AppSpec, SpawnMethod};
 use crate::instance::{self, Instance, InstanceInfo};
-use crate::pool::machine::Limits;
+use crate::pool::machine::Config;
 use crate::pool::spawner::Spawner;
-use crate::pool::{acceptor, reaper, Pool, Readiness};
+use crate::pool::{acceptor, reaper, Pool, PoolOptions, Readiness};
+use admin::Control;
+
+/// How often `APP_ROOT/tmp/restart.txt` is checked.
+const RESTART_TXT_INTERVAL: Duration = Duration::from_secs(2);
 
 pub fn run(args: StartArgs) -> Result<i32> {
-    init_logging(&args.log_level);
     let app_root = args
         .app_root
         .canonicalize()
@@ -50,21 +56,47 @@ pub fn run(args: StartArgs) -> Result<i32> {
             args.max_pool_size
         );
     }
+    let credentials = match &args.user {
+        Some(user) => Some(daemon::credentials(user, args.group.as_deref())?),
+        None => None,
+    };
+    let log_file = match (&args.log_file, args.daemonize) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(daemon::default_log_file(&app_root)),
+        (None, false) => None,
+    };
+    // Before any thread exists: fork(2) is only safe while single-threaded.
+    let ready_pipe = if args.daemonize {
+        Some(daemon::daemonize()?)
+    } else {
+        None
+    };
+    if let Some(path) = &log_file {
+        daemon::redirect_output(path)?;
+    }
+    init_logging(&args.log_level, log_file.is_some());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(args, app_root, rackup))
+    runtime.block_on(serve(
+        args,
+        app_root,
+        rackup,
+        credentials,
+        log_file,
+        ready_pipe,
+    ))
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, to_file: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(!to_file && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -78,7 +110,42 @@ impl Drop for InstanceGuard {
     }
 }
 
-async fn serve(args: StartArgs, app_root: PathBuf, rackup: PathBuf) -> Result<i32> {
+fn pool_options(args: &StartArgs) -> PoolOptions {
+    let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
+    let mut machine = Config::new(
+        args.min_instances,
+        args.max_pool_size,
+        args.max_request_queue_size,
+    );
+    machine.max_queue_time = secs(args.max_request_queue_time);
+    machine.pool_idle_time = secs(args.pool_idle_time);
+    machine.max_preloader_idle_time = if args.spawn_method == SpawnMethod::Smart {
+        secs(args.max_preloader_idle_time)
+    } else {
+        None
+    };
+    machine.max_requests = (args.max_requests > 0).then_some(args.max_requests);
+    machine.max_requests_jitter = args.max_requests_jitter;
+    machine.memory_limit = (args.memory_limit > 0).then_some(args.memory_limit << 20);
+    PoolOptions {
+        machine,
+        worker_timeout: secs(args.worker_timeout),
+        sample_interval: Duration::from_secs_f64(args.sample_interval.max(0.1)),
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+async fn serve(
+    args: StartArgs,
+    app_root: PathBuf,
+    rackup: PathBuf,
+    credentials: Option<(u32, u32)>,
+    log_file: Option<PathBuf>,
+    ready_pipe: Option<std::os::fd::OwnedFd>,
+) -> Result<i32> {
     reaper::become_subreaper();
     let registry = instance::registry_dir(args.instance_registry_dir.as_deref());
     let instance = InstanceGuard(Instance::create(&registry)?);
@@ -112,6 +179,9 @@ async fn serve(args: StartArgs, app_root: PathBuf, rackup: PathBuf) -> Result<i3
     let worker_listener =
         UnixListener::bind(dir.worker_socket()).context("binding the worker socket")?;
     let admin_listener = admin::bind(&dir.admin_socket())?;
+    if let Some((uid, gid)) = credentials {
+        daemon::grant(&[&dir.dir, &dir.worker_socket(), &dir.body_dir()], uid, gid)?;
+    }
 
     let spec = AppSpec {
         app_name: AppSpec::app_name_of(&app_root),
@@ -127,15 +197,9 @@ async fn serve(args: StartArgs, app_root: PathBuf, rackup: PathBuf) -> Result<i3
         .collect();
     app_env.extend(args.envvars.iter().cloned());
     let start_timeout = Duration::from_secs(args.start_timeout);
-    let spawner = Spawner::new(args.spawn_method, spec, app_env, start_timeout)?;
-    let pool = Pool::new(
-        Limits {
-            min_instances: args.min_instances,
-            max_pool_size: args.max_pool_size,
-            max_queue: args.max_request_queue_size,
-        },
-        spawner,
-    );
+    let spawner = Spawner::new(args.spawn_method, spec, app_env, start_timeout)?
+        .with_credentials(credentials);
+    let pool = Pool::new(pool_options(&args), spawner);
     tokio::spawn(reaper::run(pool.clone()));
     tokio::spawn(acceptor::run(worker_listener, pool.clone()));
 
@@ -171,6 +235,7 @@ async fn serve(args: StartArgs, app_root: PathBuf, rackup: PathBuf) -> Result<i3
         body_dir: dir.body_dir(),
         trust_proxy: args.trust_proxy,
         header_timeout: Duration::from_secs(args.header_timeout),
+        body_owner: credentials,
     });
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accept_tasks = Vec::new();
@@ -193,7 +258,8 @@ async fn serve(args: StartArgs, app_root: PathBuf, rackup: PathBuf) -> Result<i3
             graceful.clone(),
         )));
     }
-    let admin_task = tokio::spawn(admin::serve(admin_listener, pool.clone()));
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let admin_task = tokio::spawn(admin::serve(admin_listener, pool.clone(), control_tx));
     dir.write_info(&InstanceInfo {
         pid: std::process::id(),
         app_root: app_root.clone(),
@@ -205,6 +271,10 @@ async fn serve(args: StartArgs, app_root: PathBuf, rackup: PathBuf) -> Result<i3
             .map(|d| d.as_secs())
             .unwrap_or(0),
     })?;
+    let _pid_file = match &args.pid_file {
+        Some(path) => Some(daemon::PidFile::write(path)?),
+        None => None,
+    };
     tracing::info!(
         instance = %dir.dir.display(),
         "rustrack {} serving {} ({} spawning)",
@@ -218,27 +288,71 @@ async fn serve(args: StartArgs, app_root: PathBuf, rackup: PathBuf) -> Result<i3
     if let Some(path) = &args.socket {
         tracing::info!("listening on unix:{}", path.display());
     }
+    if let Some(pipe) = ready_pipe {
+        daemon::report_ready(pipe);
+    }
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigquit = signal(SignalKind::quit())?;
-    let which = tokio::select! {
-        _ = sigint.recv() => "INT",
-        _ = sigterm.recv() => "TERM",
-        _ = sigquit.recv() => "QUIT",
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let mut sigttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
+    let mut sigttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
+    let restart_txt = app_root.join("tmp").join("restart.txt");
+    let mut restart_mtime = mtime(&restart_txt);
+    let mut restart_check = tokio::time::interval(RESTART_TXT_INTERVAL);
+    let graceful_stop = loop {
+        tokio::select! {
+            _ = sigint.recv() => {
+                tracing::info!("SIGINT: stopping gracefully (a second Ctrl-C stops at once)");
+                break true;
+            }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping gracefully"); break true; }
+            _ = sigquit.recv() => { tracing::info!("SIGQUIT: stopping gracefully"); break true; }
+            Some(Control::Stop { graceful }) = control_rx.recv() => {
+                tracing::info!("stop requested over the admin socket{}", if graceful { " (graceful)" } else { "" });
+                break graceful;
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: rolling restart");
+                spawn_restart(&pool);
+            }
+            _ = sigttin.recv() => {
+                let n = pool.scale(1);
+                tracing::info!("SIGTTIN: desired process count {n}");
+            }
+            _ = sigttou.recv() => {
+                let n = pool.scale(-1);
+                tracing::info!("SIGTTOU: desired process count {n}");
+            }
+            _ = sigusr1.recv() => match &log_file {
+                Some(path) => match daemon::redirect_output(path) {
+                    Ok(()) => tracing::info!("SIGUSR1: reopened {}", path.display()),
+                    Err(e) => tracing::error!("SIGUSR1: {e:#}"),
+                },
+                None => tracing::info!("SIGUSR1: no --log-file to reopen"),
+            },
+            _ = restart_check.tick() => {
+                let now = mtime(&restart_txt);
+                if now.is_some() && now != restart_mtime {
+                    tracing::info!("{} changed: rolling restart", restart_txt.display());
+                    spawn_restart(&pool);
+                }
+                restart_mtime = now;
+            }
+        }
     };
-    tracing::info!("SIG{which}: stopping gracefully (a second Ctrl-C stops at once)");
+    if !graceful_stop {
+        stop_now(&pool, &dir.dir, 0);
+    }
     // A second INT during the graceful stop kills everything now.
     let hard_stop_pool = pool.clone();
     let hard_stop_dir = dir.dir.clone();
     tokio::spawn(async move {
         sigint.recv().await;
         tracing::warn!("second SIGINT: stopping at once");
-        hard_stop_pool.kill_all();
-        std::thread::sleep(Duration::from_millis(100));
-        reaper::reap_all(&hard_stop_pool);
-        let _ = std::fs::remove_dir_all(&hard_stop_dir);
-        std::process::exit(130);
+        stop_now(&hard_stop_pool, &hard_stop_dir, 130);
     });
 
     for task in &accept_tasks {
@@ -268,4 +382,21 @@ async fn serve(args: StartArgs, app_root: PathBuf, rackup: PathBuf) -> Result<i3
     admin_task.abort();
     tracing::info!("stopped");
     Ok(0)
+}
+
+fn spawn_restart(pool: &Arc<Pool>) {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        // Failures are logged and kept for `status` by the pool.
+        let _ = pool.restart().await;
+    });
+}
+
+/// Kills every process of the instance and exits.
+fn stop_now(pool: &Arc<Pool>, dir: &Path, code: i32) -> ! {
+    pool.kill_all();
+    std::thread::sleep(Duration::from_millis(100));
+    reaper::reap_all(pool);
+    let _ = std::fs::remove_dir_all(dir);
+    std::process::exit(code);
 }

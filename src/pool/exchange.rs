@@ -58,6 +58,10 @@ pub enum ProxyError {
     WorkerFailed(String),
     /// The app raised after its response had started (500).
     AppFailed,
+    /// The worker took longer than `--worker-timeout` (504).
+    Timeout,
+    /// The request waited longer than `--max-request-queue-time` (504).
+    QueueTimeout,
 }
 
 /// How an exchange ended badly.
@@ -67,6 +71,14 @@ pub enum Failure {
     Unsent(ProxyRequest, Reply),
     /// The worker failed during the request; the client got a 502 (or a
     /// truncated stream) already.
+    Broken(String),
+    /// The worker outran `--worker-timeout`; the client got a 504.
+    TimedOut,
+}
+
+/// Why reading from a worker stopped.
+enum ReadError {
+    Timeout,
     Broken(String),
 }
 
@@ -150,7 +162,10 @@ fn build_response(head: &ResponseHead<'_>) -> Result<http::response::Builder, Pr
 impl WorkerConn {
     /// Reads until the buffer starts with a whole frame; returns its kind
     /// and payload range length. EOF is an error.
-    async fn next_frame(&mut self) -> Result<(u8, Bytes), String> {
+    async fn next_frame(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(u8, Bytes), ReadError> {
         loop {
             match protocol::decode_frame(&self.buf) {
                 Ok(Some(frame)) => {
@@ -161,13 +176,29 @@ impl WorkerConn {
                     return Ok((kind, whole.freeze()));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(format!("protocol error from worker: {e}")),
+                Err(e) => {
+                    return Err(ReadError::Broken(format!(
+                        "protocol error from worker: {e}"
+                    )))
+                }
             }
             self.buf.reserve(64 * 1024);
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Err("the worker closed its connection mid-request".to_string()),
+            let read = self.stream.read_buf(&mut self.buf);
+            let read = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, read).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ReadError::Timeout),
+                },
+                None => read.await,
+            };
+            match read {
+                Ok(0) => {
+                    return Err(ReadError::Broken(
+                        "the worker closed its connection mid-request".to_string(),
+                    ))
+                }
                 Ok(_) => {}
-                Err(e) => return Err(format!("reading from the worker: {e}")),
+                Err(e) => return Err(ReadError::Broken(format!("reading from the worker: {e}"))),
             }
         }
     }
@@ -197,8 +228,16 @@ impl WorkerConn {
     }
 }
 
-/// Sends `req` to the worker and relays the response to `reply`.
-pub async fn run(conn: &mut WorkerConn, req: ProxyRequest, reply: Reply) -> Result<(), Failure> {
+/// Sends `req` to the worker and relays the response to `reply`. With a
+/// `timeout`, a worker that has not finished its response by then is
+/// given up on: the client gets 504 (or a cut-off stream).
+pub async fn run(
+    conn: &mut WorkerConn,
+    req: ProxyRequest,
+    reply: Reply,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), Failure> {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     if conn.closed_while_idle() {
         return Err(Failure::Unsent(req, reply));
     }
@@ -219,9 +258,13 @@ pub async fn run(conn: &mut WorkerConn, req: ProxyRequest, reply: Reply) -> Resu
         let _ = reply.send(Err(ProxyError::WorkerFailed(msg.clone())));
         Failure::Broken(msg)
     };
-    let (kind, payload) = match conn.next_frame().await {
+    let (kind, payload) = match conn.next_frame(deadline).await {
         Ok(f) => f,
-        Err(msg) => return Err(fail(reply, msg)),
+        Err(ReadError::Broken(msg)) => return Err(fail(reply, msg)),
+        Err(ReadError::Timeout) => {
+            let _ = reply.send(Err(ProxyError::Timeout));
+            return Err(Failure::TimedOut);
+        }
     };
     if kind != kind::RESPONSE_HEAD {
         return Err(fail(
@@ -272,7 +315,7 @@ pub async fn run(conn: &mut WorkerConn, req: ProxyRequest, reply: Reply) -> Resu
         .body(ResponseBody::Stream(rx))
         .expect("valid parts")));
     loop {
-        match conn.next_frame().await {
+        match conn.next_frame(deadline).await {
             Ok((kind::RESPONSE_BODY, data)) => {
                 // The client may be gone; keep draining the worker anyway.
                 let _ = tx.send(Ok(data));
@@ -290,9 +333,13 @@ pub async fn run(conn: &mut WorkerConn, req: ProxyRequest, reply: Reply) -> Resu
                 let _ = tx.send(Err(io::Error::other(msg.clone())));
                 return Err(Failure::Broken(msg));
             }
-            Err(msg) => {
+            Err(ReadError::Broken(msg)) => {
                 let _ = tx.send(Err(io::Error::other(msg.clone())));
                 return Err(Failure::Broken(msg));
+            }
+            Err(ReadError::Timeout) => {
+                let _ = tx.send(Err(io::Error::other("the worker timed out mid-response")));
+                return Err(Failure::TimedOut);
             }
         }
     }

@@ -1,20 +1,33 @@
 //! The pool's decisions, as a state machine with no I/O: events in,
 //! actions out, time passed in by the caller.
 //!
-//! This is where "spawn or queue or reject" lives, so that the rules can be
-//! unit-tested with a fake clock and the driver (`pool/mod.rs`) only carries
-//! actions out. A worker serves one request at a time (Ruby's GVL makes the
-//! process the unit of parallelism), so "least busy" means "idle"; among
-//! idle workers the most recently used one is picked, which keeps a hot
-//! working set and lets the others go idle long enough to be retired.
+//! Every rule about spawning, queueing, rejecting and retiring lives here,
+//! so it can be unit-tested with a fake clock; the driver (`pool/mod.rs`)
+//! only carries actions out and turns I/O into events. A worker serves one
+//! request at a time (Ruby's GVL makes the process the unit of
+//! parallelism), so "least busy" means "idle"; among idle workers the most
+//! recently used one is picked, which keeps a hot working set and lets the
+//! others go idle long enough to be retired.
 //!
-//! Rules (Passenger's, as a baseline):
-//! - spawn while below `min_instances`, or while requests wait and every
-//!   worker is busy, up to `max_pool_size`, one spawn at a time;
-//! - otherwise queue, up to `max_request_queue_size`, then reject (503);
-//! - a failed spawn backs off exponentially (0.5 s doubling to 30 s) so a
-//!   broken app does not fork-bomb the machine, and when no worker is left
-//!   to serve them, waiting requests are rejected rather than left hanging.
+//! Rules (Passenger's as a baseline):
+//! - spawn while fewer than `desired` workers (the minimum, moved by
+//!   TTIN/TTOU) or while requests wait and none is idle, up to
+//!   `max_pool_size`, one spawn at a time;
+//! - queue up to `max_queue` requests (FIFO), then reject; a request that
+//!   waited longer than `max_queue_time` is rejected too;
+//! - retire idle workers after `pool_idle_time` down to `desired`, workers
+//!   that served their `max_requests` (plus a per-worker jitter), and
+//!   workers over `memory_limit`; a busy worker is retired only after its
+//!   request, so no request is dropped;
+//! - a failed spawn backs off (0.5 s doubling to 30 s); when no worker is
+//!   left, waiting requests are rejected rather than left hanging; workers
+//!   that die within a second of starting, `CRASH_LOOP` times in a row,
+//!   stop respawning for a minute instead of spinning;
+//! - a rolling restart bumps the generation, then spawns new-generation
+//!   workers one at a time, retiring one old worker each time a new one is
+//!   ready (the pool may hold one worker over its maximum meanwhile);
+//! - the preloader is stopped after `max_preloader_idle_time` without a
+//!   spawn, and started again by the next spawn.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -23,10 +36,33 @@ pub type WorkerId = u64;
 pub type Ticket = u64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct Config {
     pub min_instances: usize,
     pub max_pool_size: usize,
     pub max_queue: usize,
+    pub max_queue_time: Option<Duration>,
+    pub pool_idle_time: Option<Duration>,
+    pub max_preloader_idle_time: Option<Duration>,
+    pub max_requests: Option<u64>,
+    pub max_requests_jitter: u64,
+    /// Bytes of private dirty + swap.
+    pub memory_limit: Option<u64>,
+}
+
+impl Config {
+    pub fn new(min_instances: usize, max_pool_size: usize, max_queue: usize) -> Self {
+        Config {
+            min_instances,
+            max_pool_size,
+            max_queue,
+            max_queue_time: None,
+            pool_idle_time: None,
+            max_preloader_idle_time: None,
+            max_requests: None,
+            max_requests_jitter: 0,
+            memory_limit: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +70,22 @@ pub enum Event {
     /// Begin: spawn up to the minimum.
     Start,
     Request(Ticket),
-    /// A worker finished its request and is idle again.
+    /// A worker finished its request.
     Done(WorkerId),
     /// A spawned worker greeted the front end.
     Ready(WorkerId),
     /// A worker's process or connection is gone.
     Lost(WorkerId),
     SpawnFailed(WorkerId),
-    /// Periodic: lets backoffs expire.
+    /// A memory sample: private dirty + swap, in bytes.
+    Memory(WorkerId, u64),
+    /// Begin a rolling restart (the new code is known to load).
+    Restart,
+    /// TTIN (+1) / TTOU (-1).
+    Scale(i32),
+    PreloaderUp,
+    PreloaderDown,
+    /// Periodic: timeouts, idle retirement, backoffs.
     Tick,
     /// Stop spawning; let queued and in-flight requests finish.
     Shutdown,
@@ -50,15 +94,57 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
     QueueFull,
+    /// Waited longer than `max_queue_time`.
+    QueueTimeout,
     /// No worker is running and none can be started right now.
     Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retire {
+    Idle,
+    MaxRequests,
+    MemoryLimit,
+    Restart,
+    ScaleDown,
+}
+
+impl Retire {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retire::Idle => "idle",
+            Retire::MaxRequests => "max requests",
+            Retire::MemoryLimit => "memory limit",
+            Retire::Restart => "rolling restart",
+            Retire::ScaleDown => "scaled down",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    Dispatch { ticket: Ticket, worker: WorkerId },
-    Reject { ticket: Ticket, reason: Reject },
-    Spawn(WorkerId),
+    Dispatch {
+        ticket: Ticket,
+        worker: WorkerId,
+    },
+    Reject {
+        ticket: Ticket,
+        reason: Reject,
+    },
+    Spawn {
+        worker: WorkerId,
+        generation: u64,
+    },
+    /// Stop an idle worker (it has no request): close it gracefully.
+    Stop {
+        worker: WorkerId,
+        reason: Retire,
+    },
+    StopPreloader,
+    /// Workers keep dying right after starting: respawning pauses.
+    CrashLoop {
+        deaths: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,38 +157,73 @@ pub enum SlotState {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     state: SlotState,
+    generation: u64,
+    ready_at: Option<Instant>,
     last_used: Instant,
-}
-
-#[derive(Debug)]
-pub struct Machine {
-    limits: Limits,
-    workers: BTreeMap<WorkerId, Slot>,
-    queue: VecDeque<Ticket>,
-    next_worker: WorkerId,
-    failures: u32,
-    retry_at: Option<Instant>,
-    shutting_down: bool,
+    processed: u64,
+    /// Set on a busy worker that must stop once its request is done.
+    retire: Option<Retire>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A worker that dies this soon after becoming ready counts as a crash.
+pub const QUICK_DEATH: Duration = Duration::from_secs(1);
+/// Quick deaths in a row that make a crash loop.
+pub const CRASH_LOOP: u32 = 5;
+const CRASH_LOOP_PAUSE: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct Machine {
+    cfg: Config,
+    desired: usize,
+    workers: BTreeMap<WorkerId, Slot>,
+    queue: VecDeque<(Ticket, Instant)>,
+    next_worker: WorkerId,
+    generation: u64,
+    restarting: bool,
+    failures: u32,
+    quick_deaths: u32,
+    retry_at: Option<Instant>,
+    preloader_up: bool,
+    last_spawn: Option<Instant>,
+    shutting_down: bool,
+}
 
 impl Machine {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(cfg: Config) -> Self {
         Machine {
-            limits,
+            desired: cfg.min_instances,
+            cfg,
             workers: BTreeMap::new(),
             queue: VecDeque::new(),
             next_worker: 1,
+            generation: 1,
+            restarting: false,
             failures: 0,
+            quick_deaths: 0,
             retry_at: None,
+            preloader_up: false,
+            last_spawn: None,
             shutting_down: false,
         }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
+    pub fn config(&self) -> Config {
+        self.cfg
+    }
+
+    /// The process count the pool keeps at least (min, moved by TTIN/TTOU).
+    pub fn desired(&self) -> usize {
+        self.desired
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn restarting(&self) -> bool {
+        self.restarting
     }
 
     pub fn queue_len(&self) -> usize {
@@ -111,6 +232,12 @@ impl Machine {
 
     pub fn state_of(&self, worker: WorkerId) -> Option<SlotState> {
         self.workers.get(&worker).map(|s| s.state)
+    }
+
+    pub fn retiring(&self, worker: WorkerId) -> bool {
+        self.workers
+            .get(&worker)
+            .is_some_and(|s| s.retire.is_some())
     }
 
     pub fn count(&self, state: SlotState) -> usize {
@@ -127,41 +254,86 @@ impl Machine {
         self.shutting_down && self.queue.is_empty() && self.count(SlotState::Busy) == 0
     }
 
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// The number of requests after which `worker` retires: the limit plus
+    /// a per-worker jitter, so workers started together don't all restart
+    /// together. Deterministic (a hash of the id) to keep tests exact.
+    pub fn request_limit(&self, worker: WorkerId) -> Option<u64> {
+        self.cfg.max_requests.map(|n| {
+            let jitter = self.cfg.max_requests_jitter;
+            n + worker.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (jitter + 1)
+        })
+    }
+
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
-            Event::Start | Event::Tick => {}
+            Event::Start => {}
+            Event::Tick => self.tick(now, &mut out),
             Event::Request(ticket) => {
                 if let Some(worker) = self.pick_idle() {
                     self.occupy(worker, now);
                     out.push(Action::Dispatch { ticket, worker });
-                } else if self.queue.len() >= self.limits.max_queue {
+                } else if self.queue.len() >= self.cfg.max_queue {
                     out.push(Action::Reject {
                         ticket,
                         reason: Reject::QueueFull,
                     });
                 } else {
-                    self.queue.push_back(ticket);
+                    self.queue.push_back((ticket, now));
                 }
             }
             Event::Ready(worker) => {
                 if let Some(slot) = self.workers.get_mut(&worker) {
                     slot.state = SlotState::Idle;
+                    slot.ready_at = Some(now);
                     slot.last_used = now;
+                    let generation = slot.generation;
                     self.failures = 0;
                     self.retry_at = None;
+                    if self.restarting && generation == self.generation {
+                        self.retire_one_old(&mut out);
+                    }
                     self.assign(worker, now, &mut out);
                 }
             }
             Event::Done(worker) => {
+                let limit = self.request_limit(worker);
                 if let Some(slot) = self.workers.get_mut(&worker) {
-                    slot.state = SlotState::Idle;
+                    slot.processed += 1;
                     slot.last_used = now;
-                    self.assign(worker, now, &mut out);
+                    slot.state = SlotState::Idle;
+                    if slot.retire.is_none() && limit.is_some_and(|l| slot.processed >= l) {
+                        slot.retire = Some(Retire::MaxRequests);
+                    }
+                    if let Some(reason) = slot.retire {
+                        self.workers.remove(&worker);
+                        out.push(Action::Stop { worker, reason });
+                    } else {
+                        self.assign(worker, now, &mut out);
+                    }
                 }
             }
             Event::Lost(worker) => {
-                self.workers.remove(&worker);
+                if let Some(slot) = self.workers.remove(&worker) {
+                    let quick = slot
+                        .ready_at
+                        .is_some_and(|t| now.duration_since(t) < QUICK_DEATH);
+                    if quick && slot.retire.is_none() {
+                        self.quick_deaths += 1;
+                        if self.quick_deaths >= CRASH_LOOP {
+                            self.retry_at = Some(now + CRASH_LOOP_PAUSE);
+                            out.push(Action::CrashLoop {
+                                deaths: self.quick_deaths,
+                            });
+                        }
+                    } else if !quick {
+                        self.quick_deaths = 0;
+                    }
+                }
             }
             Event::SpawnFailed(worker) => {
                 self.workers.remove(&worker);
@@ -170,8 +342,10 @@ impl Machine {
                     .saturating_mul(1 << (self.failures - 1).min(16))
                     .min(MAX_BACKOFF);
                 self.retry_at = Some(now + backoff);
+                // New code that cannot start: keep serving with the old.
+                self.restarting = false;
                 if self.workers.is_empty() {
-                    for ticket in self.queue.drain(..) {
+                    for (ticket, _) in self.queue.drain(..) {
                         out.push(Action::Reject {
                             ticket,
                             reason: Reject::Unavailable,
@@ -179,10 +353,129 @@ impl Machine {
                     }
                 }
             }
+            Event::Memory(worker, bytes) => {
+                if self.cfg.memory_limit.is_some_and(|limit| bytes > limit) {
+                    self.retire(worker, Retire::MemoryLimit, &mut out);
+                }
+            }
+            Event::Restart => {
+                if !self.workers.is_empty() {
+                    self.generation += 1;
+                    self.restarting = true;
+                    // Crash-loop and backoff state belong to the old code.
+                    self.quick_deaths = 0;
+                    self.retry_at = None;
+                }
+            }
+            Event::Scale(delta) => {
+                let desired = self.desired as i64 + delta as i64;
+                let floor = self.cfg.min_instances as i64;
+                let ceiling = self.cfg.max_pool_size as i64;
+                self.desired = desired.clamp(floor.min(ceiling), ceiling) as usize;
+                if delta < 0 {
+                    while self.active() > self.desired {
+                        let Some(worker) = self.least_recently_used_idle() else {
+                            break;
+                        };
+                        self.workers.remove(&worker);
+                        out.push(Action::Stop {
+                            worker,
+                            reason: Retire::ScaleDown,
+                        });
+                    }
+                }
+            }
+            Event::PreloaderUp => {
+                self.preloader_up = true;
+                self.last_spawn = Some(now);
+            }
+            Event::PreloaderDown => self.preloader_up = false,
             Event::Shutdown => self.shutting_down = true,
         }
         self.maybe_spawn(now, &mut out);
         out
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(limit) = self.cfg.max_queue_time {
+            while let Some(&(ticket, since)) = self.queue.front() {
+                if now.duration_since(since) <= limit {
+                    break;
+                }
+                self.queue.pop_front();
+                out.push(Action::Reject {
+                    ticket,
+                    reason: Reject::QueueTimeout,
+                });
+            }
+        }
+        if let Some(idle) = self.cfg.pool_idle_time {
+            while self.active() > self.desired {
+                let Some(worker) = self.least_recently_used_idle() else {
+                    break;
+                };
+                if now.duration_since(self.workers[&worker].last_used) < idle {
+                    break;
+                }
+                self.workers.remove(&worker);
+                out.push(Action::Stop {
+                    worker,
+                    reason: Retire::Idle,
+                });
+            }
+        }
+        if let (true, Some(idle), Some(last)) = (
+            self.preloader_up,
+            self.cfg.max_preloader_idle_time,
+            self.last_spawn,
+        ) {
+            if now.duration_since(last) >= idle && self.count(SlotState::Spawning) == 0 {
+                self.preloader_up = false;
+                out.push(Action::StopPreloader);
+            }
+        }
+    }
+
+    /// Workers that count toward the pool's size: not leaving.
+    fn active(&self) -> usize {
+        self.workers.values().filter(|s| s.retire.is_none()).count()
+    }
+
+    fn retire(&mut self, worker: WorkerId, reason: Retire, out: &mut Vec<Action>) {
+        let Some(slot) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        match slot.state {
+            SlotState::Idle => {
+                self.workers.remove(&worker);
+                out.push(Action::Stop { worker, reason });
+            }
+            SlotState::Busy => {
+                slot.retire.get_or_insert(reason);
+            }
+            SlotState::Spawning => {}
+        }
+    }
+
+    /// During a rolling restart: retire one old-generation worker, an idle
+    /// one if there is any. Ends the restart when none is left to retire.
+    fn retire_one_old(&mut self, out: &mut Vec<Action>) {
+        let current = self.generation;
+        let old = |s: &Slot| {
+            s.generation < current && s.retire.is_none() && s.state != SlotState::Spawning
+        };
+        let pick = self
+            .workers
+            .iter()
+            .filter(|(_, s)| old(s))
+            .min_by_key(|(_, s)| (s.state != SlotState::Idle, s.last_used))
+            .map(|(id, _)| *id);
+        if let Some(worker) = pick {
+            self.retire(worker, Retire::Restart, out);
+        }
+        if !self.workers.values().any(|s| old(s)) {
+            self.restarting = false;
+        }
     }
 
     /// The idle worker used most recently.
@@ -194,6 +487,14 @@ impl Machine {
             .map(|(id, _)| *id)
     }
 
+    fn least_recently_used_idle(&self) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, s)| s.state == SlotState::Idle && s.retire.is_none())
+            .min_by_key(|(id, s)| (s.last_used, **id))
+            .map(|(id, _)| *id)
+    }
+
     fn occupy(&mut self, worker: WorkerId, now: Instant) {
         let slot = self.workers.get_mut(&worker).expect("picked worker exists");
         slot.state = SlotState::Busy;
@@ -202,33 +503,48 @@ impl Machine {
 
     /// Gives an idle worker the oldest waiting request, if any.
     fn assign(&mut self, worker: WorkerId, now: Instant, out: &mut Vec<Action>) {
-        if let Some(ticket) = self.queue.pop_front() {
+        if let Some((ticket, _)) = self.queue.pop_front() {
             self.occupy(worker, now);
             out.push(Action::Dispatch { ticket, worker });
         }
     }
 
     fn maybe_spawn(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let limit = self.cfg.max_pool_size + usize::from(self.restarting);
         if self.shutting_down
             || self.count(SlotState::Spawning) > 0
-            || self.workers.len() >= self.limits.max_pool_size
+            || self.workers.len() >= limit
             || self.retry_at.is_some_and(|t| now < t)
         {
             return;
         }
-        let below_min = self.workers.len() < self.limits.min_instances;
+        let current = self.generation;
+        let below_min = self.active() < self.desired;
         let starved = !self.queue.is_empty() && self.count(SlotState::Idle) == 0;
-        if below_min || starved {
-            let id = self.next_worker;
+        let replacing = self.restarting
+            && self
+                .workers
+                .values()
+                .any(|s| s.generation < current && s.retire.is_none());
+        if below_min || starved || replacing {
+            let worker = self.next_worker;
             self.next_worker += 1;
             self.workers.insert(
-                id,
+                worker,
                 Slot {
                     state: SlotState::Spawning,
+                    generation: current,
+                    ready_at: None,
                     last_used: now,
+                    processed: 0,
+                    retire: None,
                 },
             );
-            out.push(Action::Spawn(id));
+            self.last_spawn = Some(now);
+            out.push(Action::Spawn {
+                worker,
+                generation: current,
+            });
         }
     }
 }
@@ -237,14 +553,6 @@ impl Machine {
 mod tests {
     use super::*;
 
-    fn limits(min: usize, max: usize, queue: usize) -> Limits {
-        Limits {
-            min_instances: min,
-            max_pool_size: max,
-            max_queue: queue,
-        }
-    }
-
     struct Clock(Instant);
     impl Clock {
         fn at(&self, ms: u64) -> Instant {
@@ -252,13 +560,38 @@ mod tests {
         }
     }
 
+    fn spawn(worker: WorkerId) -> Action {
+        Action::Spawn {
+            worker,
+            generation: 1,
+        }
+    }
+
+    fn dispatch(ticket: Ticket, worker: WorkerId) -> Action {
+        Action::Dispatch { ticket, worker }
+    }
+
+    fn stop(worker: WorkerId, reason: Retire) -> Action {
+        Action::Stop { worker, reason }
+    }
+
+    /// A machine with `n` ready workers (ids 1..=n) at time 0–n ms.
+    fn ready(cfg: Config, n: u64, c: &Clock) -> Machine {
+        let mut m = Machine::new(cfg);
+        m.handle(c.at(0), Event::Start);
+        for id in 1..=n {
+            m.handle(c.at(id), Event::Ready(id));
+        }
+        m
+    }
+
     #[test]
     fn starts_the_minimum_one_spawn_at_a_time() {
         let c = Clock(Instant::now());
-        let mut m = Machine::new(limits(2, 4, 10));
-        assert_eq!(m.handle(c.at(0), Event::Start), vec![Action::Spawn(1)]);
+        let mut m = Machine::new(Config::new(2, 4, 10));
+        assert_eq!(m.handle(c.at(0), Event::Start), vec![spawn(1)]);
         assert_eq!(m.handle(c.at(1), Event::Tick), vec![]);
-        assert_eq!(m.handle(c.at(5), Event::Ready(1)), vec![Action::Spawn(2)]);
+        assert_eq!(m.handle(c.at(5), Event::Ready(1)), vec![spawn(2)]);
         assert_eq!(m.handle(c.at(9), Event::Ready(2)), vec![]);
         assert_eq!(m.count(SlotState::Idle), 2);
     }
@@ -266,48 +599,23 @@ mod tests {
     #[test]
     fn busy_pool_queues_and_spawns_up_to_max() {
         let c = Clock(Instant::now());
-        let mut m = Machine::new(limits(1, 2, 10));
-        m.handle(c.at(0), Event::Start);
-        m.handle(c.at(1), Event::Ready(1));
-        assert_eq!(
-            m.handle(c.at(2), Event::Request(10)),
-            vec![Action::Dispatch {
-                ticket: 10,
-                worker: 1
-            }]
-        );
+        let mut m = ready(Config::new(1, 2, 10), 1, &c);
+        assert_eq!(m.handle(c.at(2), Event::Request(10)), vec![dispatch(10, 1)]);
         // Worker 1 busy: the next request waits and triggers a spawn.
-        assert_eq!(
-            m.handle(c.at(3), Event::Request(11)),
-            vec![Action::Spawn(2)]
-        );
+        assert_eq!(m.handle(c.at(3), Event::Request(11)), vec![spawn(2)]);
         assert_eq!(m.handle(c.at(4), Event::Request(12)), vec![]);
         assert_eq!(m.queue_len(), 2);
         // The new worker takes the oldest waiting request.
-        assert_eq!(
-            m.handle(c.at(5), Event::Ready(2)),
-            vec![Action::Dispatch {
-                ticket: 11,
-                worker: 2
-            }]
-        );
+        assert_eq!(m.handle(c.at(5), Event::Ready(2)), vec![dispatch(11, 2)]);
         // At max size: no further spawn, more requests just wait.
         assert_eq!(m.handle(c.at(6), Event::Request(13)), vec![]);
-        assert_eq!(
-            m.handle(c.at(7), Event::Done(1)),
-            vec![Action::Dispatch {
-                ticket: 12,
-                worker: 1
-            }]
-        );
+        assert_eq!(m.handle(c.at(7), Event::Done(1)), vec![dispatch(12, 1)]);
     }
 
     #[test]
     fn full_queue_rejects() {
         let c = Clock(Instant::now());
-        let mut m = Machine::new(limits(1, 1, 1));
-        m.handle(c.at(0), Event::Start);
-        m.handle(c.at(1), Event::Ready(1));
+        let mut m = ready(Config::new(1, 1, 1), 1, &c);
         m.handle(c.at(2), Event::Request(1));
         assert_eq!(m.handle(c.at(3), Event::Request(2)), vec![]);
         assert_eq!(
@@ -320,42 +628,123 @@ mod tests {
     }
 
     #[test]
+    fn requests_waiting_too_long_are_rejected() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(1, 1, 10);
+        cfg.max_queue_time = Some(Duration::from_millis(100));
+        let mut m = ready(cfg, 1, &c);
+        m.handle(c.at(10), Event::Request(1));
+        m.handle(c.at(20), Event::Request(2));
+        m.handle(c.at(90), Event::Request(3));
+        assert_eq!(m.handle(c.at(100), Event::Tick), vec![]);
+        assert_eq!(
+            m.handle(c.at(125), Event::Tick),
+            vec![Action::Reject {
+                ticket: 2,
+                reason: Reject::QueueTimeout
+            }]
+        );
+        assert_eq!(m.handle(c.at(150), Event::Done(1)), vec![dispatch(3, 1)]);
+    }
+
+    #[test]
     fn idle_worker_most_recently_used_is_picked() {
         let c = Clock(Instant::now());
-        let mut m = Machine::new(limits(2, 2, 10));
-        m.handle(c.at(0), Event::Start);
-        m.handle(c.at(1), Event::Ready(1));
-        m.handle(c.at(2), Event::Ready(2));
+        let mut m = ready(Config::new(2, 2, 10), 2, &c);
         m.handle(c.at(3), Event::Request(1)); // worker 2 (newest)
         m.handle(c.at(4), Event::Request(2)); // worker 1
         m.handle(c.at(5), Event::Done(1));
         m.handle(c.at(6), Event::Done(2));
+        assert_eq!(m.handle(c.at(7), Event::Request(3)), vec![dispatch(3, 2)]);
+    }
+
+    #[test]
+    fn idle_workers_retire_down_to_the_minimum() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(1, 3, 10);
+        cfg.pool_idle_time = Some(Duration::from_secs(10));
+        let mut m = ready(cfg, 1, &c);
+        // Traffic grows the pool to 3.
+        m.handle(c.at(10), Event::Request(1));
+        m.handle(c.at(11), Event::Request(2));
+        m.handle(c.at(12), Event::Ready(2));
+        m.handle(c.at(13), Event::Request(3));
+        m.handle(c.at(14), Event::Ready(3));
+        for w in 1..=3 {
+            m.handle(c.at(20 + w), Event::Done(w));
+        }
+        assert_eq!(m.handle(c.at(9_000), Event::Tick), vec![]);
+        // After 10 s idle, the two least recently used go; one stays.
         assert_eq!(
-            m.handle(c.at(7), Event::Request(3)),
-            vec![Action::Dispatch {
-                ticket: 3,
-                worker: 2
-            }]
+            m.handle(c.at(10_030), Event::Tick),
+            vec![stop(1, Retire::Idle), stop(2, Retire::Idle)]
         );
+        assert_eq!(m.handle(c.at(99_000), Event::Tick), vec![]);
+        assert_eq!(m.count(SlotState::Idle), 1);
+    }
+
+    #[test]
+    fn max_requests_retires_after_the_request_and_respawns() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(1, 2, 10);
+        cfg.max_requests = Some(2);
+        let mut m = ready(cfg, 1, &c);
+        m.handle(c.at(2), Event::Request(1));
+        assert_eq!(m.handle(c.at(3), Event::Done(1)), vec![]);
+        m.handle(c.at(4), Event::Request(2));
+        assert_eq!(
+            m.handle(c.at(5), Event::Done(1)),
+            vec![stop(1, Retire::MaxRequests), spawn(2)]
+        );
+    }
+
+    #[test]
+    fn max_requests_jitter_spreads_the_limits() {
+        let mut cfg = Config::new(1, 2, 10);
+        cfg.max_requests = Some(100);
+        cfg.max_requests_jitter = 50;
+        let m = Machine::new(cfg);
+        let limits: std::collections::HashSet<u64> =
+            (1..=10).map(|w| m.request_limit(w).unwrap()).collect();
+        assert!(limits.len() > 3, "{limits:?}");
+        assert!(limits.iter().all(|l| (100..=150).contains(l)));
+    }
+
+    #[test]
+    fn memory_limit_retires_idle_at_once_and_busy_after_its_request() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(2, 3, 10);
+        cfg.memory_limit = Some(1000);
+        let mut m = ready(cfg, 2, &c);
+        assert_eq!(m.handle(c.at(5), Event::Memory(1, 999)), vec![]);
+        m.handle(c.at(6), Event::Request(1)); // worker 2
+                                              // Busy: marked, and its successor starts while it finishes.
+        assert_eq!(m.handle(c.at(7), Event::Memory(2, 5000)), vec![spawn(3)]);
+        assert!(m.retiring(2));
+        assert_eq!(
+            m.handle(c.at(8), Event::Memory(1, 5000)),
+            vec![stop(1, Retire::MemoryLimit)]
+        );
+        assert_eq!(
+            m.handle(c.at(9), Event::Done(2)),
+            vec![stop(2, Retire::MemoryLimit)]
+        );
+        assert_eq!(m.handle(c.at(10), Event::Ready(3)), vec![spawn(4)]);
     }
 
     #[test]
     fn lost_worker_is_replaced_below_minimum() {
         let c = Clock(Instant::now());
-        let mut m = Machine::new(limits(1, 3, 10));
-        m.handle(c.at(0), Event::Start);
-        m.handle(c.at(1), Event::Ready(1));
-        assert_eq!(m.handle(c.at(2), Event::Lost(1)), vec![Action::Spawn(2)]);
+        let mut m = ready(Config::new(1, 3, 10), 1, &c);
+        assert_eq!(m.handle(c.at(5_000), Event::Lost(1)), vec![spawn(2)]);
     }
 
     #[test]
     fn failed_spawns_back_off_and_reject_waiters() {
         let c = Clock(Instant::now());
-        let mut m = Machine::new(limits(1, 3, 10));
+        let mut m = Machine::new(Config::new(1, 3, 10));
         m.handle(c.at(0), Event::Start);
         m.handle(c.at(1), Event::Request(7));
-        // No worker left and the spawn failed: the waiter is told at once,
-        // and no new spawn happens until the backoff passes.
         assert_eq!(
             m.handle(c.at(2), Event::SpawnFailed(1)),
             vec![Action::Reject {
@@ -364,35 +753,145 @@ mod tests {
             }]
         );
         assert_eq!(m.handle(c.at(100), Event::Tick), vec![]);
-        assert_eq!(m.handle(c.at(502), Event::Tick), vec![Action::Spawn(2)]);
+        assert_eq!(m.handle(c.at(502), Event::Tick), vec![spawn(2)]);
         m.handle(c.at(503), Event::SpawnFailed(2));
         assert_eq!(m.failures(), 2);
         // The second backoff is twice as long.
         assert_eq!(m.handle(c.at(1400), Event::Tick), vec![]);
-        assert_eq!(m.handle(c.at(1504), Event::Tick), vec![Action::Spawn(3)]);
+        assert_eq!(m.handle(c.at(1504), Event::Tick), vec![spawn(3)]);
         m.handle(c.at(1505), Event::Ready(3));
         assert_eq!(m.failures(), 0);
     }
 
     #[test]
-    fn shutdown_stops_spawning_and_reports_drained() {
+    fn a_crash_loop_stops_respawning() {
         let c = Clock(Instant::now());
-        let mut m = Machine::new(limits(1, 2, 10));
+        let mut m = Machine::new(Config::new(1, 3, 10));
+        m.handle(c.at(0), Event::Start);
+        let mut t = 0;
+        for id in 1..CRASH_LOOP as u64 {
+            t += 10;
+            m.handle(c.at(t), Event::Ready(id));
+            t += 10;
+            assert_eq!(m.handle(c.at(t), Event::Lost(id)), vec![spawn(id + 1)]);
+        }
+        let last = CRASH_LOOP as u64;
+        m.handle(c.at(t + 10), Event::Ready(last));
+        assert_eq!(
+            m.handle(c.at(t + 20), Event::Lost(last)),
+            vec![Action::CrashLoop { deaths: CRASH_LOOP }]
+        );
+        assert_eq!(m.handle(c.at(t + 30_000), Event::Tick), vec![]);
+        assert_eq!(
+            m.handle(c.at(t + 61_000), Event::Tick),
+            vec![spawn(last + 1)]
+        );
+    }
+
+    #[test]
+    fn a_worker_that_lived_resets_the_crash_count() {
+        let c = Clock(Instant::now());
+        let mut m = Machine::new(Config::new(1, 3, 10));
         m.handle(c.at(0), Event::Start);
         m.handle(c.at(1), Event::Ready(1));
+        m.handle(c.at(2), Event::Lost(1));
+        m.handle(c.at(3), Event::Ready(2));
+        m.handle(c.at(5_000), Event::Lost(2));
+        assert_eq!(m.quick_deaths, 0);
+    }
+
+    #[test]
+    fn rolling_restart_replaces_workers_one_by_one() {
+        let c = Clock(Instant::now());
+        let mut m = ready(Config::new(2, 2, 10), 2, &c);
+        m.handle(c.at(3), Event::Request(1)); // worker 2 busy
+                                              // The pool is at its max; a restart may go one over.
+        assert_eq!(
+            m.handle(c.at(10), Event::Restart),
+            vec![Action::Spawn {
+                worker: 3,
+                generation: 2
+            }]
+        );
+        // New worker ready: the idle old one (1) goes, the next new spawns.
+        assert_eq!(
+            m.handle(c.at(20), Event::Ready(3)),
+            vec![
+                stop(1, Retire::Restart),
+                Action::Spawn {
+                    worker: 4,
+                    generation: 2
+                }
+            ]
+        );
+        // Worker 2 is busy: it is marked, and stops after its request.
+        assert_eq!(m.handle(c.at(30), Event::Ready(4)), vec![]);
+        assert!(m.retiring(2));
+        assert!(!m.restarting());
+        assert_eq!(
+            m.handle(c.at(40), Event::Done(2)),
+            vec![stop(2, Retire::Restart)]
+        );
+        assert_eq!(m.count(SlotState::Idle), 2);
+        assert_eq!(m.generation(), 2);
+    }
+
+    #[test]
+    fn a_restart_whose_workers_fail_keeps_the_old_ones() {
+        let c = Clock(Instant::now());
+        let mut m = ready(Config::new(1, 2, 10), 1, &c);
+        m.handle(c.at(10), Event::Restart);
+        assert_eq!(m.handle(c.at(20), Event::SpawnFailed(2)), vec![]);
+        assert!(!m.restarting());
+        assert_eq!(m.handle(c.at(30), Event::Request(1)), vec![dispatch(1, 1)]);
+    }
+
+    #[test]
+    fn scaling_moves_the_desired_count_within_bounds() {
+        let c = Clock(Instant::now());
+        let mut m = ready(Config::new(1, 3, 10), 1, &c);
+        assert_eq!(m.handle(c.at(10), Event::Scale(1)), vec![spawn(2)]);
+        m.handle(c.at(20), Event::Ready(2));
+        assert_eq!(m.handle(c.at(30), Event::Scale(1)), vec![spawn(3)]);
+        m.handle(c.at(40), Event::Ready(3));
+        assert_eq!(m.handle(c.at(50), Event::Scale(1)), vec![]);
+        assert_eq!(m.desired(), 3);
+        assert_eq!(
+            m.handle(c.at(60), Event::Scale(-1)),
+            vec![stop(1, Retire::ScaleDown)]
+        );
+        m.handle(c.at(70), Event::Scale(-1));
+        assert_eq!(m.handle(c.at(80), Event::Scale(-1)), vec![]);
+        assert_eq!(m.desired(), 1);
+    }
+
+    #[test]
+    fn an_idle_preloader_is_stopped() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(1, 3, 10);
+        cfg.max_preloader_idle_time = Some(Duration::from_secs(5));
+        let mut m = Machine::new(cfg);
+        m.handle(c.at(0), Event::PreloaderUp);
+        m.handle(c.at(0), Event::Start);
+        m.handle(c.at(10), Event::Ready(1));
+        assert_eq!(m.handle(c.at(4_000), Event::Tick), vec![]);
+        assert_eq!(
+            m.handle(c.at(5_100), Event::Tick),
+            vec![Action::StopPreloader]
+        );
+        assert_eq!(m.handle(c.at(9_000), Event::Tick), vec![]);
+    }
+
+    #[test]
+    fn shutdown_stops_spawning_and_reports_drained() {
+        let c = Clock(Instant::now());
+        let mut m = ready(Config::new(1, 2, 10), 1, &c);
         m.handle(c.at(2), Event::Request(1));
         m.handle(c.at(3), Event::Shutdown);
         assert!(!m.drained());
         assert_eq!(m.handle(c.at(4), Event::Request(2)), vec![]);
-        assert_eq!(
-            m.handle(c.at(5), Event::Done(1)),
-            vec![Action::Dispatch {
-                ticket: 2,
-                worker: 1
-            }]
-        );
+        assert_eq!(m.handle(c.at(5), Event::Done(1)), vec![dispatch(2, 1)]);
         assert_eq!(m.handle(c.at(6), Event::Done(1)), vec![]);
         assert!(m.drained());
-        assert_eq!(m.handle(c.at(7), Event::Lost(1)), vec![]);
     }
 }

@@ -4,8 +4,9 @@
 //! the requests waiting for a worker (with the channel to answer each),
 //! the workers' connections and bookkeeping, and the child processes. It
 //! turns I/O outcomes (a spawn finished, an exchange ended, a process
-//! exited) into machine events, and machine actions into tasks. All state
-//! sits behind one mutex held only for bookkeeping, never across an await.
+//! exited, a memory sample) into machine events, and machine actions into
+//! tasks. All state sits behind one mutex held only for bookkeeping, never
+//! across an await.
 
 pub mod acceptor;
 pub mod exchange;
@@ -17,18 +18,32 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Result;
 use http::Response;
 use tokio::sync::{oneshot, watch};
 
+use crate::config::SpawnMethod;
 use crate::control::{describe_exit, Report};
+use crate::procfs::Memory;
 use crate::status::{StatusReport, WorkerStatus};
 use exchange::{Failure, ProxyError, ProxyRequest, Reply, ResponseBody, WorkerConn};
-use machine::{Action, Event, Limits, Machine, Reject, SlotState, Ticket, WorkerId};
+use machine::{Action, Config, Event, Machine, Reject, SlotState, Ticket, WorkerId};
 use spawner::Spawner;
 
 /// A request that is not yet given to a worker sends on to another worker
 /// at most this many times when the one it was given to turns out dead.
 const MAX_ATTEMPTS: u32 = 3;
+/// How long a timed-out worker gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Options the pool needs besides the machine's rules.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub machine: Config,
+    pub worker_timeout: Option<Duration>,
+    /// How often worker memory and CPU are sampled.
+    pub sample_interval: Duration,
+}
 
 struct Pending {
     req: ProxyRequest,
@@ -38,6 +53,7 @@ struct Pending {
 
 struct WorkerInfo {
     pid: Option<u32>,
+    generation: u64,
     spawn_started: Instant,
     ready_at: Option<Instant>,
     spawn_duration: Option<Duration>,
@@ -45,6 +61,10 @@ struct WorkerInfo {
     last_used: Instant,
     /// Present while the worker is idle.
     conn: Option<WorkerConn>,
+    memory: Option<Memory>,
+    /// CPU ticks at the previous sample, and when.
+    cpu: Option<(u64, Instant)>,
+    cpu_percent: Option<f64>,
 }
 
 struct Inner {
@@ -57,6 +77,8 @@ struct Inner {
     children: HashMap<u32, Option<WorkerId>>,
     processed_total: u64,
     last_spawn_error: Option<String>,
+    last_restart_error: Option<String>,
+    restarts_by_reason: BTreeMap<&'static str, u64>,
 }
 
 /// Whether the pool has ever had a worker ready.
@@ -70,40 +92,59 @@ pub enum Readiness {
 pub struct Pool {
     inner: Mutex<Inner>,
     pub spawner: Spawner,
+    options: PoolOptions,
     readiness: watch::Sender<Readiness>,
+    /// Serialises rolling restarts.
+    restart_lock: tokio::sync::Mutex<()>,
     started: Instant,
     started_at: SystemTime,
 }
 
 impl Pool {
-    pub fn new(limits: Limits, spawner: Spawner) -> Arc<Self> {
+    pub fn new(options: PoolOptions, spawner: Spawner) -> Arc<Self> {
         Arc::new(Pool {
             inner: Mutex::new(Inner {
-                machine: Machine::new(limits),
+                machine: Machine::new(options.machine),
                 next_ticket: 1,
                 pending: HashMap::new(),
                 workers: BTreeMap::new(),
                 children: HashMap::new(),
                 processed_total: 0,
                 last_spawn_error: None,
+                last_restart_error: None,
+                restarts_by_reason: BTreeMap::new(),
             }),
             spawner,
+            options,
             readiness: watch::channel(Readiness::Starting).0,
+            restart_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             started_at: SystemTime::now(),
         })
     }
 
-    /// Spawns up to the minimum and starts the periodic tick.
+    /// Spawns up to the minimum and starts the periodic tick and sampler.
     pub fn start(self: &Arc<Self>) {
         self.event(Event::Start);
-        let pool = Arc::downgrade(self);
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
-                match pool.upgrade() {
+                match weak.upgrade() {
                     Some(pool) => pool.event(Event::Tick),
+                    None => return,
+                }
+            }
+        });
+        let weak = Arc::downgrade(self);
+        let every = self.options.sample_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(pool) => pool.sample(),
                     None => return,
                 }
             }
@@ -149,29 +190,40 @@ impl Pool {
                         .take()
                         .expect("an idle worker holds its connection");
                     info.last_used = Instant::now();
-                    tokio::spawn(run_exchange(self.clone(), worker, conn, pending));
+                    tokio::spawn(run_exchange(
+                        self.clone(),
+                        worker,
+                        conn,
+                        pending,
+                        self.options.worker_timeout,
+                    ));
                 }
                 Action::Reject { ticket, reason } => {
                     if let Some(p) = inner.pending.remove(&ticket) {
                         let err = match reason {
                             Reject::QueueFull => ProxyError::QueueFull,
+                            Reject::QueueTimeout => ProxyError::QueueTimeout,
                             Reject::Unavailable => ProxyError::Unavailable,
                         };
                         let _ = p.reply.send(Err(err));
                     }
                 }
-                Action::Spawn(worker) => {
+                Action::Spawn { worker, generation } => {
                     let now = Instant::now();
                     inner.workers.insert(
                         worker,
                         WorkerInfo {
                             pid: None,
+                            generation,
                             spawn_started: now,
                             ready_at: None,
                             spawn_duration: None,
                             processed: 0,
                             last_used: now,
                             conn: None,
+                            memory: None,
+                            cpu: None,
+                            cpu_percent: None,
                         },
                     );
                     let pool = self.clone();
@@ -181,6 +233,34 @@ impl Pool {
                             Err(e) => pool.spawn_failed(worker, format!("{e:#}")),
                         }
                     });
+                }
+                Action::Stop { worker, reason } => {
+                    // Closing its connection tells an idle worker to exit
+                    // gracefully (stopping_worker_process, at_exit).
+                    if let Some(info) = inner.workers.remove(&worker) {
+                        tracing::info!(
+                            worker,
+                            pid = info.pid,
+                            processed = info.processed,
+                            "retiring worker ({})",
+                            reason.as_str()
+                        );
+                        *inner.restarts_by_reason.entry(reason.as_str()).or_default() += 1;
+                    }
+                }
+                Action::StopPreloader => {
+                    tracing::info!("stopping the idle preloader (--max-preloader-idle-time)");
+                    let pool = self.clone();
+                    tokio::spawn(async move { pool.spawner.stop_preloader().await });
+                }
+                Action::CrashLoop { deaths } => {
+                    let msg = format!(
+                        "workers died within {:?} of starting {deaths} times in a row; \
+                         not respawning for a minute (see the app's errors above)",
+                        machine::QUICK_DEATH
+                    );
+                    tracing::error!("{msg}");
+                    inner.last_spawn_error = Some(msg);
                 }
             }
         }
@@ -225,6 +305,7 @@ impl Pool {
         tracing::info!(
             worker,
             pid = info.pid,
+            generation = info.generation,
             method = self.spawner.method.as_str(),
             "worker ready in {:.1} ms",
             (now - info.spawn_started).as_secs_f64() * 1000.0
@@ -244,7 +325,7 @@ impl Pool {
         tracing::error!(worker, "spawning a worker failed: {msg}");
         let mut inner = self.inner.lock().unwrap();
         if let Some(pid) = inner.workers.remove(&worker).and_then(|w| w.pid) {
-            kill(pid);
+            kill(pid, libc::SIGKILL);
         }
         inner.last_spawn_error = Some(msg.clone());
         let actions = inner
@@ -276,11 +357,12 @@ impl Pool {
     }
 
     /// Forgets a worker whose process or connection is gone.
-    fn lost(self: &Arc<Self>, worker: WorkerId) {
+    fn lost(self: &Arc<Self>, worker: WorkerId, reason: &'static str) {
         let mut inner = self.inner.lock().unwrap();
         if inner.workers.remove(&worker).is_none() {
             return;
         }
+        *inner.restarts_by_reason.entry(reason).or_default() += 1;
         let actions = inner.machine.handle(Instant::now(), Event::Lost(worker));
         self.apply(&mut inner, actions);
     }
@@ -293,17 +375,23 @@ impl Pool {
         }
     }
 
-    /// Kills a worker outright (it is stuck or out of step).
-    pub fn kill_worker(&self, worker: WorkerId) {
-        if let Some(pid) = self
-            .inner
+    pub(crate) fn preloader_started(self: &Arc<Self>) {
+        self.event(Event::PreloaderUp);
+    }
+
+    fn pid_of(&self, worker: WorkerId) -> Option<u32> {
+        self.inner
             .lock()
             .unwrap()
             .workers
             .get(&worker)
             .and_then(|w| w.pid)
-        {
-            kill(pid);
+    }
+
+    /// Kills a worker outright (it is out of step, or never greeted).
+    pub fn kill_worker(&self, worker: WorkerId) {
+        if let Some(pid) = self.pid_of(worker) {
+            kill(pid, libc::SIGKILL);
         }
     }
 
@@ -320,24 +408,28 @@ impl Pool {
     /// for the workers it forked).
     pub fn process_exited(self: &Arc<Self>, pid: u32, code: Option<i32>, signal: Option<i32>) {
         let how = describe_exit(code, signal);
-        let (worker, known) = {
+        let (worker, known, was_child) = {
             let mut inner = self.inner.lock().unwrap();
-            let worker = inner.children.remove(&pid).flatten();
+            let role = inner.children.remove(&pid);
+            let worker = role.flatten();
             let known = worker
                 .and_then(|id| inner.workers.get(&id))
                 .map(|w| w.ready_at.is_some());
-            (worker, known)
+            (worker, known, role.is_some())
         };
         if self.spawner.preloader_exited(pid) {
-            let stopping = self.inner.lock().unwrap().machine.drained();
+            let stopping = self.inner.lock().unwrap().machine.shutting_down();
             if !stopping {
                 tracing::warn!(pid, "the preloader {how}; the next spawn starts a new one");
             }
+            self.event(Event::PreloaderDown);
             self.spawner.fail_all(&format!("the preloader {how}"));
             return;
         }
         let Some(id) = worker else {
-            tracing::debug!(pid, "reaped process {how}");
+            if was_child {
+                tracing::debug!(pid, "old preloader {how}");
+            }
             return;
         };
         match known {
@@ -354,21 +446,102 @@ impl Pool {
                     tracing::warn!(worker = id, pid, "worker {how}");
                 }
                 if known.is_some() {
-                    self.lost(id);
+                    self.lost(id, "died");
                 }
             }
         }
     }
 
-    pub fn status(&self) -> StatusReport {
+    /// Reads every worker's memory and CPU; feeds the memory limit.
+    pub fn sample(self: &Arc<Self>) {
+        let pids: Vec<(WorkerId, u32)> = {
+            let inner = self.inner.lock().unwrap();
+            inner
+                .workers
+                .iter()
+                .filter_map(|(id, w)| w.pid.map(|p| (*id, p)))
+                .collect()
+        };
+        // /proc reads happen outside the lock: they walk page tables.
+        let now = Instant::now();
+        let samples: Vec<_> = pids
+            .into_iter()
+            .map(|(id, pid)| {
+                (
+                    id,
+                    crate::procfs::memory(pid).ok(),
+                    crate::procfs::stat(pid).ok(),
+                )
+            })
+            .collect();
+        let limit_on = self.options.machine.memory_limit.is_some();
+        let mut inner = self.inner.lock().unwrap();
+        let mut events = Vec::new();
+        for (id, memory, stat) in samples {
+            let Some(info) = inner.workers.get_mut(&id) else {
+                continue;
+            };
+            if let Some(m) = memory {
+                info.memory = Some(m);
+                if limit_on {
+                    events.push(Event::Memory(id, m.private_dirty + m.swap));
+                }
+            }
+            if let Some(stat) = stat {
+                if let Some((ticks, at)) = info.cpu {
+                    let secs = now.duration_since(at).as_secs_f64();
+                    if secs > 0.0 {
+                        let used = stat.cpu_ticks.saturating_sub(ticks) as f64
+                            / crate::procfs::ticks_per_second();
+                        info.cpu_percent = Some(100.0 * used / secs);
+                    }
+                }
+                info.cpu = Some((stat.cpu_ticks, now));
+            }
+        }
+        for event in events {
+            let actions = inner.machine.handle(now, event);
+            self.apply(&mut inner, actions);
+        }
+    }
+
+    /// Rolling restart: with smart spawning a new preloader loads the
+    /// current code first; if that fails the old workers keep serving and
+    /// the error is returned (and shown by `status`).
+    pub async fn restart(self: &Arc<Self>) -> Result<()> {
+        let _one_at_a_time = self.restart_lock.lock().await;
+        tracing::info!("rolling restart: loading the current code");
+        if self.spawner.method == SpawnMethod::Smart {
+            if let Err(e) = self.spawner.replace_preloader(self).await {
+                let msg = format!("{e:#}");
+                tracing::error!("rolling restart aborted, old workers keep serving: {msg}");
+                self.inner.lock().unwrap().last_restart_error = Some(msg);
+                return Err(e);
+            }
+        }
+        self.inner.lock().unwrap().last_restart_error = None;
+        self.event(Event::Restart);
+        Ok(())
+    }
+
+    /// TTIN/TTOU: one more or one fewer process, within [min, max].
+    pub fn scale(self: &Arc<Self>, delta: i32) -> usize {
+        self.event(Event::Scale(delta));
+        self.inner.lock().unwrap().machine.desired()
+    }
+
+    pub fn status(self: &Arc<Self>) -> StatusReport {
+        // Fresh memory figures on demand.
+        self.sample();
         let inner = self.inner.lock().unwrap();
         let now = Instant::now();
-        let limits = inner.machine.limits();
+        let cfg = inner.machine.config();
         let workers = inner
             .workers
             .iter()
             .map(|(id, w)| {
                 let state = match inner.machine.state_of(*id) {
+                    _ if inner.machine.retiring(*id) => "retiring",
                     Some(SlotState::Spawning) | None => "spawning",
                     Some(SlotState::Idle) => "ready",
                     Some(SlotState::Busy) => "busy",
@@ -376,14 +549,16 @@ impl Pool {
                 WorkerStatus {
                     id: *id,
                     pid: w.pid,
+                    generation: w.generation,
                     spawn_method: self.spawner.method.as_str().to_string(),
                     state: state.to_string(),
-                    sessions: u32::from(state == "busy"),
+                    sessions: u32::from(matches!(state, "busy" | "retiring")),
                     processed: w.processed,
                     uptime_secs: w.ready_at.map(|t| (now - t).as_secs_f64()).unwrap_or(0.0),
                     last_used_secs_ago: (now - w.last_used).as_secs_f64(),
                     spawn_ms: w.spawn_duration.map(|d| d.as_secs_f64() * 1000.0),
-                    memory: w.pid.and_then(|p| crate::procfs::memory(p).ok()),
+                    cpu_percent: w.cpu_percent,
+                    memory: w.memory,
                 }
             })
             .collect();
@@ -393,8 +568,11 @@ impl Pool {
             pid: std::process::id(),
             app_root: self.spawner.spec().app_root.clone(),
             spawn_method: self.spawner.method.as_str().to_string(),
-            min_instances: limits.min_instances,
-            max_pool_size: limits.max_pool_size,
+            min_instances: cfg.min_instances,
+            max_pool_size: cfg.max_pool_size,
+            desired_instances: inner.machine.desired(),
+            generation: inner.machine.generation(),
+            restarting: inner.machine.restarting(),
             processes: inner.workers.len(),
             requests_in_queue: inner.machine.queue_len(),
             processed_total: inner.processed_total,
@@ -407,6 +585,12 @@ impl Pool {
             preloader_pid,
             preloader_memory: preloader_pid.and_then(|p| crate::procfs::memory(p).ok()),
             last_spawn_error: inner.last_spawn_error.clone(),
+            last_restart_error: inner.last_restart_error.clone(),
+            worker_restarts: inner
+                .restarts_by_reason
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             workers,
         }
     }
@@ -421,7 +605,7 @@ impl Pool {
         while !self.inner.lock().unwrap().machine.drained() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let busy: Vec<u32> = {
+        let (busy, drained) = {
             let mut inner = self.inner.lock().unwrap();
             for w in inner.workers.values_mut() {
                 w.conn = None;
@@ -429,18 +613,16 @@ impl Pool {
             for (_, p) in inner.pending.drain() {
                 let _ = p.reply.send(Err(ProxyError::Unavailable));
             }
-            inner.workers.values().filter_map(|w| w.pid).collect()
+            let busy: Vec<u32> = inner.workers.values().filter_map(|w| w.pid).collect();
+            (busy, inner.machine.drained())
         };
-        if !self.inner.lock().unwrap().machine.drained() {
+        if !drained {
             tracing::warn!(
                 "shutdown timeout: stopping {} worker(s) with requests in flight",
                 busy.len()
             );
             for pid in &busy {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(*pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
+                kill(*pid, libc::SIGTERM);
             }
         }
         self.spawner.stop_preloader().await;
@@ -455,7 +637,7 @@ impl Pool {
             let left: Vec<u32> = {
                 let mut inner = self.inner.lock().unwrap();
                 // Children of a preloader that is already gone were
-                // reparented to us (subreaper) or to init: trust /proc.
+                // re-parented to us (subreaper) or to init: trust /proc.
                 inner
                     .children
                     .retain(|pid, _| crate::procfs::is_alive(*pid));
@@ -470,7 +652,7 @@ impl Pool {
                     left.len()
                 );
                 for pid in left {
-                    kill(pid);
+                    kill(pid, libc::SIGKILL);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 reaper::reap_all(self);
@@ -484,32 +666,36 @@ impl Pool {
     pub fn kill_all(&self) {
         let inner = self.inner.lock().unwrap();
         for pid in inner.children.keys() {
-            kill(*pid);
+            kill(*pid, libc::SIGKILL);
         }
     }
 }
 
-fn kill(pid: u32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) takes plain integers; the PID is one of our children.
+    unsafe { libc::kill(pid as i32, sig) };
 }
 
-async fn run_exchange(pool: Arc<Pool>, worker: WorkerId, mut conn: WorkerConn, pending: Pending) {
+async fn run_exchange(
+    pool: Arc<Pool>,
+    worker: WorkerId,
+    mut conn: WorkerConn,
+    pending: Pending,
+    timeout: Option<Duration>,
+) {
     let Pending {
         req,
         reply,
         attempts,
     } = pending;
-    match exchange::run(&mut conn, req, reply).await {
+    match exchange::run(&mut conn, req, reply, timeout).await {
         Ok(()) => pool.finished(worker, conn),
         Err(Failure::Unsent(req, reply)) => {
             tracing::warn!(
                 worker,
                 "worker was gone before it got the request; sending it to another"
             );
-            pool.lost(worker);
+            pool.lost(worker, "died");
             if attempts + 1 >= MAX_ATTEMPTS {
                 let _ = reply.send(Err(ProxyError::WorkerFailed("workers keep dying".into())));
             } else {
@@ -520,7 +706,29 @@ async fn run_exchange(pool: Arc<Pool>, worker: WorkerId, mut conn: WorkerConn, p
             tracing::warn!(worker, "request failed: {msg}");
             // Out of step or dead: make sure it is gone before forgetting it.
             pool.kill_worker(worker);
-            pool.lost(worker);
+            pool.lost(worker, "died");
+        }
+        Err(Failure::TimedOut) => {
+            let pid = pool.pid_of(worker);
+            tracing::error!(
+                worker,
+                pid,
+                "request exceeded --worker-timeout ({:?}); stopping the worker",
+                timeout.unwrap_or_default()
+            );
+            pool.lost(worker, "timeout");
+            drop(conn);
+            if let Some(pid) = pid {
+                // Gently first (TERM lets an app that traps it log where it
+                // was stuck), then for sure.
+                kill(pid, libc::SIGTERM);
+                tokio::spawn(async move {
+                    tokio::time::sleep(KILL_GRACE).await;
+                    if crate::procfs::is_alive(pid) {
+                        kill(pid, libc::SIGKILL);
+                    }
+                });
+            }
         }
     }
 }

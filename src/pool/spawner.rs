@@ -43,6 +43,8 @@ pub struct Spawner {
     waiters: Mutex<HashMap<WorkerId, Waiter>>,
     preloader: tokio::sync::Mutex<Option<OwnedWriteHalf>>,
     preloader_pid: AtomicU32,
+    /// uid/gid for the preloader and workers (`--user`).
+    credentials: Option<(u32, u32)>,
 }
 
 impl Spawner {
@@ -62,7 +64,14 @@ impl Spawner {
             waiters: Mutex::new(HashMap::new()),
             preloader: tokio::sync::Mutex::new(None),
             preloader_pid: AtomicU32::new(0),
+            credentials: None,
         })
+    }
+
+    /// Runs the preloader and workers as this uid/gid.
+    pub fn with_credentials(mut self, credentials: Option<(u32, u32)>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     pub fn spec(&self) -> &AppSpec {
@@ -85,16 +94,15 @@ impl Spawner {
             .current_dir(&self.spec.app_root)
             .envs(self.app_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
+        if let Some((uid, gid)) = self.credentials {
+            cmd.uid(uid).gid(gid);
+        }
         cmd
     }
 
-    /// Starts the preloader and waits until it has loaded the app. On a
-    /// load error the message carries the Ruby exception and backtrace.
-    pub async fn start_preloader(&self, pool: &Arc<Pool>) -> Result<()> {
-        let mut slot = self.preloader.lock().await;
-        if slot.is_some() {
-            return Ok(());
-        }
+    /// Starts a preloader and waits until it has loaded the app. On a load
+    /// error the message carries the Ruby exception and backtrace.
+    async fn launch_preloader(&self, pool: &Arc<Pool>) -> Result<(u32, OwnedWriteHalf)> {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().context("creating the control socketpair")?;
         let theirs_fd = theirs.as_raw_fd();
@@ -152,8 +160,6 @@ impl Spawner {
             other => bail!("unexpected first report from the preloader: {other:?}"),
         }
         tracing::info!(pid, "preloader loaded {}", self.spec.rackup.display());
-        self.preloader_pid.store(pid, Ordering::SeqCst);
-        *slot = Some(write);
         let pool = pool.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -163,6 +169,38 @@ impl Spawner {
                 }
             }
         });
+        Ok((pid, write))
+    }
+
+    /// Starts the preloader unless one runs.
+    pub async fn start_preloader(&self, pool: &Arc<Pool>) -> Result<()> {
+        let mut slot = self.preloader.lock().await;
+        if slot.is_some() {
+            return Ok(());
+        }
+        let (pid, write) = self.launch_preloader(pool).await?;
+        self.preloader_pid.store(pid, Ordering::SeqCst);
+        *slot = Some(write);
+        pool.preloader_started();
+        Ok(())
+    }
+
+    /// Rolling restart, smart spawning: loads the current code in a new
+    /// preloader while the old one keeps serving spawns; only when the new
+    /// one has loaded does it take over (the old one is told to exit; its
+    /// workers, re-parented to the front end, keep serving until retired).
+    pub async fn replace_preloader(&self, pool: &Arc<Pool>) -> Result<()> {
+        let (pid, write) = self.launch_preloader(pool).await?;
+        let mut slot = self.preloader.lock().await;
+        let old = slot.replace(write);
+        self.preloader_pid.store(pid, Ordering::SeqCst);
+        drop(slot);
+        if let Some(mut old) = old {
+            let _ = old
+                .write_all(&control::encode(&ControlCommand::Shutdown))
+                .await;
+        }
+        pool.preloader_started();
         Ok(())
     }
 

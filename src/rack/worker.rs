@@ -11,6 +11,8 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result};
 use magnus::{prelude::*, value::ReprValue, RModule, Ruby, Value};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -158,6 +160,8 @@ fn serve_inner(
         buf: Vec::with_capacity(64 * 1024),
     };
 
+    let mut processed: u64 = 0;
+    let mut titled = Instant::now();
     loop {
         let len = match reader.next()? {
             Next::Request(len) => len,
@@ -168,9 +172,23 @@ fn serve_inner(
         if let Some(code) = exit_code {
             return Ok(code);
         }
+        processed += 1;
+        // `ps` shows the request count; refreshed at most once a second to
+        // keep it off the request path.
+        if titled.elapsed() >= TITLE_REFRESH || processed == 1 {
+            titled = Instant::now();
+            vm::set_title(
+                ruby,
+                &format!(
+                    "rustrack worker {worker_id} ({}): {processed} requests",
+                    spec.app_name
+                ),
+            );
+        }
     }
-    // The reader's fd closes with the process.
 }
+
+const TITLE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Serves one request whose frames are `frames`. Returns `Some(code)` when
 /// the app asked the worker to exit (`exit` inside a request).

@@ -1,0 +1,362 @@
+//! Process management against the real binary: scaling down when idle,
+//! timeouts, recycling, rolling restarts, signals, daemon conventions.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ready_workers(s: &Server) -> usize {
+    s.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "ready" || w["state"] == "busy")
+        .count()
+}
+
+#[test]
+fn idle_workers_are_stopped_down_to_the_minimum() {
+    let server = start(
+        &fixture("events"),
+        &["--max-pool-size", "3", "--pool-idle-time", "1"],
+    );
+    let responses = concurrent_gets(&server, "/sleep?s=1", 3);
+    assert!(responses.iter().all(|r| r.status == 200));
+    assert_eq!(server.status()["processes"], 3);
+    server.wait_until(10, "idle workers to retire", |s| {
+        s.status()["processes"] == 1
+    });
+    assert_eq!(server.status()["worker_restarts"]["idle"], 2);
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn a_request_outrunning_worker_timeout_gets_504_and_the_worker_is_replaced() {
+    let server = start(&fixture("events"), &["--worker-timeout", "1"]);
+    let stuck = server.worker_pids()[0];
+    let started = Instant::now();
+    let r = server.get("/sleep?s=30");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    server.wait_until(10, "the stuck worker to die", |_| !alive(stuck));
+    let r = server.get("/");
+    assert_eq!(r.status, 200);
+    assert_ne!(r.json()["pid"].as_u64().unwrap() as u32, stuck);
+    assert!(
+        server.logs().contains("exceeded --worker-timeout"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[test]
+fn max_requests_replaces_workers_without_failing_a_request() {
+    let server = start(&fixture("events"), &["--max-requests", "5"]);
+    let mut pids = Vec::new();
+    for _ in 0..12 {
+        let r = server.get("/");
+        assert_eq!(r.status, 200, "{}", server.logs());
+        pids.push(r.json()["pid"].as_u64().unwrap());
+    }
+    // Requests 1-5 on the first worker, 6-10 on the second, 11-12 on a third.
+    assert_eq!(
+        pids[..5].iter().collect::<HashSet<_>>().len(),
+        1,
+        "{pids:?}"
+    );
+    assert_eq!(
+        pids[5..10].iter().collect::<HashSet<_>>().len(),
+        1,
+        "{pids:?}"
+    );
+    assert_ne!(pids[0], pids[5]);
+    assert_ne!(pids[5], pids[10]);
+    assert_eq!(server.status()["worker_restarts"]["max requests"], 2);
+}
+
+#[test]
+fn a_worker_over_the_memory_limit_is_recycled_after_its_request() {
+    let server = start(
+        &fixture("events"),
+        &["--memory-limit", "60", "--sample-interval", "0.2"],
+    );
+    let r = server.get("/grow?mb=100");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fat: u32 = r.text().split_whitespace().last().unwrap().parse().unwrap();
+    server.wait_until(10, "the fat worker to be recycled", |_| !alive(fat));
+    let r = server.get("/");
+    assert_eq!(r.status, 200);
+    assert_ne!(r.json()["pid"].as_u64().unwrap() as u32, fat);
+    assert_eq!(server.status()["worker_restarts"]["memory limit"], 1);
+}
+
+fn write_app(dir: &Path, version: &str) {
+    std::fs::write(
+        dir.join("config.ru"),
+        format!("VERSION = {version:?}\nrun ->(env) {{ sleep 0.01; [200, {{ \"content-type\" => \"text/plain\" }}, [\"#{{VERSION}} #{{Process.pid}}\"]] }}\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn rolling_restarts_under_load_lose_no_request() {
+    let app = tempfile::tempdir().unwrap();
+    write_app(app.path(), "v1");
+    let server = start(
+        app.path(),
+        &["--min-instances", "3", "--max-pool-size", "3"],
+    );
+    server.wait_until(20, "three workers", |s| ready_workers(s) == 3);
+    let stop = AtomicBool::new(false);
+    let sent = AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let restart = || {
+        let out = std::process::Command::new(bin())
+            .args(["restart", "--instance"])
+            .arg(&server.instance)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let r = server.get("/");
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if r.status != 200 {
+                        failures.lock().unwrap().push((r.status, r.text()));
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        write_app(app.path(), "v2");
+        restart();
+        server.wait_until(30, "generation 2 everywhere", |s| {
+            let st = s.status();
+            !st["restarting"].as_bool().unwrap()
+                && st["workers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|w| w["generation"] == 2 && w["state"] != "spawning")
+        });
+        write_app(app.path(), "v3");
+        // The second restart by signal.
+        server.signal(libc::SIGHUP);
+        server.wait_until(30, "generation 3 everywhere", |s| {
+            let st = s.status();
+            st["generation"] == 3
+                && !st["restarting"].as_bool().unwrap()
+                && st["workers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|w| w["generation"] == 3 && w["state"] != "spawning")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+    });
+    let failures = failures.into_inner().unwrap();
+    eprintln!(
+        "rolling restart: {} requests, {} failed",
+        sent.load(Ordering::SeqCst),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "failed requests during restarts: {failures:?}"
+    );
+    assert!(sent.load(Ordering::SeqCst) > 50);
+    for _ in 0..6 {
+        assert!(server.get("/").text().starts_with("v3 "));
+    }
+    assert_eq!(server.status()["processes"], 3);
+}
+
+#[test]
+fn a_restart_with_broken_code_keeps_the_old_workers_serving() {
+    let app = tempfile::tempdir().unwrap();
+    write_app(app.path(), "v1");
+    let server = start(app.path(), &[]);
+    std::fs::write(app.path().join("config.ru"), "raise 'syntax of doom'\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["restart", "--instance"])
+        .arg(&server.instance)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("syntax of doom"));
+    assert!(server.get("/").text().starts_with("v1 "));
+    let status = server.status();
+    assert!(status["last_restart_error"]
+        .as_str()
+        .unwrap()
+        .contains("syntax of doom"));
+    assert_eq!(status["generation"], 1);
+}
+
+#[test]
+fn touching_restart_txt_restarts() {
+    let app = tempfile::tempdir().unwrap();
+    write_app(app.path(), "v1");
+    let server = start(app.path(), &[]);
+    write_app(app.path(), "v2");
+    std::fs::create_dir_all(app.path().join("tmp")).unwrap();
+    std::fs::write(app.path().join("tmp/restart.txt"), "").unwrap();
+    server.wait_until(20, "the new code", |s| s.get("/").text().starts_with("v2 "));
+}
+
+#[test]
+fn quit_drains_an_in_flight_request_before_exiting() {
+    let mut server = start(&fixture("events"), &[]);
+    let r = std::thread::scope(|s| {
+        let slow = s.spawn(|| server.get("/sleep?s=2"));
+        std::thread::sleep(Duration::from_millis(500));
+        server.signal(libc::SIGQUIT);
+        slow.join().unwrap()
+    });
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(server.wait_exit(30).success());
+    // New connections are refused once it has stopped.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err());
+}
+
+#[test]
+fn ttin_and_ttou_change_the_process_count() {
+    let server = start(&fixture("events"), &["--max-pool-size", "3"]);
+    server.signal(libc::SIGTTIN);
+    server.wait_until(10, "two workers", |s| ready_workers(s) == 2);
+    server.signal(libc::SIGTTIN);
+    server.signal(libc::SIGTTIN); // capped at --max-pool-size
+    server.wait_until(10, "three workers", |s| ready_workers(s) == 3);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.status()["processes"], 3);
+    server.signal(libc::SIGTTOU);
+    server.wait_until(10, "two workers", |s| s.status()["processes"] == 2);
+    // And the admin command does the same.
+    let out = std::process::Command::new(bin())
+        .args(["scale", "-1", "--instance"])
+        .arg(&server.instance)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    server.wait_until(10, "one worker", |s| s.status()["processes"] == 1);
+}
+
+#[test]
+fn a_killed_preloader_is_replaced_on_the_next_spawn() {
+    let server = start(&fixture("events"), &["--max-pool-size", "3"]);
+    let preloader = server.status()["preloader_pid"].as_u64().unwrap() as u32;
+    kill(preloader, libc::SIGKILL);
+    server.wait_until(10, "the preloader's death to be noticed", |s| {
+        s.status()["preloader_pid"].is_null()
+    });
+    // The existing worker keeps serving.
+    assert_eq!(server.get("/").status, 200);
+    // A new spawn starts a new preloader.
+    server.signal(libc::SIGTTIN);
+    server.wait_until(20, "a second worker", |s| ready_workers(s) == 2);
+    let new = server.status()["preloader_pid"].as_u64().unwrap() as u32;
+    assert_ne!(new, preloader);
+}
+
+#[test]
+fn a_crash_loop_stops_respawning() {
+    let server = start_with_env(
+        &fixture("events"),
+        &[],
+        &[("EVENTS_CRASH_AFTER_START", "1")],
+    );
+    server.wait_until(30, "the crash loop to be detected", |s| {
+        s.logs().contains("not respawning")
+    });
+    let spawned = server.logs().matches("worker ready").count();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        server.logs().matches("worker ready").count(),
+        spawned,
+        "kept respawning"
+    );
+    assert!(server.status()["last_spawn_error"]
+        .as_str()
+        .unwrap()
+        .contains("in a row"));
+}
+
+#[test]
+fn stop_command_stops_the_instance() {
+    let mut server = start(&fixture("hello"), &[]);
+    let out = std::process::Command::new(bin())
+        .args(["stop", "--graceful", "--instance"])
+        .arg(&server.instance)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(server.wait_exit(30).success());
+    assert!(!server.instance.exists());
+}
+
+#[test]
+fn daemonize_writes_a_pid_file_and_logs_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("rustrack.pid");
+    let log_file = dir.path().join("rustrack.log");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let status = std::process::Command::new(bin())
+        .arg("start")
+        .arg(fixture("events"))
+        .args([
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--daemonize",
+        ])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--log-file")
+        .arg(&log_file)
+        .env("RUSTRACK_INSTANCE_REGISTRY_DIR", dir.path())
+        .status()
+        .unwrap();
+    // start returns only once the daemon serves.
+    assert!(status.success());
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::Write;
+    stream
+        .write_all(b"GET /raise HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut std::io::BufReader::new(stream)).unwrap();
+    assert_eq!(r.status, 500);
+    kill(pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(pid));
+    assert!(!pid_file.exists(), "pid file left behind");
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(log.contains("listening on http://127.0.0.1"), "{log}");
+    // The app's own stderr went to the same file.
+    assert!(log.contains("boom from the events fixture"), "{log}");
+}

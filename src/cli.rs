@@ -21,9 +21,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the Rack app in APP_ROOT (its config.ru) over HTTP.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Show the process pool of a running instance.
     Status(StatusArgs),
+    /// Memory of every process of a running instance (PSS, private dirty,
+    /// copy-on-write sharing with the preloader).
+    Memory(StatusArgs),
+    /// Boot an app with smart and then direct spawning and compare spawn
+    /// times and memory side by side.
+    Compare(CompareArgs),
     /// Rolling restart: load the current code, replace workers one by one.
     Restart(ClientArgs),
     /// Stop a running instance.
@@ -151,6 +157,10 @@ pub struct StartArgs {
     #[arg(long)]
     pub trust_proxy: bool,
 
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9394).
+    #[arg(long)]
+    pub metrics_address: Option<String>,
+
     /// Where the instance directory (admin socket, worker socket) is created.
     #[arg(long, env = "RUSTRACK_INSTANCE_REGISTRY_DIR")]
     pub instance_registry_dir: Option<PathBuf>,
@@ -205,6 +215,41 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The app to compare (default: the current directory).
+    #[arg(default_value = ".")]
+    pub app_root: PathBuf,
+
+    /// Workers to spawn with each method.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+
+    /// Requests sent per worker to warm it up before measuring.
+    #[arg(long, default_value_t = 100)]
+    pub requests: usize,
+
+    /// Path requested to warm up the workers.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+
+    /// GC in the preloader before forking (passed to the smart run).
+    #[arg(long, value_enum, default_value_t = PreloadGc::Compact)]
+    pub preload_gc: PreloadGc,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write a bar chart (SVG) of memory and spawn times to this file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+
+    /// Extra options for both `rustrack start` runs (e.g. "--environment production").
+    #[arg(long, allow_hyphen_values = true)]
+    pub start_args: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,10 +9,13 @@
 //! commands and reports. See docs/architecture.md.
 
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod control;
 pub mod front;
 pub mod instance;
+pub mod memory;
+pub mod metrics;
 pub mod pool;
 pub mod procfs;
 pub mod protocol;

@@ -9,8 +9,10 @@ use rustrack::status::AdminRequest;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Start(args) => rustrack::front::run(args),
+        Command::Start(args) => rustrack::front::run(*args),
         Command::Status(args) => rustrack::status::run(args),
+        Command::Memory(args) => rustrack::status::run_memory(args),
+        Command::Compare(args) => rustrack::compare::run(args),
         Command::Restart(client) => rustrack::status::run_command(&client, AdminRequest::Restart),
         Command::Stop(args) => rustrack::status::run_command(
             &args.client,

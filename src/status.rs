@@ -66,6 +66,7 @@ pub struct WorkerStatus {
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum AdminRequest {
     Status,
+    Memory,
     Restart,
     Stop { graceful: bool },
     Scale { delta: i32 },
@@ -109,6 +110,19 @@ pub fn run_command(client: &ClientArgs, request: AdminRequest) -> Result<i32> {
     }
     if let Some(msg) = value.get("message").and_then(|e| e.as_str()) {
         println!("{msg}");
+    }
+    Ok(0)
+}
+
+/// `rustrack memory`.
+pub fn run_memory(args: StatusArgs) -> Result<i32> {
+    let dir = resolve(&args.client)?;
+    let value = admin_call(&dir, &AdminRequest::Memory)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let report: crate::memory::MemoryReport = serde_json::from_value(value)?;
+        print!("{}", report.render());
     }
     Ok(0)
 }
@@ -193,21 +207,13 @@ fn render(r: &StatusReport, dir: &Path) -> String {
     }
     out += "\n----------- Processes -----------\n";
     out += &format!(
-        "{:<4} {:<8} {:<9} {:<8} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
-        "ID",
-        "PID",
-        "STATE",
-        "SESSIONS",
-        "PROCESSED",
-        "UPTIME",
-        "LAST USED",
-        "RSS",
-        "PSS",
-        "PRIV DIRTY"
+        "{:<4} {:<8} {:<4} {:<9} {:<8} {:>9} {:>8} {:>10} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
+        "ID", "PID", "GEN", "STATE", "SESSIONS", "PROCESSED", "UPTIME", "LAST USED", "CPU", "RSS", "PSS",
+        "PRIV DIRTY", "SHARED", "SWAP"
     );
     for w in &r.workers {
         out += &format!(
-            "{:<4} {:<8} {:<4} {:<9} {:<8} {:>9} {:>8} {:>10} {:>6} {:>10} {:>10} {:>10}\n",
+            "{:<4} {:<8} {:<4} {:<9} {:<8} {:>9} {:>8} {:>10} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
             w.id,
             w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             w.generation,
@@ -222,6 +228,8 @@ fn render(r: &StatusReport, dir: &Path) -> String {
             mem(&w.memory, |m| m.rss),
             mem(&w.memory, |m| m.pss),
             mem(&w.memory, |m| m.private_dirty),
+            mem(&w.memory, |m| m.shared()),
+            mem(&w.memory, |m| m.swap),
         );
     }
     out

@@ -50,6 +50,9 @@ pub async fn serve(
             }
             let response = match serde_json::from_str::<AdminRequest>(&line) {
                 Ok(AdminRequest::Status) => serde_json::to_value(pool.status()).unwrap_or_default(),
+                Ok(AdminRequest::Memory) => {
+                    serde_json::to_value(pool.memory_report()).unwrap_or_default()
+                }
                 Ok(AdminRequest::Restart) => match pool.restart().await {
                     Ok(()) => {
                         json!({ "message": "rolling restart started: new workers replace old ones one by one" })

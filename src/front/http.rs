@@ -44,6 +44,40 @@ pub enum Peer {
     Unix,
 }
 
+/// Serves `GET /metrics` (Prometheus text format) on its own listener, so
+/// that scrapes never queue behind app requests.
+pub async fn serve_metrics(listener: TcpListener, pool: Arc<Pool>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let pool = pool.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let pool = pool.clone();
+            async move {
+                let response = if req.uri().path() == "/metrics" {
+                    let text = pool.metrics.render(&pool.status());
+                    let mut r = Response::new(ResponseBody::Chunks([Bytes::from(text)].into()));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    r
+                } else {
+                    error_response(StatusCode::NOT_FOUND, "404 Not Found: try /metrics\n")
+                };
+                Ok::<_, Infallible>(response)
+            }
+        });
+        tokio::spawn(async move {
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 pub async fn accept_tcp(listener: TcpListener, front: Arc<Front>, graceful: Arc<GracefulShutdown>) {
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -118,6 +152,10 @@ async fn handle(
     let response = match proxy(&front, peer, req).await {
         Ok(r) | Err(r) => r,
     };
+    front
+        .pool
+        .metrics
+        .observe_request(response.status().as_u16(), start.elapsed().as_secs_f64());
     tracing::info!(
         target: "rustrack::access",
         "{} {} {} {:.2}ms",

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use crate::cli::StartArgs;
 use crate::config::{ruby_lib_dir, AppSpec, SpawnMethod};
 use crate::instance::{self, Instance, InstanceInfo};
+use crate::metrics::Metrics;
 use crate::pool::machine::Config;
 use crate::pool::spawner::Spawner;
 use crate::pool::{acceptor, reaper, Pool, PoolOptions, Readiness};
@@ -199,7 +200,15 @@ async fn serve(
     let start_timeout = Duration::from_secs(args.start_timeout);
     let spawner = Spawner::new(args.spawn_method, spec, app_env, start_timeout)?
         .with_credentials(credentials);
-    let pool = Pool::new(pool_options(&args), spawner);
+    let metrics_listener = match &args.metrics_address {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let pool = Pool::new(pool_options(&args), spawner, Arc::new(Metrics::new()));
     tokio::spawn(reaper::run(pool.clone()));
     tokio::spawn(acceptor::run(worker_listener, pool.clone()));
 
@@ -257,6 +266,10 @@ async fn serve(
             front.clone(),
             graceful.clone(),
         )));
+    }
+    if let Some(listener) = metrics_listener {
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(http::serve_metrics(listener, pool.clone()));
     }
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let admin_task = tokio::spawn(admin::serve(admin_listener, pool.clone(), control_tx));

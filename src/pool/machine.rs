@@ -473,7 +473,7 @@ impl Machine {
         if let Some(worker) = pick {
             self.retire(worker, Retire::Restart, out);
         }
-        if !self.workers.values().any(|s| old(s)) {
+        if !self.workers.values().any(old) {
             self.restarting = false;
         }
     }

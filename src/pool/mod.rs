@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::SpawnMethod;
 use crate::control::{describe_exit, Report};
+use crate::metrics::Metrics;
 use crate::procfs::Memory;
 use crate::status::{StatusReport, WorkerStatus};
 use exchange::{Failure, ProxyError, ProxyRequest, Reply, ResponseBody, WorkerConn};
@@ -49,6 +50,7 @@ struct Pending {
     req: ProxyRequest,
     reply: Reply,
     attempts: u32,
+    enqueued: Instant,
 }
 
 struct WorkerInfo {
@@ -92,6 +94,7 @@ pub enum Readiness {
 pub struct Pool {
     inner: Mutex<Inner>,
     pub spawner: Spawner,
+    pub metrics: Arc<Metrics>,
     options: PoolOptions,
     readiness: watch::Sender<Readiness>,
     /// Serialises rolling restarts.
@@ -101,7 +104,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(options: PoolOptions, spawner: Spawner) -> Arc<Self> {
+    pub fn new(options: PoolOptions, spawner: Spawner, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Pool {
             inner: Mutex::new(Inner {
                 machine: Machine::new(options.machine),
@@ -115,6 +118,7 @@ impl Pool {
                 restarts_by_reason: BTreeMap::new(),
             }),
             spawner,
+            metrics,
             options,
             readiness: watch::channel(Readiness::Starting).0,
             restart_lock: tokio::sync::Mutex::new(()),
@@ -181,6 +185,9 @@ impl Pool {
                         actions.extend(inner.machine.handle(Instant::now(), Event::Done(worker)));
                         continue;
                     }
+                    self.metrics
+                        .queue_wait
+                        .observe(pending.enqueued.elapsed().as_secs_f64());
                     let info = inner
                         .workers
                         .get_mut(&worker)
@@ -246,6 +253,7 @@ impl Pool {
                             reason.as_str()
                         );
                         *inner.restarts_by_reason.entry(reason.as_str()).or_default() += 1;
+                        self.metrics.observe_restart(reason.as_str());
                     }
                 }
                 Action::StopPreloader => {
@@ -287,6 +295,7 @@ impl Pool {
                 req,
                 reply,
                 attempts,
+                enqueued: Instant::now(),
             },
         );
         let actions = inner.machine.handle(Instant::now(), Event::Request(ticket));
@@ -311,6 +320,10 @@ impl Pool {
             (now - info.spawn_started).as_secs_f64() * 1000.0
         );
         inner.last_spawn_error = None;
+        self.metrics.observe_spawn(
+            self.spawner.method.as_str(),
+            (now - info_spawn_started(&inner, worker)).as_secs_f64(),
+        );
         let actions = inner.machine.handle(now, Event::Ready(worker));
         self.apply(&mut inner, actions);
         drop(inner);
@@ -363,6 +376,7 @@ impl Pool {
             return;
         }
         *inner.restarts_by_reason.entry(reason).or_default() += 1;
+        self.metrics.observe_restart(reason);
         let actions = inner.machine.handle(Instant::now(), Event::Lost(worker));
         self.apply(&mut inner, actions);
     }
@@ -595,6 +609,35 @@ impl Pool {
         }
     }
 
+    /// Every process of the instance with its memory, for `rustrack memory`.
+    pub fn memory_report(&self) -> crate::memory::MemoryReport {
+        use crate::memory::{MemoryReport, ProcessMemory};
+        let me = std::process::id();
+        let mut list = vec![(me, "front end", None)];
+        if let Some(pid) = self.spawner.preloader_pid() {
+            list.push((pid, "preloader", None));
+        }
+        {
+            let inner = self.inner.lock().unwrap();
+            for (id, w) in &inner.workers {
+                if let Some(pid) = w.pid {
+                    list.push((pid, "worker", Some(*id)));
+                }
+            }
+        }
+        let processes = list
+            .into_iter()
+            .map(|(pid, role, worker_id)| ProcessMemory {
+                pid,
+                ppid: crate::procfs::stat(pid).ok().map(|s| s.ppid),
+                role: role.to_string(),
+                worker_id,
+                memory: crate::procfs::memory(pid).ok(),
+            })
+            .collect();
+        MemoryReport::new(self.spawner.method.as_str().to_string(), processes)
+    }
+
     /// Graceful stop: no more spawns; wait up to `timeout` for queued and
     /// in-flight requests; then close every worker's connection (they exit
     /// on EOF, running their at_exit blocks), stop the preloader, and wait
@@ -671,6 +714,14 @@ impl Pool {
     }
 }
 
+fn info_spawn_started(inner: &Inner, worker: WorkerId) -> Instant {
+    inner
+        .workers
+        .get(&worker)
+        .map(|w| w.spawn_started)
+        .unwrap_or_else(Instant::now)
+}
+
 fn kill(pid: u32, sig: i32) {
     // SAFETY: kill(2) takes plain integers; the PID is one of our children.
     unsafe { libc::kill(pid as i32, sig) };
@@ -687,6 +738,7 @@ async fn run_exchange(
         req,
         reply,
         attempts,
+        ..
     } = pending;
     match exchange::run(&mut conn, req, reply, timeout).await {
         Ok(()) => pool.finished(worker, conn),

@@ -136,6 +136,17 @@ pub struct StartArgs {
     #[arg(long = "envvar", value_parser = parse_envvar)]
     pub envvars: Vec<(String, String)>,
 
+    /// Refuse to start when the preloader holds open connections (TCP or
+    /// Unix sockets) or live Ruby threads when it forks, instead of warning.
+    #[arg(long)]
+    pub strict_fork: bool,
+
+    /// Define a minimal PhusionPassenger module whose on_event registers with
+    /// rustrack's events, for apps written for Passenger. Off by default:
+    /// gems that see PhusionPassenger may assume the rest of Passenger exists.
+    #[arg(long)]
+    pub passenger_compat: bool,
+
     /// Garbage collection in the preloader before the first fork.
     #[arg(long, value_enum, default_value_t = PreloadGc::Compact)]
     pub preload_gc: PreloadGc,

@@ -52,6 +52,14 @@ pub struct AppSpec {
     /// Directory holding `rustrack.rb`, put first on `$LOAD_PATH`.
     pub ruby_lib: PathBuf,
     pub preload_gc: PreloadGc,
+    /// Refuse to start (instead of warning) when the preloader holds open
+    /// connections or live Ruby threads at fork time (`--strict-fork`).
+    #[serde(default)]
+    pub strict_fork: bool,
+    /// Define a minimal `PhusionPassenger` module whose `on_event` registers
+    /// with Rustrack's events (`--passenger-compat`).
+    #[serde(default)]
+    pub passenger_compat: bool,
 }
 
 impl AppSpec {

@@ -6,11 +6,20 @@
 # API apps use, loading config.ru, and the per-request call/each/close
 # sequence, which writes through the Rust functions in Rustrack::Native.
 
-require "stringio"
+# Nothing is required at the top level: the app's bundle is activated
+# (Bundler.setup) after this file loads, and a gem loaded before that, even a
+# default gem like stringio, could clash with the version the bundle locks.
 
 module Rustrack
   VERSION = "0.1.0"
   EVENTS = %i[starting_worker_process stopping_worker_process].freeze
+  # Passenger's events that rustrack has no equivalent for: apps may
+  # register them (--passenger-compat), and the handlers never run.
+  PASSENGER_ONLY_EVENTS = %i[starting_request_handler_thread credentials after_installing_signal_handlers oob_work].freeze
+
+  # Raised when the app's Gemfile cannot be activated; the message says
+  # what to run, so it is shown without Bundler's backtrace.
+  class BundleError < StandardError; end
 
   @event_handlers = Hash.new { |h, k| h[k] = [] }
 
@@ -39,9 +48,20 @@ module Rustrack
     end
 
     # Loads a rackup file and returns the app. Rack 2.2's parse_file returns
-    # [app, options]; Rack 3 returns the app.
-    def load_app(rackup)
-      require "rack"
+    # [app, options]; Rack 3 returns the app. The bundle is activated first,
+    # so that rack itself and everything config.ru requires come from it.
+    def load_app(rackup, app_root = File.dirname(rackup), passenger_compat = false)
+      activate_bundle(app_root)
+      define_passenger_compat if passenger_compat
+      require "stringio"
+      begin
+        require "rack"
+      rescue LoadError => e
+        raise unless @gemfile
+
+        raise BundleError, "rack is not in the app's bundle (#{@gemfile}): add gem \"rack\" to the Gemfile " \
+                           "(#{e.message})"
+      end
       app = Rack::Builder.parse_file(rackup)
       app = app.first if app.is_a?(Array)
       raise TypeError, "#{rackup} did not produce a Rack app (got #{app.inspect})" unless app.respond_to?(:call)
@@ -49,7 +69,101 @@ module Rustrack
       app
     end
 
+    # The Gemfile whose bundle is active, or nil under plain RubyGems.
+    attr_reader :gemfile
+
+    # Activates the app's Gemfile like `bundle exec` would: BUNDLE_GEMFILE
+    # when set (relative to the app root), else APP_ROOT/Gemfile when it
+    # exists; without either, plain RubyGems. Bundler.setup is called
+    # directly rather than through bundler/setup, which on a terminal prints
+    # the error and calls exit instead of raising.
+    def activate_bundle(app_root)
+      explicit = ENV["BUNDLE_GEMFILE"]
+      explicit = nil if explicit && explicit.empty?
+      gemfile = File.expand_path(explicit || "Gemfile", app_root)
+      unless File.file?(gemfile)
+        raise BundleError, "BUNDLE_GEMFILE is #{explicit}, which does not exist" if explicit
+
+        return nil
+      end
+      ENV["BUNDLE_GEMFILE"] = gemfile
+      begin
+        require "bundler"
+      rescue LoadError
+        raise BundleError, "#{gemfile} exists but Bundler is not installed (Debian: apt-get install bundler)"
+      end
+      begin
+        Bundler.setup
+      rescue Bundler::BundlerError => e
+        hint = e.is_a?(Bundler::GemNotFound) ? "; run `bundle install` in #{File.dirname(gemfile)}" : ""
+        raise BundleError, "could not activate the bundle in #{gemfile}: #{e.message.strip} (#{e.class})#{hint}"
+      end
+      @gemfile = gemfile
+    end
+
+    # A minimal PhusionPassenger (--passenger-compat): just enough for apps
+    # that follow Passenger's docs, `if defined?(PhusionPassenger)` then
+    # `PhusionPassenger.on_event(:starting_worker_process) { |forked| ... }`,
+    # to reconnect unchanged. Nothing else of Passenger's API exists.
+    def define_passenger_compat
+      return if defined?(::PhusionPassenger)
+
+      passenger = Module.new do
+        def self.on_event(name, &block)
+          if Rustrack::PASSENGER_ONLY_EVENTS.include?(name.to_sym)
+            $stderr.puts "[rustrack] PhusionPassenger.on_event(#{name.inspect}) has no rustrack equivalent; the handler will not run"
+            return nil
+          end
+          Rustrack.on_event(name, &block)
+        end
+
+        def self.call_event(name, *args)
+          Rustrack.call_event(name.to_sym, *args)
+        end
+      end
+      Object.const_set(:PhusionPassenger, passenger)
+    end
+
+    # The preloader, before each fork: close ActiveRecord's connections so
+    # that no worker inherits the preloader's database sockets (a forked
+    # worker closing or using one would break it for every process). Each
+    # worker opens its own on first use.
+    def before_fork
+      disconnect_active_record
+    end
+
+    # A forked worker, before its starting_worker_process handlers: what
+    # Passenger does for every app. Process.fork already reseeded rand;
+    # reseeding again costs nothing and does not depend on how we forked.
+    # ActiveRecord should hold nothing after before_fork; should a pool
+    # still be connected, it is discarded without closing the sockets (they
+    # belong to the preloader) so the worker connects afresh.
+    def after_fork
+      srand
+      return unless defined?(::ActiveRecord::Base)
+
+      active_record_handlers.each do |handler|
+        handler.connection_pool_list.each do |pool|
+          next unless pool.connected?
+
+          pool.respond_to?(:discard!) ? pool.discard! : ::ActiveRecord::Base.establish_connection
+        end
+      end
+    end
+
+    # Ruby threads other than the main one that are alive in the preloader,
+    # described by name or by where they were started. They do not survive
+    # fork. Threads that declare themselves fork-safe (ActiveRecord's pool
+    # reaper sets the :fork_safe thread variable, as Puma honours) are left out.
+    def threads_at_fork
+      Thread.list.reject { |t| t == Thread.main || !t.alive? || t.thread_variable_get(:fork_safe) }.map do |t|
+        t.name || t.inspect[/\A#<Thread:0x\h+ (.*)>\z/, 1] || t.inspect
+      end
+    end
+
     def describe_exception(e)
+      return "#{e.class}: #{e.message}" if e.is_a?(BundleError)
+
       lines = ["#{e.class}: #{e.message}"]
       lines.concat((e.backtrace || []).map { |l| "    #{l}" })
       cause = e.cause
@@ -59,6 +173,32 @@ module Rustrack
         cause = cause.cause
       end
       lines.join("\n")
+    end
+
+    def active_record_handlers
+      base = ::ActiveRecord::Base
+      handlers = begin
+        # Rails 6.1's legacy handling keeps one handler per role.
+        base.respond_to?(:connection_handlers) ? base.connection_handlers.values : []
+      rescue StandardError
+        []
+      end
+      (handlers + [base.connection_handler]).uniq
+    end
+
+    def disconnect_active_record
+      return unless defined?(::ActiveRecord::Base) && ::ActiveRecord::Base.respond_to?(:connection_handler)
+
+      active_record_handlers.each do |handler|
+        # Rails 7 clears only the current role unless told :all.
+        if handler.method(:clear_all_connections!).arity.zero?
+          handler.clear_all_connections!
+        else
+          handler.clear_all_connections!(:all)
+        end
+      end
+    rescue StandardError => e
+      $stderr.puts "[rustrack] could not disconnect ActiveRecord before forking: #{describe_exception(e)}"
     end
 
     def preloader?

@@ -191,6 +191,8 @@ async fn serve(
         worker_socket: dir.worker_socket(),
         ruby_lib: ruby_lib_dir(),
         preload_gc: args.preload_gc,
+        strict_fork: args.strict_fork,
+        passenger_compat: args.passenger_compat,
     };
     let mut app_env: Vec<(String, String)> = ["RACK_ENV", "RAILS_ENV", "APP_ENV"]
         .iter()

@@ -6,6 +6,7 @@
 
 pub mod env;
 mod gvl;
+pub mod inherited;
 pub mod preloader;
 pub mod response;
 mod signals;
@@ -40,5 +41,5 @@ pub fn run_direct_worker(spec: &AppSpec, worker_id: u64) -> Result<i32> {
         }
     };
     ruby.gc_register_mark_object(app);
-    worker::serve(&ruby, app, spec, worker_id, false)
+    worker::serve(&ruby, app, spec, worker_id, None)
 }

@@ -7,7 +7,10 @@
 //! forked is reaped and reported as soon as it exits. It forks through
 //! Ruby's `Process.fork`, which runs Ruby's at-fork work (`_fork` hooks,
 //! IO flushing, a fresh `rand` seed, the thread list reset) that a raw
-//! fork(2) would skip.
+//! fork(2) would skip. Before forking it closes ActiveRecord's connections
+//! and, once, looks for sockets and threads the workers would inherit or
+//! lose (`inherited.rs`), warning about them or, with `--strict-fork`,
+//! refusing to start.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -21,6 +24,7 @@ use nix::unistd::Pid;
 
 use crate::config::{AppSpec, PreloadGc};
 use crate::control::{self, Command, Report, CONTROL_FD};
+use crate::rack::inherited::{self, Connection};
 use crate::rack::{signals, vm, worker};
 
 pub fn run(spec: &AppSpec) -> Result<i32> {
@@ -60,7 +64,22 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
         }
     };
     ruby.gc_register_mark_object(app);
+    before_fork(&ruby);
     run_preload_gc(&ruby, spec.preload_gc);
+    let inherited = match check_fork_hazards(&ruby, spec) {
+        Ok(inherited) => inherited,
+        Err(message) => {
+            if control
+                .write_all(&control::encode(&Report::LoadError {
+                    message: message.clone(),
+                }))
+                .is_err()
+            {
+                eprintln!("[rustrack] {message}");
+            }
+            return Ok(1);
+        }
+    };
 
     send(
         &mut control,
@@ -104,6 +123,7 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
             match command {
                 Command::Shutdown => return Ok(0),
                 Command::Spawn { worker_id } => {
+                    before_fork(&ruby);
                     let fork: Result<Option<i32>, magnus::Error> =
                         ruby.module_process().funcall("fork", ());
                     match fork {
@@ -114,7 +134,7 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
                             drop(control);
                             drop(pipe_read);
                             drop(pipe_write);
-                            worker::serve(&ruby, app, spec, worker_id, true);
+                            worker::serve(&ruby, app, spec, worker_id, Some(&inherited));
                         }
                         Ok(Some(pid)) => send(
                             &mut control,
@@ -135,6 +155,66 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
             }
         }
     }
+}
+
+/// `Rustrack.before_fork`: closes ActiveRecord's connections, so that no
+/// worker inherits a database socket. Its own errors are reported there.
+fn before_fork(ruby: &Ruby) {
+    let _: Result<Value, _> = vm::rustrack_module(ruby).funcall("before_fork", ());
+}
+
+/// Looks, before the first fork, for what workers would share or lose:
+/// open connections (every worker would hold the same socket) and live
+/// Ruby threads (which fork does not copy). Both are warned about; under
+/// `--strict-fork` connections are an error, returned as the message the
+/// front end prints. Threads stay a warning even then: libraries start
+/// harmless ones at load time (concurrent-ruby 1.1's cleanup thread in
+/// every Rails 6.1 app), and a thread missing in a worker shares nothing.
+/// Returns the connections, which each forked worker checks again.
+fn check_fork_hazards(ruby: &Ruby, spec: &AppSpec) -> Result<Vec<Connection>, String> {
+    let threads: Vec<String> = vm::rustrack_module(ruby)
+        .funcall("threads_at_fork", ())
+        .unwrap_or_default();
+    if !threads.is_empty() {
+        eprintln!(
+            "[rustrack] warning: the preloader has {} Ruby thread{} besides the main one when it forks; \
+             threads do not survive fork, so workers run without {}: {}",
+            threads.len(),
+            if threads.len() == 1 { "" } else { "s" },
+            if threads.len() == 1 { "it" } else { "them" },
+            threads.join(", ")
+        );
+    }
+    // stdio is shared by design, and fd 3 is our control channel.
+    let connections = match inherited::connections("self", &[0, 1, 2, CONTROL_FD]) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("[rustrack] warning: could not list the preloader's sockets: {e}");
+            Vec::new()
+        }
+    };
+    if connections.is_empty() {
+        return Ok(connections);
+    }
+    let hint =
+        "reconnect with Rustrack.on_event(:starting_worker_process) { |forked| ... if forked } \
+                (apps written for Passenger's PhusionPassenger.on_event: --passenger-compat)";
+    if spec.strict_fork {
+        let peers: Vec<String> = connections.iter().map(|c| c.peer.to_string()).collect();
+        return Err(format!(
+            "refusing to fork workers (--strict-fork): the preloader holds {} open connection{} \
+             that every worker would share: {}; {hint}, or close {} before config.ru returns",
+            connections.len(),
+            if connections.len() == 1 { "" } else { "s" },
+            peers.join(", "),
+            if connections.len() == 1 { "it" } else { "them" },
+        ));
+    }
+    for c in &connections {
+        eprintln!("[rustrack] warning: {}", inherited::warning(c));
+    }
+    eprintln!("[rustrack] to fix: {hint}");
+    Ok(connections)
 }
 
 fn send(control: &mut UnixStream, report: &Report) -> Result<()> {

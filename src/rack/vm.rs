@@ -70,8 +70,9 @@ pub fn rustrack_module(ruby: &Ruby) -> RModule {
         .expect("rustrack.rb defines Rustrack")
 }
 
-/// Loads `config.ru` and returns the app. On failure the error carries the
-/// Ruby exception's class, message and backtrace.
+/// Activates the app's bundle (when it has a Gemfile), loads `config.ru` and
+/// returns the app. On failure the error carries the Ruby exception's class,
+/// message and backtrace.
 pub fn load_app(ruby: &Ruby, spec: &AppSpec) -> Result<Value> {
     if !spec.rackup.is_file() {
         bail!(
@@ -81,7 +82,14 @@ pub fn load_app(ruby: &Ruby, spec: &AppSpec) -> Result<Value> {
         );
     }
     let app: Value = rustrack_module(ruby)
-        .funcall("load_app", (spec.rackup.to_string_lossy().as_ref(),))
+        .funcall(
+            "load_app",
+            (
+                spec.rackup.to_string_lossy().as_ref(),
+                spec.app_root.to_string_lossy().as_ref(),
+                spec.passenger_compat,
+            ),
+        )
         .map_err(ruby_error)?;
     Ok(app)
 }

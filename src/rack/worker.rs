@@ -20,6 +20,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::config::AppSpec;
 use crate::protocol::{self, kind, Hello, ProtocolError, RequestHead};
 use crate::rack::env::{EnvBuilder, Input};
+use crate::rack::inherited::{self, Connection};
 use crate::rack::{gvl, response, signals, vm};
 
 /// How a worker learned it should stop.
@@ -94,8 +95,16 @@ fn stream_fd(stream: &UnixStream) -> std::os::fd::BorrowedFd<'_> {
 }
 
 /// Sets the worker up and serves until told to stop; never returns.
-pub fn serve(ruby: &Ruby, app: Value, spec: &AppSpec, worker_id: u64, forked: bool) -> ! {
-    let code = match serve_inner(ruby, app, spec, worker_id, forked) {
+/// `inherited` is `Some` in a forked worker: the connections the preloader
+/// held when it forked (possibly none).
+pub fn serve(
+    ruby: &Ruby,
+    app: Value,
+    spec: &AppSpec,
+    worker_id: u64,
+    inherited: Option<&[Connection]>,
+) -> ! {
+    let code = match serve_inner(ruby, app, spec, worker_id, inherited) {
         Ok(code) => code,
         Err(e) => {
             eprintln!(
@@ -113,8 +122,9 @@ fn serve_inner(
     app: Value,
     spec: &AppSpec,
     worker_id: u64,
-    forked: bool,
+    inherited: Option<&[Connection]>,
 ) -> Result<i32> {
+    let forked = inherited.is_some();
     vm::set_title(
         ruby,
         &format!("rustrack worker {worker_id} ({})", spec.app_name),
@@ -129,12 +139,27 @@ fn serve_inner(
         .map_err(vm::ruby_error)?;
     let mut env_builder = EnvBuilder::new(ruby).map_err(vm::ruby_error)?;
 
+    if forked {
+        // Passenger's after-fork work (srand, ActiveRecord), before the
+        // app's own handlers so they see a clean state.
+        let _: Value = rustrack.funcall("after_fork", ()).map_err(vm::ruby_error)?;
+    }
     let _: Value = rustrack
         .funcall(
             "call_event",
             (ruby.to_symbol("starting_worker_process"), forked),
         )
         .map_err(vm::ruby_error)?;
+    // A connection the preloader held that is still open here is shared
+    // with the preloader and every other worker: the app did not reconnect.
+    for c in inherited::still_held(inherited.unwrap_or_default()) {
+        eprintln!(
+            "[rustrack] warning: worker {worker_id} (pid {}) still shares the preloader's connection to {} \
+             after starting_worker_process; close it there and reconnect",
+            std::process::id(),
+            c.peer
+        );
+    }
 
     let mut stream = UnixStream::connect(&spec.worker_socket).with_context(|| {
         format!(

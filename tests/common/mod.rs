@@ -403,3 +403,324 @@ pub fn concurrent_gets(server: &Server, path: &str, n: usize) -> Vec<Response> {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
+
+// ---------------------------------------------------------------------
+// Real services for the app tests (memcached, PostgreSQL), and running
+// rustrack through another command (`bundle exec rustrack start`).
+// ---------------------------------------------------------------------
+
+/// Prints a skip notice that cannot be missed in the test output.
+pub fn skip_loudly(test: &str, why: &str) {
+    let bar = "!".repeat(78);
+    eprintln!("\n{bar}\n!!! SKIPPED {test}: {why}\n{bar}\n");
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A memcached of our own on a free loopback port, killed on drop.
+pub struct Memcached {
+    child: Child,
+    pub port: u16,
+}
+
+impl Memcached {
+    /// Starts one, or returns `None` (after a loud skip notice naming
+    /// `test`) when memcached is not installed.
+    pub fn start(test: &str) -> Option<Memcached> {
+        let bin = ["/usr/bin/memcached", "/usr/local/bin/memcached"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(bin) = bin else {
+            skip_loudly(
+                test,
+                "memcached is not installed (apt-get install memcached; script/setup does)",
+            );
+            return None;
+        };
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-l", "127.0.0.1", "-U", "0", "-m", "64", "-c", "1024"])
+            .args(["-p", &port.to_string(), "-u", "nobody"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting memcached");
+        let mc = Memcached { child, port };
+        assert!(
+            wait_for_port(port, 10),
+            "memcached did not listen on {port}"
+        );
+        Some(mc)
+    }
+
+    pub fn servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL cluster of our own: initdb into a temp dir and pg_ctl on a
+/// free loopback port, as the `postgres` user (initdb refuses root).
+/// Trust authentication, loopback only. Stopped and removed on drop.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Postgres {
+    pub fn start(test: &str) -> Option<Postgres> {
+        if !Path::new(PG_BIN).join("initdb").exists() {
+            skip_loudly(
+                test,
+                "PostgreSQL 15 is not installed (apt-get install postgresql; script/setup does)",
+            );
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("rustrack-pg.")
+            .tempdir()
+            .unwrap();
+        let as_postgres = |args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .current_dir("/")
+                .output()
+                .expect("running runuser");
+            assert!(
+                out.status.success(),
+                "{args:?} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let chown = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success(), "chown postgres {}", dir.path().display());
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        as_postgres(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            dir.path().display()
+        );
+        let log = dir.path().join("server.log");
+        as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data,
+            "-o",
+            &opts,
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "start",
+        ]);
+        let pg = Postgres { dir, port };
+        pg.psql("postgres", "CREATE DATABASE rustrack_test");
+        Some(pg)
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL with psql (unaligned, tuples only) and returns its output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(format!("{PG_BIN}/psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("running psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .current_dir("/")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Runs `cmd` (which must end up running `rustrack start` with
+/// `--address 127.0.0.1 --port 0`) and collects its output like `spawn`.
+pub fn spawn_command(mut cmd: Command) -> (Child, Arc<Mutex<Vec<String>>>) {
+    cmd.env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning the command");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    for stream in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("RUSTRACK_TEST_VERBOSE").is_some() {
+                    eprintln!("{line}");
+                }
+                logs.lock().unwrap().push(line);
+            }
+        });
+    }
+    (child, logs)
+}
+
+/// Like `start`, for a command built by the caller: waits (up to `secs`)
+/// for rustrack to announce its port. `registry` is the instance registry
+/// directory the command was given.
+pub fn start_command(cmd: Command, registry: tempfile::TempDir, secs: u64) -> Server {
+    let (mut child, logs) = spawn_command(cmd);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let port = find_log(&logs, "listening on http://127.0.0.1:")
+            .map(|l| l.rsplit(':').next().unwrap().trim().parse::<u16>().unwrap());
+        let instance = find_log(&logs, "instance=").map(|l| {
+            PathBuf::from(
+                l.split("instance=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap(),
+            )
+        });
+        if let (Some(port), Some(instance)) = (port, instance) {
+            let pid = child.id();
+            return Server {
+                child: Some(child),
+                port,
+                pid,
+                registry,
+                instance,
+                logs,
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "the command exited early ({status}):\n{}",
+                logs.lock().unwrap().join("\n")
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "rustrack did not start in {secs}s:\n{}",
+                logs.lock().unwrap().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a process started with `spawn` to exit; returns its status
+/// and its output.
+pub fn wait_for_exit(
+    child: &mut Child,
+    logs: &Arc<Mutex<Vec<String>>>,
+    secs: u64,
+) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "did not exit in {secs}s:\n{}",
+                logs.lock().unwrap().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Let the reader threads take the last lines.
+    std::thread::sleep(Duration::from_millis(150));
+    (status, logs.lock().unwrap().join("\n"))
+}
+
+/// Waits until `n` workers of `server` are ready.
+pub fn wait_for_ready_workers(server: &Server, n: usize, secs: u64) {
+    server.wait_until(secs, &format!("{n} ready workers"), |s| {
+        s.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["state"] == "ready")
+            .count()
+            >= n
+    });
+}

@@ -6,6 +6,7 @@
 //! It is created with mode 0700 in the registry directory (`/tmp` by
 //! default, like Passenger's `/tmp/passenger.*`) and removed on shutdown.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -36,13 +37,17 @@ impl Instance {
     pub fn create(registry: &Path) -> Result<Instance> {
         std::fs::create_dir_all(registry)
             .with_context(|| format!("creating the instance registry {}", registry.display()))?;
-        // tempfile creates the directory with mode 0700.
         let dir = tempfile::Builder::new()
             .prefix("rustrack.")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(registry)
             .with_context(|| format!("creating an instance directory in {}", registry.display()))?
             .keep();
-        std::fs::create_dir(dir.join("bodies")).context("creating the body buffer directory")?;
+        // Explicitly private: only the owner may reach the sockets inside.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let bodies = dir.join("bodies");
+        std::fs::create_dir(&bodies).context("creating the body buffer directory")?;
+        std::fs::set_permissions(&bodies, std::fs::Permissions::from_mode(0o700))?;
         Ok(Instance { dir })
     }
 

@@ -167,6 +167,14 @@ async fn handle(
     Ok(response)
 }
 
+/// Marks a response as the connection's last: after a framing error the
+/// rest of the connection's bytes cannot be trusted.
+fn closing(mut r: Response<ResponseBody>) -> Response<ResponseBody> {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 fn error_response(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::text(text));
     *r.status_mut() = status;
@@ -183,6 +191,16 @@ async fn proxy(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Response<ResponseBody>> {
     let (parts, body) = req.into_parts();
+    // Both framings at once is how request smuggling starts: a proxy in
+    // front may have used the other one. Refuse, and close the connection.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(closing(error_response(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: both Content-Length and Transfer-Encoding\n",
+        )));
+    }
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -207,7 +225,10 @@ async fn proxy(
             StatusCode::PAYLOAD_TOO_LARGE,
             "413 Request body too large\n",
         ),
-        BodyError::Client(_) => error_response(StatusCode::BAD_REQUEST, "400 Bad request body\n"),
+        BodyError::Client(_) => closing(error_response(
+            StatusCode::BAD_REQUEST,
+            "400 Bad request body\n",
+        )),
         BodyError::Io(e) => {
             tracing::error!("buffering a request body: {e}");
             error_response(

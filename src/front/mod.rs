@@ -76,6 +76,7 @@ pub fn run(args: StartArgs) -> Result<i32> {
         daemon::redirect_output(path)?;
     }
     init_logging(&args.log_level, log_file.is_some());
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -89,6 +90,19 @@ pub fn run(args: StartArgs) -> Result<i32> {
         log_file,
         ready_pipe,
     ))
+}
+
+/// Idle keep-alive and slow clients each hold a socket: allow as many as
+/// the hard limit permits (the soft default, 1024, is easy to exhaust).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("could not raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
 }
 
 fn init_logging(level: &str, to_file: bool) {

@@ -1,0 +1,543 @@
+//! Reliability and security against the real binary: crashes under load,
+//! slow and idle clients, hostile input, misbehaving apps, the control
+//! plane's permissions, and a graceful stop under load. Each test prints
+//! its figures (run with --nocapture to see them).
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+/// Lets this test process hold a thousand sockets.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max.min(65536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+fn ready_count(s: &Server) -> usize {
+    s.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "ready" || w["state"] == "busy")
+        .count()
+}
+
+#[test]
+fn killing_workers_under_load_fails_only_their_in_flight_requests() {
+    let server = start(
+        &fixture("events"),
+        &["--min-instances", "4", "--max-pool-size", "4"],
+    );
+    server.wait_until(20, "four workers", |s| ready_count(s) == 4);
+    let stop = AtomicBool::new(false);
+    let (sent, ok, bad_gateway) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let other = Mutex::new(Vec::new());
+    let kills = AtomicUsize::new(0);
+    let recoveries = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let r = server.get("/sleep?s=0.01");
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    match r.status {
+                        200 => ok.fetch_add(1, Ordering::SeqCst),
+                        502 => bad_gateway.fetch_add(1, Ordering::SeqCst),
+                        _ => {
+                            other.lock().unwrap().push((r.status, r.text()));
+                            0
+                        }
+                    };
+                }
+            });
+        }
+        let started = Instant::now();
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        while started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_secs(1));
+            let pids = server.worker_pids();
+            if pids.is_empty() {
+                continue;
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let victim = pids[(seed % pids.len() as u64) as usize];
+            let killed_at = Instant::now();
+            kill(victim, libc::SIGKILL);
+            kills.fetch_add(1, Ordering::SeqCst);
+            // Time until the pool is back to four ready workers.
+            while ready_count(&server) < 4 || server.worker_pids().contains(&victim) {
+                if killed_at.elapsed() > Duration::from_secs(10) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            recoveries.lock().unwrap().push(killed_at.elapsed());
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let recoveries = recoveries.into_inner().unwrap();
+    let worst = recoveries.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "crashes under load: {} requests, {} ok, {} x 502, {} kills, pool back to 4 within {:?} (worst)",
+        sent.load(Ordering::SeqCst),
+        ok.load(Ordering::SeqCst),
+        bad_gateway.load(Ordering::SeqCst),
+        kills.load(Ordering::SeqCst),
+        worst
+    );
+    assert!(other.into_inner().unwrap().is_empty());
+    // Each kill costs at most the one request in flight on that worker.
+    assert!(bad_gateway.load(Ordering::SeqCst) <= kills.load(Ordering::SeqCst));
+    assert!(ok.load(Ordering::SeqCst) > 100);
+    server.wait_until(10, "four workers again", |s| ready_count(s) == 4);
+
+    // The preloader dies under load: serving continues, spawns still work.
+    let preloader = server.status()["preloader_pid"].as_u64().unwrap() as u32;
+    let stop = AtomicBool::new(false);
+    let failures = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    if server.get("/").status != 200 {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        kill(preloader, libc::SIGKILL);
+        std::thread::sleep(Duration::from_millis(300));
+        let victim = server.worker_pids()[0];
+        kill(victim, libc::SIGKILL);
+        server.wait_until(20, "a replacement from a new preloader", |s| {
+            ready_count(s) == 4 && !s.worker_pids().contains(&victim)
+        });
+        stop.store(true, Ordering::SeqCst);
+    });
+    assert!(
+        failures.load(Ordering::SeqCst) <= 1,
+        "{} failures",
+        failures.load(Ordering::SeqCst)
+    );
+    assert_ne!(
+        server.status()["preloader_pid"].as_u64().unwrap() as u32,
+        preloader
+    );
+}
+
+#[test]
+fn slow_and_idle_clients_neither_block_others_nor_use_workers() {
+    raise_fd_limit();
+    let server = start(&fixture("events"), &["--header-timeout", "3"]);
+    let mut slow: Vec<TcpStream> = (0..500)
+        .map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap())
+        .collect();
+    // Idle keep-alive connections: one request each, then nothing.
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for _ in 0..500 {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        read_response(&mut BufReader::new(&s)).unwrap();
+        idle.push(s);
+    }
+    let processed_before = server.status()["processed_total"].as_u64().unwrap();
+    // Slowloris: one header byte at a time.
+    let mut worst = Duration::ZERO;
+    for (i, byte) in b"GET / HTTP/1.1\r\nX".iter().enumerate() {
+        for s in &mut slow {
+            let _ = s.write_all(&[*byte]);
+        }
+        let t = Instant::now();
+        let r = server.get("/");
+        worst = worst.max(t.elapsed());
+        assert_eq!(r.status, 200);
+        if i > 1 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    eprintln!(
+        "slow clients: 500 slowloris + 500 idle keep-alive; fast request worst latency {worst:?}"
+    );
+    assert!(
+        worst < Duration::from_secs(2),
+        "fast requests were held up: {worst:?}"
+    );
+    let status = server.status();
+    // Only the fast requests reached a worker.
+    assert_eq!(
+        status["processed_total"].as_u64().unwrap() - processed_before,
+        17
+    );
+    assert_eq!(status["processes"], 1);
+    // The header timeout closes both kinds.
+    std::thread::sleep(Duration::from_secs(4));
+    for s in slow.iter_mut().chain(idle.iter_mut()).step_by(50) {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            n == 0 || text.starts_with("HTTP/1.1 408"),
+            "connection still open: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn a_slow_reader_of_a_large_response_does_not_hold_the_worker() {
+    let server = start(&fixture("events"), &["--max-pool-size", "1"]);
+    let mut reader = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    reader
+        .write_all(b"GET /big?mb=50 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // Not reading: the response sits in the front end's buffers.
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    let r = server.get("/");
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the only worker was held by a slow reader"
+    );
+    assert_eq!(server.status()["workers"][0]["state"], "ready");
+    // And the slow reader still gets every byte.
+    let r = read_response(&mut BufReader::new(reader)).unwrap();
+    assert_eq!(r.body.len(), 50 << 20);
+}
+
+#[test]
+fn a_200_mb_upload_reaches_rack_input_intact() {
+    let server = start(&fixture("events"), &[]);
+    let total: usize = 200 << 20;
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .write_all(format!("POST /sha HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {total}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut hasher = Sha256::new();
+    let mut x = 0x9E3779B97F4A7C15u64;
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..200 {
+        for b in chunk.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        hasher.update(&chunk);
+        stream.write_all(&chunk).unwrap();
+    }
+    let expected = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let r = read_response(&mut BufReader::new(stream)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text().trim(), format!("{expected} {total}"));
+}
+
+#[test]
+fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
+    let server = start(&fixture("events"), &[]);
+    let before = server.status()["processed_total"].as_u64().unwrap();
+    let cases: &[(&str, &[u8], u16)] = &[
+        ("two CLs", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+        ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
+        ("request line", b"GARBAGE\r\n\r\n", 400),
+        ("header byte", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", 400),
+        ("raw non-ASCII path", b"GET /caf\xe9 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ];
+    for (name, raw, want) in cases {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut reader = BufReader::new(s);
+        let r = read_response(&mut reader).unwrap();
+        assert_eq!(r.status, *want, "{name}: {}", r.text());
+        // The connection is closed after the error.
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty() || !rest.starts_with(b"HTTP/"),
+            "{name}: a second response followed"
+        );
+    }
+    // Content-Length and Transfer-Encoding together: hyper frames the body
+    // by Transfer-Encoding and closes the connection after the response
+    // (RFC 9112 §6.3), so a request smuggled after the chunked body is
+    // never read, let alone answered.
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let first = read_response(&mut reader).unwrap();
+    assert!(
+        first.status == 400 || first.header("connection") == Some("close"),
+        "{first:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "the smuggled request was answered: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    let before = before + u64::from(first.status == 200);
+
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 512 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(server.raw(&big).status, 431);
+    assert_eq!(
+        server.status()["processed_total"].as_u64().unwrap(),
+        before,
+        "a bad request reached a worker"
+    );
+    // Percent-encoded non-UTF-8 reaches the app as binary, without a crash.
+    let r = server.get("/bytes/caf%E9?q=%FF%FE");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"/bytes/caf%E9?q=%FF%FE");
+    assert_eq!(r.header("x-encoding"), Some("ASCII-8BIT"));
+}
+
+#[test]
+fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy() {
+    let server = start(&fixture("misbehave"), &["--worker-timeout", "2"]);
+    let healthy = |s: &Server| {
+        let r = s.get("/ok");
+        assert_eq!(r.status, 200, "pool unhealthy: {}", s.logs());
+    };
+    let cases: &[(&str, u16, &str)] = &[
+        ("/invalid-status", 500, "invalid Rack status"),
+        ("/bad-headers", 500, "Rack response headers must be a Hash"),
+        (
+            "/bad-header-value",
+            500,
+            "invalid character in the value of response header",
+        ),
+        ("/raise-before", 500, "body raised in each after 0 chunk(s)"),
+        ("/never-ends", 504, "exceeded --worker-timeout"),
+        ("/exit", 500, "exited with status 3"),
+        ("/exit!", 502, "exited with status 4"),
+        ("/segv", 502, "killed by SIGABRT"),
+    ];
+    for (path, want, log) in cases {
+        let started = Instant::now();
+        let r = match *path {
+            // A streamed body cut off by the app's error is not a success.
+            "/never-ends" => {
+                let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+                s.write_all(b"GET /never-ends HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut reader = BufReader::new(s);
+                match read_response(&mut reader) {
+                    Ok(r) => r,
+                    Err(_) => Response {
+                        status: 504,
+                        headers: vec![],
+                        body: vec![],
+                    },
+                }
+            }
+            _ => server.get(path),
+        };
+        // /never-ends starts streaming before it stalls: the head is 200,
+        // then the body is cut off at the timeout.
+        let status = if *path == "/never-ends" && r.status == 200 {
+            504
+        } else {
+            r.status
+        };
+        assert_eq!(status, *want, "{path}: {}", r.text());
+        server.wait_until(15, &format!("log line for {path}"), |s| {
+            s.logs().contains(log)
+        });
+        server.wait_until(15, "a ready worker", |s| ready_count(s) >= 1);
+        healthy(&server);
+        eprintln!("{path}: {status} in {:?}", started.elapsed());
+    }
+    // A body that raises after a chunk went out: the client sees a cut-off
+    // response, never a complete one.
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.write_all(b"GET /raise-after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Depending on timing the front end has either already started the
+    // response (the client sees it cut off) or not (a clean 500).
+    if let Ok(r) = read_response(&mut BufReader::new(s)) {
+        assert_eq!(
+            r.status,
+            500,
+            "a truncated body looked complete: {}",
+            r.text()
+        );
+    }
+    server.wait_until(5, "log line", |s| {
+        s.logs().contains("body raised in each after 1 chunk(s)")
+    });
+    // Heavy output from the app does not hurt.
+    assert_eq!(server.get("/noisy").status, 200);
+    healthy(&server);
+}
+
+#[test]
+fn the_control_plane_is_private_and_workers_can_drop_privileges() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let registry = tempfile::tempdir().unwrap();
+    // Let an unprivileged worker reach its socket inside the registry.
+    std::fs::set_permissions(registry.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = start_with_env(
+        &fixture("events"),
+        &["--user", "nobody"],
+        &[(
+            "RUSTRACK_INSTANCE_REGISTRY_DIR",
+            registry.path().to_str().unwrap(),
+        )],
+    );
+    let admin = server.instance.join("admin.sock");
+    assert_eq!(std::fs::metadata(&admin).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&admin).unwrap().uid(), 0);
+    assert_eq!(
+        std::fs::metadata(&server.instance).unwrap().mode() & 0o777,
+        0o700
+    );
+    // Workers run as nobody.
+    let pid = server.get("/").json()["pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    // Large bodies spilled to disk are readable by the unprivileged worker.
+    let big = vec![b'z'; 2 << 20];
+    assert_eq!(
+        server.request("POST", "/echo", &[], &big).body.len(),
+        big.len()
+    );
+    // Another user cannot use the admin socket.
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(bin())
+        .args(["status", "--instance"])
+        .arg(&server.instance)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody could query the admin socket");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ermission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Secrets in requests stay out of the log.
+    server.request(
+        "POST",
+        "/echo",
+        &[
+            ("Authorization", "Bearer SECRET-TOKEN-123"),
+            ("Cookie", "session=SECRET-COOKIE-456"),
+        ],
+        b"SECRET-BODY-789",
+    );
+    let logs = server.logs();
+    for secret in ["SECRET-TOKEN-123", "SECRET-COOKIE-456", "SECRET-BODY-789"] {
+        assert!(!logs.contains(secret), "{secret} was logged");
+    }
+}
+
+#[test]
+fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_process() {
+    let mut server = start(
+        &fixture("events"),
+        &["--min-instances", "4", "--max-pool-size", "4"],
+    );
+    server.wait_until(20, "four workers", |s| ready_count(s) == 4);
+    let mut pids = server.worker_pids();
+    pids.push(server.status()["preloader_pid"].as_u64().unwrap() as u32);
+    let stop = AtomicBool::new(false);
+    let (ok, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let failed = Mutex::new(Vec::new());
+    let port = server.port;
+    let exit_time = std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    if stream
+                        .write_all(
+                            b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        )
+                        .is_err()
+                    {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    match read_response(&mut BufReader::new(stream)) {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {}", r.status, r.text())),
+                        // Accepted by the kernel but closed unserved once the
+                        // server stopped listening: a refusal, not a failure.
+                        Err(_) => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        let t = Instant::now();
+        server.signal(libc::SIGTERM);
+        let status = server.wait_exit(35);
+        let took = t.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        assert!(status.success());
+        took
+    });
+    eprintln!(
+        "graceful stop under load: {} ok, {} refused after stop, exit in {exit_time:?}",
+        ok.load(Ordering::SeqCst),
+        refused.load(Ordering::SeqCst)
+    );
+    assert!(failed.into_inner().unwrap().is_empty());
+    assert!(exit_time < Duration::from_secs(30));
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} survived");
+    }
+    assert!(children_of(server.pid).is_empty());
+}

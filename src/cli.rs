@@ -168,6 +168,10 @@ pub struct StartArgs {
     #[arg(long)]
     pub trust_proxy: bool,
 
+    /// Threads for the front end's event loop; 0 = one per CPU.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9394).
     #[arg(long)]
     pub metrics_address: Option<String>,

@@ -282,7 +282,7 @@ async fn proxy(
 }
 
 /// Splits a Host header value into name and port ("[::1]:80" included).
-fn split_host(host: &str) -> (&str, Option<&str>) {
+pub fn split_host(host: &str) -> (&str, Option<&str>) {
     if let Some(rest) = host.strip_prefix('[') {
         if let Some(end) = rest.find(']') {
             let name = &host[..end + 2];

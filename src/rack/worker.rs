@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use magnus::{prelude::*, value::ReprValue, RModule, Ruby, Value};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::config::AppSpec;
 use crate::protocol::{self, kind, Hello, ProtocolError, RequestHead};
@@ -32,16 +31,44 @@ enum Next {
 }
 
 /// Reads frames until one whole request is buffered.
+///
+/// `buf[..end]` holds unread bytes. The buffer is zeroed once and reused, so
+/// a read costs one recv(2): no per-read zeroing, and no poll(2) first — a
+/// receive timeout on the socket bounds each wait instead.
 struct Reader {
     stream: UnixStream,
     buf: Vec<u8>,
+    end: usize,
 }
 
+const READ_CHUNK: usize = 64 * 1024;
+
 impl Reader {
+    fn new(stream: UnixStream) -> std::io::Result<Self> {
+        // A timeout bounds how long a stop signal that hit another thread
+        // (one without our handler's EINTR) can go unnoticed.
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        Ok(Reader {
+            stream,
+            buf: vec![0; READ_CHUNK],
+            end: 0,
+        })
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[..self.end]
+    }
+
+    /// Drops the first `len` bytes (a request that has been served).
+    fn consume(&mut self, len: usize) {
+        self.buf.copy_within(len..self.end, 0);
+        self.end -= len;
+    }
+
     /// Length of the first complete request in the buffer, if there is one.
     fn complete_request(&self) -> Result<Option<usize>, ProtocolError> {
         let mut at = 0;
-        while let Some(frame) = protocol::decode_frame(&self.buf[at..])? {
+        while let Some(frame) = protocol::decode_frame(&self.data()[at..])? {
             at += frame.wire_len();
             if frame.kind == kind::END {
                 return Ok(Some(at));
@@ -59,39 +86,35 @@ impl Reader {
             if signals::stop_requested() {
                 return Ok(Next::Stop);
             }
+            if self.buf.len() - self.end < READ_CHUNK / 2 {
+                let grown =
+                    (self.buf.len() * 2).min(self.end + 2 * protocol::MAX_PAYLOAD + READ_CHUNK);
+                self.buf.resize(grown.max(self.end + READ_CHUNK), 0);
+            }
             let stream = &mut self.stream;
-            let buf = &mut self.buf;
-            let read = gvl::without_gvl(|| -> std::io::Result<Option<usize>> {
-                let mut fds = [PollFd::new(stream_fd(stream), PollFlags::POLLIN)];
-                // A timeout bounds how long a stop signal that hit another
-                // thread can go unnoticed.
-                match poll(&mut fds, PollTimeout::from(1000u16)) {
-                    Ok(0) => return Ok(None),
-                    Ok(_) => {}
-                    Err(nix::errno::Errno::EINTR) => return Ok(None),
-                    Err(e) => return Err(e.into()),
+            let free = &mut self.buf[self.end..];
+            let read = gvl::without_gvl(|| match stream.read(free) {
+                Ok(n) => Ok(Some(n)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Ok(None)
                 }
-                let old = buf.len();
-                buf.resize(old + 64 * 1024, 0);
-                let r = stream.read(&mut buf[old..]);
-                buf.truncate(old + *r.as_ref().unwrap_or(&0));
-                match r {
-                    Ok(n) => Ok(Some(n)),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
-                    Err(e) => Err(e),
-                }
+                Err(e) => Err(e),
             })
             .context("reading from the front end")?;
-            if read == Some(0) {
-                return Ok(Next::Eof);
+            match read {
+                Some(0) => return Ok(Next::Eof),
+                Some(n) => self.end += n,
+                None => {}
             }
         }
     }
-}
-
-fn stream_fd(stream: &UnixStream) -> std::os::fd::BorrowedFd<'_> {
-    use std::os::fd::AsFd;
-    stream.as_fd()
 }
 
 /// Sets the worker up and serves until told to stop; never returns.
@@ -180,10 +203,7 @@ fn serve_inner(
             .try_clone()
             .context("duplicating the worker socket")?,
     );
-    let mut reader = Reader {
-        stream,
-        buf: Vec::with_capacity(64 * 1024),
-    };
+    let mut reader = Reader::new(stream).context("setting up the worker socket")?;
 
     let mut processed: u64 = 0;
     let mut titled = Instant::now();
@@ -192,8 +212,8 @@ fn serve_inner(
             Next::Request(len) => len,
             Next::Eof | Next::Stop => return Ok(0),
         };
-        let exit_code = handle_one(ruby, app, handler, &mut env_builder, &reader.buf[..len])?;
-        reader.buf.drain(..len);
+        let exit_code = handle_one(ruby, app, handler, &mut env_builder, &reader.data()[..len])?;
+        reader.consume(len);
         if let Some(code) = exit_code {
             return Ok(code);
         }

@@ -160,6 +160,11 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub body_buffer_size: usize,
 
+    /// Bytes of a streamed response held in memory for a slow client before
+    /// the rest is buffered in a temporary file.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub response_buffer_size: usize,
+
     /// Seconds a client may take to send its request headers.
     #[arg(long, default_value_t = 30)]
     pub header_timeout: u64,

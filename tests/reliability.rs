@@ -222,9 +222,18 @@ fn a_slow_reader_of_a_large_response_does_not_hold_the_worker() {
         "the only worker was held by a slow reader"
     );
     assert_eq!(server.status()["workers"][0]["state"], "ready");
-    // And the slow reader still gets every byte.
+    // Past --response-buffer-size the response waits in a temp file.
+    let spooled = || {
+        std::fs::read_dir(server.instance.join("bodies"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(spooled(), 1, "the response was not spooled to disk");
+    // And the slow reader still gets every byte, in order.
     let r = read_response(&mut BufReader::new(reader)).unwrap();
     assert_eq!(r.body.len(), 50 << 20);
+    assert!(r.body.iter().all(|&b| b == b'b'));
+    server.wait_until(5, "the spool file to go", |_| spooled() == 0);
 }
 
 #[test]

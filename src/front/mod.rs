@@ -30,6 +30,7 @@ use crate::cli::StartArgs;
 use crate::config::{ruby_lib_dir, AppSpec, SpawnMethod};
 use crate::instance::{self, Instance, InstanceInfo};
 use crate::metrics::Metrics;
+use crate::pool::exchange::ExchangeOptions;
 use crate::pool::machine::Config;
 use crate::pool::spawner::Spawner;
 use crate::pool::{acceptor, reaper, Pool, PoolOptions, Readiness};
@@ -84,12 +85,19 @@ pub fn run(args: StartArgs) -> Result<i32> {
     // about half the requests of two, because writing to a worker's socket
     // wakes the worker on the same CPU and preempts the only event loop.
     let threads = match args.threads {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
         n => n,
     };
     let runtime = match threads {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     }
     .context("starting the tokio runtime")?;
     runtime.block_on(serve(
@@ -135,7 +143,7 @@ impl Drop for InstanceGuard {
     }
 }
 
-fn pool_options(args: &StartArgs) -> PoolOptions {
+fn pool_options(args: &StartArgs, spool_dir: PathBuf) -> PoolOptions {
     let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
     let mut machine = Config::new(
         args.min_instances,
@@ -154,7 +162,11 @@ fn pool_options(args: &StartArgs) -> PoolOptions {
     machine.memory_limit = (args.memory_limit > 0).then_some(args.memory_limit << 20);
     PoolOptions {
         machine,
-        worker_timeout: secs(args.worker_timeout),
+        exchange: ExchangeOptions {
+            timeout: secs(args.worker_timeout),
+            response_buffer: args.response_buffer_size,
+            spool_dir,
+        },
         sample_interval: Duration::from_secs_f64(args.sample_interval.max(0.1)),
     }
 }
@@ -234,7 +246,11 @@ async fn serve(
         ),
         None => None,
     };
-    let pool = Pool::new(pool_options(&args), spawner, Arc::new(Metrics::new()));
+    let pool = Pool::new(
+        pool_options(&args, dir.body_dir()),
+        spawner,
+        Arc::new(Metrics::new()),
+    );
     tokio::spawn(reaper::run(pool.clone()));
     tokio::spawn(acceptor::run(worker_listener, pool.clone()));
 

@@ -18,7 +18,9 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use super::spool::{self, SpoolReader};
 
 use crate::protocol::{self, kind, ProtocolError, ResponseHead};
 
@@ -85,7 +87,7 @@ enum ReadError {
 /// The body of a proxied response.
 pub enum ResponseBody {
     Chunks(VecDeque<Bytes>),
-    Stream(mpsc::UnboundedReceiver<io::Result<Bytes>>),
+    Spooled(SpoolReader),
 }
 
 impl ResponseBody {
@@ -106,7 +108,7 @@ impl Body for ResponseBody {
             ResponseBody::Chunks(chunks) => {
                 Poll::Ready(chunks.pop_front().map(|c| Ok(Frame::data(c))))
             }
-            ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            ResponseBody::Spooled(reader) => Pin::new(reader).poll_frame(cx),
         }
     }
 
@@ -117,7 +119,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Chunks(c) => SizeHint::with_exact(c.iter().map(|b| b.len() as u64).sum()),
-            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Spooled(_) => SizeHint::default(),
         }
     }
 }
@@ -235,9 +237,9 @@ pub async fn run(
     conn: &mut WorkerConn,
     req: ProxyRequest,
     reply: Reply,
-    timeout: Option<std::time::Duration>,
+    options: &ExchangeOptions,
 ) -> Result<(), Failure> {
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
     if conn.closed_while_idle() {
         return Err(Failure::Unsent(req, reply));
     }
@@ -306,43 +308,52 @@ pub async fn run(
         }
     }
 
-    // Stream the rest as it comes.
-    let (tx, rx) = mpsc::unbounded_channel();
+    // Stream the rest as it comes, through memory and then a file, so the
+    // worker never waits for the client.
+    let (tx, rx) = spool::spool(options.response_buffer, options.spool_dir.clone());
     for c in chunks {
-        let _ = tx.send(Ok(c));
+        tx.push(c);
     }
     let _ = reply.send(Ok(builder
-        .body(ResponseBody::Stream(rx))
+        .body(ResponseBody::Spooled(rx))
         .expect("valid parts")));
     loop {
         match conn.next_frame(deadline).await {
-            Ok((kind::RESPONSE_BODY, data)) => {
-                // The client may be gone; keep draining the worker anyway.
-                let _ = tx.send(Ok(data));
+            // The client may be gone; keep draining the worker anyway.
+            Ok((kind::RESPONSE_BODY, data)) => tx.push(data),
+            Ok((kind::RESPONSE_END, _)) => {
+                tx.finish(Ok(()));
+                return Ok(());
             }
-            Ok((kind::RESPONSE_END, _)) => return Ok(()),
             Ok((kind::ABORT, _)) => {
-                let _ = tx.send(Err(io::Error::other(
-                    "the app failed while streaming the body",
-                )));
+                tx.finish(Err("the app failed while streaming the body".into()));
                 // The worker finished its side of the exchange: it is fine.
                 return Ok(());
             }
             Ok((other, _)) => {
                 let msg = format!("unexpected frame 0x{other:02x} in a response");
-                let _ = tx.send(Err(io::Error::other(msg.clone())));
+                tx.finish(Err(msg.clone()));
                 return Err(Failure::Broken(msg));
             }
             Err(ReadError::Broken(msg)) => {
-                let _ = tx.send(Err(io::Error::other(msg.clone())));
+                tx.finish(Err(msg.clone()));
                 return Err(Failure::Broken(msg));
             }
             Err(ReadError::Timeout) => {
-                let _ = tx.send(Err(io::Error::other("the worker timed out mid-response")));
+                tx.finish(Err("the worker timed out mid-response".into()));
                 return Err(Failure::TimedOut);
             }
         }
     }
+}
+
+/// What an exchange needs to know besides the request.
+#[derive(Debug, Clone)]
+pub struct ExchangeOptions {
+    pub timeout: Option<std::time::Duration>,
+    /// Bytes of a streamed response kept in memory before spilling to disk.
+    pub response_buffer: usize,
+    pub spool_dir: std::path::PathBuf,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod machine;
 pub mod reaper;
 pub mod spawner;
+pub mod spool;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,9 @@ use crate::control::{describe_exit, Report};
 use crate::metrics::Metrics;
 use crate::procfs::Memory;
 use crate::status::{StatusReport, WorkerStatus};
-use exchange::{Failure, ProxyError, ProxyRequest, Reply, ResponseBody, WorkerConn};
+use exchange::{
+    ExchangeOptions, Failure, ProxyError, ProxyRequest, Reply, ResponseBody, WorkerConn,
+};
 use machine::{Action, Config, Event, Machine, Reject, SlotState, Ticket, WorkerId};
 use spawner::Spawner;
 
@@ -38,10 +41,10 @@ const MAX_ATTEMPTS: u32 = 3;
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Options the pool needs besides the machine's rules.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PoolOptions {
     pub machine: Config,
-    pub worker_timeout: Option<Duration>,
+    pub exchange: ExchangeOptions,
     /// How often worker memory and CPU are sampled.
     pub sample_interval: Duration,
 }
@@ -202,7 +205,7 @@ impl Pool {
                         worker,
                         conn,
                         pending,
-                        self.options.worker_timeout,
+                        self.options.exchange.clone(),
                     ));
                 }
                 Action::Reject { ticket, reason } => {
@@ -732,7 +735,7 @@ async fn run_exchange(
     worker: WorkerId,
     mut conn: WorkerConn,
     pending: Pending,
-    timeout: Option<Duration>,
+    options: ExchangeOptions,
 ) {
     let Pending {
         req,
@@ -740,7 +743,7 @@ async fn run_exchange(
         attempts,
         ..
     } = pending;
-    match exchange::run(&mut conn, req, reply, timeout).await {
+    match exchange::run(&mut conn, req, reply, &options).await {
         Ok(()) => pool.finished(worker, conn),
         Err(Failure::Unsent(req, reply)) => {
             tracing::warn!(
@@ -766,7 +769,7 @@ async fn run_exchange(
                 worker,
                 pid,
                 "request exceeded --worker-timeout ({:?}); stopping the worker",
-                timeout.unwrap_or_default()
+                options.timeout.unwrap_or_default()
             );
             pool.lost(worker, "timeout");
             drop(conn);

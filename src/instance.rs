@@ -33,10 +33,32 @@ pub fn registry_dir(opt: Option<&Path>) -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
+/// Removes instance directories left by front ends that were killed
+/// (their `instance.json` names a PID that is gone). Best effort.
+fn remove_stale(registry: &Path) {
+    let Ok(entries) = std::fs::read_dir(registry) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("rustrack.") {
+            continue;
+        }
+        if let Ok(info) = read_info(&entry.path()) {
+            if !crate::procfs::is_alive(info.pid) && std::fs::remove_dir_all(entry.path()).is_ok() {
+                tracing::info!(
+                    "removed the stale instance directory {}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+}
+
 impl Instance {
     pub fn create(registry: &Path) -> Result<Instance> {
         std::fs::create_dir_all(registry)
             .with_context(|| format!("creating the instance registry {}", registry.display()))?;
+        remove_stale(registry);
         let dir = tempfile::Builder::new()
             .prefix("rustrack.")
             .permissions(std::fs::Permissions::from_mode(0o700))

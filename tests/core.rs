@@ -394,3 +394,31 @@ fn keep_alive_connections_serve_many_requests() {
         assert_eq!(r.text(), "Hello world\n");
     }
 }
+
+#[test]
+fn a_killed_front_end_takes_its_processes_along_and_its_directory_is_cleaned_later() {
+    let mut server = start(&fixture("events"), &["--min-instances", "2"]);
+    server.wait_until(10, "two workers", |s| s.worker_pids().len() == 2);
+    let mut pids = server.worker_pids();
+    pids.push(server.status()["preloader_pid"].as_u64().unwrap() as u32);
+    server.signal(libc::SIGKILL);
+    server.wait_exit(10);
+    // Workers and preloader see EOF on their sockets and exit by themselves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pids.iter().all(|p| !alive(*p)), "orphans left behind");
+    assert!(server.instance.exists());
+    // The next start in the same registry removes the stale directory.
+    let next = start_with_env(
+        &fixture("hello"),
+        &[],
+        &[(
+            "RUSTRACK_INSTANCE_REGISTRY_DIR",
+            server.registry.path().to_str().unwrap(),
+        )],
+    );
+    assert!(!server.instance.exists(), "stale instance directory kept");
+    drop(next);
+}

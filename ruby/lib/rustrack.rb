@@ -157,7 +157,10 @@ module Rustrack
     # reaper sets the :fork_safe thread variable, as Puma honours) are left out.
     def threads_at_fork
       Thread.list.reject { |t| t == Thread.main || !t.alive? || t.thread_variable_get(:fork_safe) }.map do |t|
-        t.name || t.inspect[/\A#<Thread:0x\h+ (.*)>\z/, 1] || t.inspect
+        # Thread#inspect: #<Thread:0x…[@name] FILE:LINE STATUS>
+        started = t.inspect[/ (\S+:\d+) \S+>\z/, 1]
+        label = t.name ? "thread #{t.name.inspect}" : "a thread"
+        started ? "#{label} started at #{started}" : label
       end
     end
 

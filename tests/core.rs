@@ -277,11 +277,7 @@ fn status_reports_the_pool() {
         assert!(w["last_used_secs_ago"].is_number());
     }
     // The text form names the processes too.
-    let out = std::process::Command::new(bin())
-        .args(["status", "--instance"])
-        .arg(&server.instance)
-        .output()
-        .unwrap();
+    let out = server.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Max pool size    : 6"), "{text}");
     for w in workers {

@@ -9,13 +9,8 @@ use std::process::Command;
 
 use common::*;
 
-fn json_of(args: &[&str], instance: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args(args)
-        .arg("--instance")
-        .arg(instance)
-        .output()
-        .unwrap();
+fn json_of(server: &Server, args: &[&str]) -> serde_json::Value {
+    let out = server.cli(args);
     assert!(
         out.status.success(),
         "{}",
@@ -35,7 +30,7 @@ fn status_json_is_consistent_with_proc_and_the_requests_sent() {
         assert_eq!(server.get("/").status, 200);
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let status = json_of(&["status", "--json"], &server.instance);
+    let status = json_of(&server, &["status", "--json"]);
     for key in [
         "version",
         "pid",
@@ -87,7 +82,7 @@ fn status_json_is_consistent_with_proc_and_the_requests_sent() {
 fn memory_lists_every_process_with_the_preloader_as_parent_of_smart_workers() {
     let server = start(&fixture("bloat"), &["--min-instances", "2"]);
     server.wait_until(30, "two workers", |s| s.worker_pids().len() == 2);
-    let report = json_of(&["memory", "--json"], &server.instance);
+    let report = json_of(&server, &["memory", "--json"]);
     let procs = report["processes"].as_array().unwrap();
     let by_role = |role: &str| {
         procs
@@ -112,11 +107,7 @@ fn memory_lists_every_process_with_the_preloader_as_parent_of_smart_workers() {
         .sum();
     assert_eq!(report["total_pss"].as_u64().unwrap(), pss);
     // The text form shows copy-on-write sharing per worker.
-    let out = Command::new(bin())
-        .args(["memory", "--instance"])
-        .arg(&server.instance)
-        .output()
-        .unwrap();
+    let out = server.cli(&["memory"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Total PSS"), "{text}");
     assert!(

@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ready_workers(s: &Server) -> usize {
-    s.status()["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|w| w["state"] == "ready" || w["state"] == "busy")
-        .count()
-}
-
 #[test]
 fn idle_workers_are_stopped_down_to_the_minimum() {
     let server = start(
@@ -111,16 +102,12 @@ fn rolling_restarts_under_load_lose_no_request() {
         app.path(),
         &["--min-instances", "3", "--max-pool-size", "3"],
     );
-    server.wait_until(20, "three workers", |s| ready_workers(s) == 3);
+    server.wait_until(20, "three workers", |s| s.ready_count() == 3);
     let stop = AtomicBool::new(false);
     let sent = AtomicUsize::new(0);
     let failures = std::sync::Mutex::new(Vec::new());
     let restart = || {
-        let out = std::process::Command::new(bin())
-            .args(["restart", "--instance"])
-            .arg(&server.instance)
-            .output()
-            .unwrap();
+        let out = server.cli(&["restart"]);
         assert!(
             out.status.success(),
             "{}",
@@ -190,11 +177,7 @@ fn a_restart_with_broken_code_keeps_the_old_workers_serving() {
     write_app(app.path(), "v1");
     let server = start(app.path(), &[]);
     std::fs::write(app.path().join("config.ru"), "raise 'syntax of doom'\n").unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["restart", "--instance"])
-        .arg(&server.instance)
-        .output()
-        .unwrap();
+    let out = server.cli(&["restart"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("syntax of doom"));
     assert!(server.get("/").text().starts_with("v1 "));
@@ -236,20 +219,16 @@ fn quit_drains_an_in_flight_request_before_exiting() {
 fn ttin_and_ttou_change_the_process_count() {
     let server = start(&fixture("events"), &["--max-pool-size", "3"]);
     server.signal(libc::SIGTTIN);
-    server.wait_until(10, "two workers", |s| ready_workers(s) == 2);
+    server.wait_until(10, "two workers", |s| s.ready_count() == 2);
     server.signal(libc::SIGTTIN);
     server.signal(libc::SIGTTIN); // capped at --max-pool-size
-    server.wait_until(10, "three workers", |s| ready_workers(s) == 3);
+    server.wait_until(10, "three workers", |s| s.ready_count() == 3);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(server.status()["processes"], 3);
     server.signal(libc::SIGTTOU);
     server.wait_until(10, "two workers", |s| s.status()["processes"] == 2);
     // And the admin command does the same.
-    let out = std::process::Command::new(bin())
-        .args(["scale", "-1", "--instance"])
-        .arg(&server.instance)
-        .output()
-        .unwrap();
+    let out = server.cli(&["scale", "-1"]);
     assert!(out.status.success());
     server.wait_until(10, "one worker", |s| s.status()["processes"] == 1);
 }
@@ -266,7 +245,7 @@ fn a_killed_preloader_is_replaced_on_the_next_spawn() {
     assert_eq!(server.get("/").status, 200);
     // A new spawn starts a new preloader.
     server.signal(libc::SIGTTIN);
-    server.wait_until(20, "a second worker", |s| ready_workers(s) == 2);
+    server.wait_until(20, "a second worker", |s| s.ready_count() == 2);
     let new = server.status()["preloader_pid"].as_u64().unwrap() as u32;
     assert_ne!(new, preloader);
 }
@@ -297,11 +276,7 @@ fn a_crash_loop_stops_respawning() {
 #[test]
 fn stop_command_stops_the_instance() {
     let mut server = start(&fixture("hello"), &[]);
-    let out = std::process::Command::new(bin())
-        .args(["stop", "--graceful", "--instance"])
-        .arg(&server.instance)
-        .output()
-        .unwrap();
+    let out = server.cli(&["stop", "--graceful"]);
     assert!(out.status.success());
     assert!(server.wait_exit(30).success());
     assert!(!server.instance.exists());

@@ -28,22 +28,13 @@ fn raise_fd_limit() {
     }
 }
 
-fn ready_count(s: &Server) -> usize {
-    s.status()["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|w| w["state"] == "ready" || w["state"] == "busy")
-        .count()
-}
-
 #[test]
 fn killing_workers_under_load_fails_only_their_in_flight_requests() {
     let server = start(
         &fixture("events"),
         &["--min-instances", "4", "--max-pool-size", "4"],
     );
-    server.wait_until(20, "four workers", |s| ready_count(s) == 4);
+    server.wait_until(20, "four workers", |s| s.ready_count() == 4);
     let stop = AtomicBool::new(false);
     let (sent, ok, bad_gateway) = (
         AtomicUsize::new(0),
@@ -86,7 +77,7 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
             kill(victim, libc::SIGKILL);
             kills.fetch_add(1, Ordering::SeqCst);
             // Time until the pool is back to four ready workers.
-            while ready_count(&server) < 4 || server.worker_pids().contains(&victim) {
+            while server.ready_count() < 4 || server.worker_pids().contains(&victim) {
                 if killed_at.elapsed() > Duration::from_secs(10) {
                     break;
                 }
@@ -123,7 +114,7 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
         server.logs()
     );
     assert!(ok.load(Ordering::SeqCst) > 100);
-    server.wait_until(10, "four workers again", |s| ready_count(s) == 4);
+    server.wait_until(10, "four workers again", |s| s.ready_count() == 4);
 
     // The preloader dies under load: serving continues, spawns still work.
     let preloader = server.status()["preloader_pid"].as_u64().unwrap() as u32;
@@ -145,7 +136,7 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
         let victim = server.worker_pids()[0];
         kill(victim, libc::SIGKILL);
         server.wait_until(20, "a replacement from a new preloader", |s| {
-            ready_count(s) == 4 && !s.worker_pids().contains(&victim)
+            s.ready_count() == 4 && !s.worker_pids().contains(&victim)
         });
         stop.store(true, Ordering::SeqCst);
     });
@@ -399,7 +390,7 @@ fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy() {
         server.wait_until(15, &format!("log line for {path}"), |s| {
             s.logs().contains(log)
         });
-        server.wait_until(15, "a ready worker", |s| ready_count(s) >= 1);
+        server.wait_until(15, "a ready worker", |s| s.ready_count() >= 1);
         healthy(&server);
         eprintln!("{path}: {status} in {:?}", started.elapsed());
     }
@@ -497,7 +488,7 @@ fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_process() {
         &fixture("events"),
         &["--min-instances", "4", "--max-pool-size", "4"],
     );
-    server.wait_until(20, "four workers", |s| ready_count(s) == 4);
+    server.wait_until(20, "four workers", |s| s.ready_count() == 4);
     let mut pids = server.worker_pids();
     pids.push(server.status()["preloader_pid"].as_u64().unwrap() as u32);
     let stop = AtomicBool::new(false);

@@ -40,49 +40,8 @@ pub fn start(app: &Path, extra: &[&str]) -> Server {
 }
 
 pub fn start_with_env(app: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let (mut child, registry, logs) = spawn(app, extra, env);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(port) = find_log(&logs, "listening on http://127.0.0.1:")
-            .map(|l| l.rsplit(':').next().unwrap().trim().parse::<u16>().unwrap())
-        {
-            let instance = find_log(&logs, "instance=")
-                .map(|l| {
-                    PathBuf::from(
-                        l.split("instance=")
-                            .nth(1)
-                            .unwrap()
-                            .split_whitespace()
-                            .next()
-                            .unwrap(),
-                    )
-                })
-                .expect("instance logged");
-            let pid = child.id();
-            return Server {
-                child: Some(child),
-                port,
-                pid,
-                registry,
-                instance,
-                logs,
-            };
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "rustrack exited early ({status}):\n{}",
-                logs.lock().unwrap().join("\n")
-            );
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "rustrack did not start:\n{}",
-                logs.lock().unwrap().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (cmd, registry) = start_cmd(app, extra, env);
+    start_command(cmd, registry, 120)
 }
 
 /// Spawns rustrack without waiting for it (for start-up failure tests).
@@ -91,38 +50,25 @@ pub fn spawn(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> (Child, tempfile::TempDir, Arc<Mutex<Vec<String>>>) {
+    let (cmd, registry) = start_cmd(app, extra, env);
+    let (child, logs) = spawn_command(cmd);
+    (child, registry, logs)
+}
+
+/// `rustrack start APP` on an ephemeral loopback port with a private
+/// instance registry.
+fn start_cmd(app: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Command, tempfile::TempDir) {
     let registry = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(bin());
     cmd.arg("start")
         .arg(app)
         .args(["--address", "127.0.0.1", "--port", "0"])
         .args(extra)
-        .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawning rustrack");
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    for stream in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ] {
-        let logs = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if std::env::var_os("RUSTRACK_TEST_VERBOSE").is_some() {
-                    eprintln!("{line}");
-                }
-                logs.lock().unwrap().push(line);
-            }
-        });
-    }
-    (child, registry, logs)
+    (cmd, registry)
 }
 
 pub fn find_log(logs: &Arc<Mutex<Vec<String>>>, needle: &str) -> Option<String> {
@@ -134,6 +80,26 @@ pub fn find_log(logs: &Arc<Mutex<Vec<String>>>, needle: &str) -> Option<String> 
 }
 
 impl Server {
+    /// Workers that have greeted and serve (ready or busy).
+    pub fn ready_count(&self) -> usize {
+        self.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["state"] == "ready" || w["state"] == "busy")
+            .count()
+    }
+
+    /// Runs `rustrack ARGS --instance DIR` against this server.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .args(args)
+            .arg("--instance")
+            .arg(&self.instance)
+            .output()
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
@@ -181,11 +147,7 @@ impl Server {
 
     /// `rustrack status --json` for this instance.
     pub fn status(&self) -> serde_json::Value {
-        let out = Command::new(bin())
-            .args(["status", "--json", "--instance"])
-            .arg(&self.instance)
-            .output()
-            .unwrap();
+        let out = self.cli(&["status", "--json"]);
         assert!(
             out.status.success(),
             "status failed: {}",

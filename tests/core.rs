@@ -418,3 +418,50 @@ fn a_killed_front_end_takes_its_processes_along_and_its_directory_is_cleaned_lat
     assert!(!server.instance.exists(), "stale instance directory kept");
     drop(next);
 }
+
+#[test]
+fn a_client_leaving_mid_request_does_not_cost_the_worker() {
+    let server = start(&fixture("events"), &["--max-pool-size", "1"]);
+    let pid = server.worker_pids()[0];
+    for path in ["/sleep?s=0.5", "/stream"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        use std::io::Write;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(s);
+        // Let the worker finish the abandoned request.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    // The same worker serves on.
+    for _ in 0..3 {
+        let r = server.get("/");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["pid"].as_u64().unwrap() as u32, pid);
+    }
+    // Both abandoned requests were served to the end (their responses read
+    // from the worker and dropped), and a third, abandoned while queued,
+    // never reached a worker.
+    std::thread::scope(|s| {
+        let busy = s.spawn(|| server.get("/sleep?s=0.5"));
+        std::thread::sleep(Duration::from_millis(100));
+        let mut queued = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        use std::io::Write;
+        queued
+            .write_all(b"GET /raise HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(queued);
+        assert_eq!(busy.join().unwrap().status, 200);
+    });
+    assert_eq!(server.status()["processed_total"], 6);
+    assert!(
+        !server.logs().contains("boom"),
+        "the abandoned queued request ran"
+    );
+    assert!(
+        !server.logs().contains("request failed"),
+        "{}",
+        server.logs()
+    );
+}

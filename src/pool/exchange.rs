@@ -13,12 +13,14 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::spool::{self, SpoolReader, SpoolWriter};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+
+use super::spool::{self, SpoolReader};
 
 use crate::protocol::{self, kind, ProtocolError, ResponseHead};
 
@@ -46,6 +48,8 @@ pub struct ProxyRequest {
     pub body_file: Option<tempfile::TempPath>,
 }
 
+pub type Reply = oneshot::Sender<Result<Response<ResponseBody>, ProxyError>>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
     /// The queue is full (503).
@@ -63,17 +67,15 @@ pub enum ProxyError {
 }
 
 /// How an exchange ended badly.
-#[derive(Debug)]
 pub enum Failure {
     /// The worker was gone before it could have read the request: safe to
     /// send the request elsewhere.
-    Unsent,
-    /// The worker died or broke the protocol mid-request (502).
+    Unsent(ProxyRequest, Reply),
+    /// The worker failed during the request; the client got a 502 (or a
+    /// truncated stream) already.
     Broken(String),
-    /// The worker outran `--worker-timeout` (504).
+    /// The worker outran `--worker-timeout`; the client got a 504.
     TimedOut,
-    /// The app raised after starting its response; the worker is fine (500).
-    AppFailed,
 }
 
 /// Why reading from a worker stopped.
@@ -228,20 +230,18 @@ impl WorkerConn {
     }
 }
 
-/// The first part of an exchange, done inline in the client's request
-/// future: send the request, read the response head and whatever body is
-/// already there. A response that arrived whole comes back complete;
-/// otherwise the caller gets the response with a spooled body plus the
-/// writer for the rest, to finish with [`stream_rest`] in a task of its own.
-pub async fn send_and_read_head(
+/// Sends `req` to the worker and relays the response to `reply`. With a
+/// `timeout`, a worker that has not finished its response by then is
+/// given up on: the client gets 504 (or a cut-off stream).
+pub async fn run(
     conn: &mut WorkerConn,
-    req: &ProxyRequest,
+    req: ProxyRequest,
+    reply: Reply,
     options: &ExchangeOptions,
-    deadline: Option<tokio::time::Instant>,
-    on_sent: impl FnOnce(),
-) -> Result<(Response<ResponseBody>, Option<SpoolWriter>), Failure> {
+) -> Result<(), Failure> {
+    let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
     if conn.closed_while_idle() {
-        return Err(Failure::Unsent);
+        return Err(Failure::Unsent(req, reply));
     }
     if let Err(e) = conn.stream.write_all(&req.wire).await {
         // EPIPE/ECONNRESET: the worker closed before reading anything.
@@ -249,68 +249,74 @@ pub async fn send_and_read_head(
             e.kind(),
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
         ) {
-            return Err(Failure::Unsent);
+            return Err(Failure::Unsent(req, reply));
         }
-        return Err(Failure::Broken(format!(
-            "writing the request to the worker: {e}"
-        )));
+        let msg = format!("writing the request to the worker: {e}");
+        let _ = reply.send(Err(ProxyError::WorkerFailed(msg.clone())));
+        return Err(Failure::Broken(msg));
     }
-    on_sent();
+
+    let fail = |reply: Reply, msg: String| {
+        let _ = reply.send(Err(ProxyError::WorkerFailed(msg.clone())));
+        Failure::Broken(msg)
+    };
     let (kind, payload) = match conn.next_frame(deadline).await {
         Ok(f) => f,
-        Err(ReadError::Broken(msg)) => return Err(Failure::Broken(msg)),
-        Err(ReadError::Timeout) => return Err(Failure::TimedOut),
+        Err(ReadError::Broken(msg)) => return Err(fail(reply, msg)),
+        Err(ReadError::Timeout) => {
+            let _ = reply.send(Err(ProxyError::Timeout));
+            return Err(Failure::TimedOut);
+        }
     };
     if kind != kind::RESPONSE_HEAD {
-        return Err(Failure::Broken(format!(
-            "worker sent frame 0x{kind:02x} instead of a response head"
-        )));
+        return Err(fail(
+            reply,
+            format!("worker sent frame 0x{kind:02x} instead of a response head"),
+        ));
     }
-    let builder = ResponseHead::decode(&payload)
-        .and_then(|h| build_response(&h))
-        .map_err(|e| Failure::Broken(format!("bad response head from worker: {e}")))?;
+    let builder = match ResponseHead::decode(&payload).and_then(|h| build_response(&h)) {
+        Ok(b) => b,
+        Err(e) => return Err(fail(reply, format!("bad response head from worker: {e}"))),
+    };
 
     // Take whatever body is already buffered; if that includes the end,
     // answer with a complete body.
     let mut chunks = VecDeque::new();
     loop {
-        match conn.buffered_frame().map_err(Failure::Broken)? {
-            None => break,
-            Some((kind::RESPONSE_BODY, data)) => chunks.push_back(data),
-            Some((kind::RESPONSE_END, _)) => {
-                let response = builder
+        match conn.buffered_frame() {
+            Err(msg) => return Err(fail(reply, msg)),
+            Ok(None) => break,
+            Ok(Some((kind::RESPONSE_BODY, data))) => chunks.push_back(data),
+            Ok(Some((kind::RESPONSE_END, _))) => {
+                let _ = reply.send(Ok(builder
                     .body(ResponseBody::Chunks(chunks))
-                    .expect("valid parts");
-                return Ok((response, None));
+                    .expect("valid parts")));
+                drop(req);
+                return Ok(());
             }
-            // The worker reported and logged the error, and is fine.
-            Some((kind::ABORT, _)) => return Err(Failure::AppFailed),
-            Some((other, _)) => {
-                return Err(Failure::Broken(format!(
-                    "unexpected frame 0x{other:02x} in a response"
-                )))
+            Ok(Some((kind::ABORT, _))) => {
+                // The worker reported and logged the error, and is fine.
+                let _ = reply.send(Err(ProxyError::AppFailed));
+                return Ok(());
+            }
+            Ok(Some((other, _))) => {
+                return Err(fail(
+                    reply,
+                    format!("unexpected frame 0x{other:02x} in a response"),
+                ))
             }
         }
     }
 
-    // The rest streams through memory and then a file, so the worker never
-    // waits for the client.
+    // Stream the rest as it comes, through memory and then a file, so the
+    // worker never waits for the client.
     let (tx, rx) = spool::spool(options.response_buffer, options.spool_dir.clone());
     for c in chunks {
         tx.push(c);
     }
-    let response = builder
+    let _ = reply.send(Ok(builder
         .body(ResponseBody::Spooled(rx))
-        .expect("valid parts");
-    Ok((response, Some(tx)))
-}
-
-/// The rest of a streamed response, read as fast as the worker writes it.
-pub async fn stream_rest(
-    conn: &mut WorkerConn,
-    tx: SpoolWriter,
-    deadline: Option<tokio::time::Instant>,
-) -> Result<(), Failure> {
+        .expect("valid parts")));
     loop {
         match conn.next_frame(deadline).await {
             // The client may be gone; keep draining the worker anyway.
@@ -337,22 +343,6 @@ pub async fn stream_rest(
                 tx.finish(Err("the worker timed out mid-response".into()));
                 return Err(Failure::TimedOut);
             }
-        }
-    }
-}
-
-/// Reads and discards the rest of a response whose client went away, so
-/// the worker's connection is back at a frame boundary.
-pub async fn drain(
-    conn: &mut WorkerConn,
-    deadline: Option<tokio::time::Instant>,
-) -> Result<(), Failure> {
-    loop {
-        match conn.next_frame(deadline).await {
-            Ok((kind::RESPONSE_END | kind::ABORT, _)) => return Ok(()),
-            Ok(_) => {}
-            Err(ReadError::Broken(msg)) => return Err(Failure::Broken(msg)),
-            Err(ReadError::Timeout) => return Err(Failure::TimedOut),
         }
     }
 }

@@ -28,7 +28,9 @@ use crate::control::{describe_exit, Report};
 use crate::metrics::Metrics;
 use crate::procfs::Memory;
 use crate::status::{StatusReport, WorkerStatus};
-use exchange::{ExchangeOptions, Failure, ProxyError, ProxyRequest, ResponseBody, WorkerConn};
+use exchange::{
+    ExchangeOptions, Failure, ProxyError, ProxyRequest, Reply, ResponseBody, WorkerConn,
+};
 use machine::{Action, Config, Event, Machine, Reject, SlotState, Ticket, WorkerId};
 use spawner::Spawner;
 
@@ -47,9 +49,10 @@ pub struct PoolOptions {
     pub sample_interval: Duration,
 }
 
-/// A request waiting for a worker: the channel its future listens on.
 struct Pending {
-    reply: oneshot::Sender<Result<Lease, ProxyError>>,
+    req: ProxyRequest,
+    reply: Reply,
+    attempts: u32,
     enqueued: Instant,
 }
 
@@ -197,22 +200,13 @@ impl Pool {
                         .take()
                         .expect("an idle worker holds its connection");
                     info.last_used = Instant::now();
-                    let lease = Lease {
-                        pool: self.clone(),
+                    tokio::spawn(run_exchange(
+                        self.clone(),
                         worker,
-                        conn: Some(conn),
-                        stage: Stage::Idle,
-                    };
-                    if let Err(Ok(mut lease)) = pending.reply.send(Ok(lease)) {
-                        // The client left in the meantime. Take the
-                        // connection back here: the lease's Drop would
-                        // lock the pool, which this function holds.
-                        let conn = lease.conn.take();
-                        if let Some(info) = inner.workers.get_mut(&worker) {
-                            info.conn = conn;
-                        }
-                        actions.extend(inner.machine.handle(Instant::now(), Event::Done(worker)));
-                    }
+                        conn,
+                        pending,
+                        self.options.exchange.clone(),
+                    ));
                 }
                 Action::Reject { ticket, reason } => {
                     if let Some(p) = inner.pending.remove(&ticket) {
@@ -283,132 +277,27 @@ impl Pool {
         }
     }
 
-    /// Sends a request to a worker and returns its response.
-    ///
-    /// The exchange runs in this (the client connection's) task: no task
-    /// hand-off per request, which on a small machine costs a cross-CPU
-    /// wakeup each way. If the client goes away mid-exchange, the lease's
-    /// Drop finishes reading the worker's response in the background, so
-    /// the worker's connection is never left in the middle of a frame.
+    /// Queues a request and waits for its response.
     pub async fn submit(
         self: &Arc<Self>,
         req: ProxyRequest,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let options = &self.options.exchange;
-        for _ in 0..MAX_ATTEMPTS {
-            let (tx, rx) = oneshot::channel();
-            self.enqueue(tx);
-            let mut lease = rx
-                .await
-                .unwrap_or_else(|_| Err(ProxyError::WorkerFailed("the pool stopped".into())))?;
-            let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
-            let worker = lease.worker;
-            let conn = lease
-                .conn
-                .as_mut()
-                .expect("a fresh lease holds its connection");
-            lease.stage = Stage::Writing;
-            let stage = &mut lease.stage;
-            let result = exchange::send_and_read_head(conn, &req, options, deadline, || {
-                *stage = Stage::Reading
-            })
-            .await;
-            match result {
-                Ok((response, None)) => {
-                    lease.finish();
-                    return Ok(response);
-                }
-                Ok((response, Some(spool))) => {
-                    // The rest of the body follows at the worker's pace in a
-                    // task of its own; the client reads it from the spool.
-                    let mut conn = lease.take();
-                    let pool = self.clone();
-                    tokio::spawn(async move {
-                        let result = exchange::stream_rest(&mut conn, spool, deadline).await;
-                        let _ = pool.exchange_ended(worker, conn, result);
-                    });
-                    return Ok(response);
-                }
-                Err(Failure::Unsent) => {
-                    tracing::warn!(
-                        worker,
-                        "worker was gone before it got the request; sending it to another"
-                    );
-                    let conn = lease.take();
-                    drop(conn);
-                    self.lost(worker, "died");
-                }
-                Err(failure) => {
-                    let conn = lease.take();
-                    return Err(self.exchange_ended(worker, conn, Err(failure)).unwrap_err());
-                }
-            }
-        }
-        Err(ProxyError::WorkerFailed("workers keep dying".into()))
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(req, tx, 0);
+        rx.await
+            .unwrap_or_else(|_| Err(ProxyError::WorkerFailed("the request was dropped".into())))
     }
 
-    /// Books the end of an exchange: the worker goes back to the pool, or
-    /// is stopped. Returns the error for the client, if any.
-    fn exchange_ended(
-        self: &Arc<Self>,
-        worker: WorkerId,
-        conn: WorkerConn,
-        result: Result<(), Failure>,
-    ) -> Result<(), ProxyError> {
-        match result {
-            Ok(()) => {
-                self.finished(worker, conn);
-                Ok(())
-            }
-            Err(Failure::AppFailed) => {
-                self.finished(worker, conn);
-                Err(ProxyError::AppFailed)
-            }
-            Err(Failure::Unsent) | Err(Failure::Broken(_)) => {
-                let msg = match result {
-                    Err(Failure::Broken(msg)) => msg,
-                    _ => "the worker closed its connection".to_string(),
-                };
-                tracing::warn!(worker, "request failed: {msg}");
-                // Out of step or dead: make sure it is gone before forgetting it.
-                self.kill_worker(worker);
-                self.lost(worker, "died");
-                Err(ProxyError::WorkerFailed(msg))
-            }
-            Err(Failure::TimedOut) => {
-                let pid = self.pid_of(worker);
-                tracing::error!(
-                    worker,
-                    pid,
-                    "request exceeded --worker-timeout ({:?}); stopping the worker",
-                    self.options.exchange.timeout.unwrap_or_default()
-                );
-                self.lost(worker, "timeout");
-                drop(conn);
-                if let Some(pid) = pid {
-                    // Gently first (TERM lets an app that traps it log where
-                    // it was stuck), then for sure.
-                    kill(pid, libc::SIGTERM);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(KILL_GRACE).await;
-                        if crate::procfs::is_alive(pid) {
-                            kill(pid, libc::SIGKILL);
-                        }
-                    });
-                }
-                Err(ProxyError::Timeout)
-            }
-        }
-    }
-
-    fn enqueue(self: &Arc<Self>, reply: oneshot::Sender<Result<Lease, ProxyError>>) {
+    fn enqueue(self: &Arc<Self>, req: ProxyRequest, reply: Reply, attempts: u32) {
         let mut inner = self.inner.lock().unwrap();
         let ticket = inner.next_ticket;
         inner.next_ticket += 1;
         inner.pending.insert(
             ticket,
             Pending {
+                req,
                 reply,
+                attempts,
                 enqueued: Instant::now(),
             },
         );
@@ -468,17 +357,6 @@ impl Pool {
                 false
             }
         });
-    }
-
-    /// A leased worker that was never sent anything goes back as it was.
-    fn finished_unused(self: &Arc<Self>, worker: WorkerId, conn: WorkerConn) {
-        let mut inner = self.inner.lock().unwrap();
-        let Some(info) = inner.workers.get_mut(&worker) else {
-            return;
-        };
-        info.conn = Some(conn);
-        let actions = inner.machine.handle(Instant::now(), Event::Done(worker));
-        self.apply(&mut inner, actions);
     }
 
     fn finished(self: &Arc<Self>, worker: WorkerId, conn: WorkerConn) {
@@ -852,65 +730,58 @@ fn kill(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
-/// Where an exchange on a leased connection stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// Nothing sent: the connection can go straight back.
-    Idle,
-    /// Part of the request may have been written.
-    Writing,
-    /// The request is sent; the response is being read.
-    Reading,
-}
-
-/// A worker's connection lent to one request's future. If the future is
-/// dropped (the client disconnected), Drop puts things right: an untouched
-/// connection goes back to the pool, a response being read is drained in
-/// the background, and a half-written request (the worker would wait for
-/// the rest forever) gets the worker killed and replaced.
-pub struct Lease {
+async fn run_exchange(
     pool: Arc<Pool>,
     worker: WorkerId,
-    conn: Option<WorkerConn>,
-    stage: Stage,
-}
-
-impl Lease {
-    fn take(&mut self) -> WorkerConn {
-        self.conn.take().expect("the lease holds its connection")
-    }
-
-    fn finish(&mut self) {
-        let conn = self.take();
-        self.pool.finished(self.worker, conn);
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let (pool, worker) = (self.pool.clone(), self.worker);
-        match self.stage {
-            Stage::Idle => pool.finished_unused(worker, conn),
-            Stage::Writing => {
-                tracing::warn!(
-                    worker,
-                    "client left while its request was being written; replacing the worker"
-                );
-                pool.kill_worker(worker);
-                pool.lost(worker, "died");
+    mut conn: WorkerConn,
+    pending: Pending,
+    options: ExchangeOptions,
+) {
+    let Pending {
+        req,
+        reply,
+        attempts,
+        ..
+    } = pending;
+    match exchange::run(&mut conn, req, reply, &options).await {
+        Ok(()) => pool.finished(worker, conn),
+        Err(Failure::Unsent(req, reply)) => {
+            tracing::warn!(
+                worker,
+                "worker was gone before it got the request; sending it to another"
+            );
+            pool.lost(worker, "died");
+            if attempts + 1 >= MAX_ATTEMPTS {
+                let _ = reply.send(Err(ProxyError::WorkerFailed("workers keep dying".into())));
+            } else {
+                pool.enqueue(req, reply, attempts + 1);
             }
-            Stage::Reading => {
-                let deadline = pool
-                    .options
-                    .exchange
-                    .timeout
-                    .map(|t| tokio::time::Instant::now() + t);
+        }
+        Err(Failure::Broken(msg)) => {
+            tracing::warn!(worker, "request failed: {msg}");
+            // Out of step or dead: make sure it is gone before forgetting it.
+            pool.kill_worker(worker);
+            pool.lost(worker, "died");
+        }
+        Err(Failure::TimedOut) => {
+            let pid = pool.pid_of(worker);
+            tracing::error!(
+                worker,
+                pid,
+                "request exceeded --worker-timeout ({:?}); stopping the worker",
+                options.timeout.unwrap_or_default()
+            );
+            pool.lost(worker, "timeout");
+            drop(conn);
+            if let Some(pid) = pid {
+                // Gently first (TERM lets an app that traps it log where it
+                // was stuck), then for sure.
+                kill(pid, libc::SIGTERM);
                 tokio::spawn(async move {
-                    let result = exchange::drain(&mut conn, deadline).await;
-                    let _ = pool.exchange_ended(worker, conn, result);
+                    tokio::time::sleep(KILL_GRACE).await;
+                    if crate::procfs::is_alive(pid) {
+                        kill(pid, libc::SIGKILL);
+                    }
                 });
             }
         }

@@ -340,7 +340,12 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
 
 #[test]
 fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy() {
-    let server = start(&fixture("misbehave"), &["--worker-timeout", "2"]);
+    let server = start(
+        &fixture("misbehave"),
+        // Long enough for Ruby's crash report on SIGSEGV (it symbolizes a
+        // C backtrace, which took over 2 s on a loaded machine).
+        &["--worker-timeout", "8"],
+    );
     let healthy = |s: &Server| {
         let r = s.get("/ok");
         assert_eq!(r.status, 200, "pool unhealthy: {}", s.logs());

@@ -215,8 +215,17 @@ impl EnvBuilder {
 }
 
 /// The env key for a request header, or None when it must not reach the app.
+/// Only names of letters, digits and `-` get one (as nginx's default
+/// `ignore_invalid_headers`), so a key is always `HTTP_[A-Z0-9_]+` and no
+/// two names share one. `Content-Type`/`Content-Length` never become
+/// `HTTP_` keys (Rack SPEC); the env builder maps them itself.
 pub fn rack_header_key(name: &[u8]) -> Option<Vec<u8>> {
-    if name.is_empty() || name.contains(&b'_') || name.eq_ignore_ascii_case(b"proxy") {
+    if name.is_empty()
+        || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+        || [&b"proxy"[..], b"content-type", b"content-length"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+    {
         return None;
     }
     let mut key = Vec::with_capacity(5 + name.len());
@@ -241,5 +250,18 @@ mod tests {
         assert_eq!(rack_header_key(b"host").unwrap(), b"HTTP_HOST");
         assert_eq!(rack_header_key(b"x_forwarded_for"), None);
         assert_eq!(rack_header_key(b"Proxy"), None);
+    }
+
+    /// Found by fuzz/ (rack_headers): any byte but "-" passed through, so
+    /// "a.b" gave "HTTP_A.B" and "x\0y" a key with a NUL in it; and a
+    /// mixed-case Content-Type became HTTP_CONTENT_TYPE, which Rack forbids.
+    #[test]
+    fn header_keys_are_only_letters_digits_and_underscores() {
+        assert_eq!(rack_header_key(b"x-a1").unwrap(), b"HTTP_X_A1");
+        for name in [&b"a.b"[..], b"x\0y", b"a b", b"caf\xc3\xa9", b"x:y", b"a~b"] {
+            assert_eq!(rack_header_key(name), None, "{name:?}");
+        }
+        assert_eq!(rack_header_key(b"Content-Type"), None);
+        assert_eq!(rack_header_key(b"content-length"), None);
     }
 }

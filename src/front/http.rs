@@ -282,18 +282,18 @@ async fn proxy(
 }
 
 /// Splits a Host header value into name and port ("[::1]:80" included).
+/// A port is one or more digits, bracketed name or not.
 pub fn split_host(host: &str) -> (&str, Option<&str>) {
+    let is_port = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
     if let Some(rest) = host.strip_prefix('[') {
         if let Some(end) = rest.find(']') {
             let name = &host[..end + 2];
-            let port = rest[end + 1..].strip_prefix(':');
+            let port = rest[end + 1..].strip_prefix(':').filter(is_port);
             return (name, port);
         }
     }
     match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() => {
-            (name, Some(port))
-        }
+        Some((name, port)) if is_port(&port) => (name, Some(port)),
         _ => (host, None),
     }
 }
@@ -431,5 +431,16 @@ mod tests {
         );
         assert_eq!(split_host("[::1]:3000"), ("[::1]", Some("3000")));
         assert_eq!(split_host("[::1]"), ("[::1]", None));
+    }
+
+    /// Found by fuzz/ (rack_headers): after a bracketed name anything
+    /// following ":" was taken as the port, so "Host: [::1]:x" gave
+    /// SERVER_PORT "x" and "[::1]:" an empty one.
+    #[test]
+    fn a_bracketed_host_only_has_a_numeric_port() {
+        assert_eq!(split_host("[::1]:x"), ("[::1]", None));
+        assert_eq!(split_host("[::1]:"), ("[::1]", None));
+        assert_eq!(split_host("[::1]:80\0"), ("[::1]", None));
+        assert_eq!(split_host("example.com:"), ("example.com:", None));
     }
 }

@@ -189,15 +189,7 @@ fn smart_workers_share_memory_with_the_preloader_and_direct_ones_do_not() {
         let mut a = args.to_vec();
         a.extend(["--spawn-method", method]);
         let server = start(&fixture("bloat"), &a);
-        server.wait_until(60, "three workers", |s| {
-            s.status()["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|w| w["state"] == "ready")
-                .count()
-                == 3
-        });
+        wait_for_ready_workers(&server, 3, 60);
         for _ in 0..30 {
             assert_eq!(server.get("/").status, 200);
         }

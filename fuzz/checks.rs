@@ -379,9 +379,35 @@ pub fn request_head_roundtrip(data: &[u8]) {
 
     let mut out = prefix.clone();
     let result = head.encode(&mut out);
-    let n = head.headers.len();
-    if n > MAX_HEADERS {
-        assert_eq!(result, Err(ProtocolError::TooManyHeaders(n)));
+    let Some(payload) = written_head(
+        result,
+        head.headers.len(),
+        size,
+        &out,
+        &prefix,
+        kind::REQUEST_HEAD,
+    ) else {
+        return;
+    };
+    assert_eq!(RequestHead::decode(payload).as_ref(), Ok(&head));
+    // And the buffer as a whole reads as the peer would read it.
+    frame_decoder(&out);
+}
+
+/// The checks shared by both head encoders: refused exactly at a limit
+/// (leaving `out` as it was), otherwise exactly one whole frame of `kind`
+/// with a `size`-byte payload appended after `prefix`. Returns the payload
+/// when the head was written.
+fn written_head<'a>(
+    result: Result<(), ProtocolError>,
+    lines: usize,
+    size: usize,
+    out: &'a [u8],
+    prefix: &[u8],
+    kind: u8,
+) -> Option<&'a [u8]> {
+    if lines > MAX_HEADERS {
+        assert_eq!(result, Err(ProtocolError::TooManyHeaders(lines)));
     } else if size > MAX_PAYLOAD {
         assert_eq!(result, Err(ProtocolError::FrameTooLarge(size)));
     } else {
@@ -389,17 +415,15 @@ pub fn request_head_roundtrip(data: &[u8]) {
     }
     if result.is_err() {
         assert_eq!(out, prefix, "a refused head left bytes behind");
-        return;
+        return None;
     }
-    assert_eq!(&out[..prefix.len()], &prefix[..]);
+    assert_eq!(&out[..prefix.len()], prefix);
     let wire = &out[prefix.len()..];
     let frame = decode_frame(wire).unwrap().expect("a whole frame");
-    assert_eq!(frame.kind, kind::REQUEST_HEAD);
+    assert_eq!(frame.kind, kind);
     assert_eq!(frame.wire_len(), wire.len());
     assert_eq!(frame.payload.len(), size);
-    assert_eq!(RequestHead::decode(frame.payload).as_ref(), Ok(&head));
-    // And the buffer as a whole reads as the peer would read it.
-    frame_decoder(&out);
+    Some(frame.payload)
 }
 
 // ---------------------------------------------------------------------------
@@ -422,25 +446,17 @@ pub fn response_head(data: &[u8]) {
         w.header(&mut out, name, value);
     }
     let result = w.finish(&mut out);
-    let n = headers.len();
-    if n > MAX_HEADERS {
-        assert_eq!(result, Err(ProtocolError::TooManyHeaders(n)));
-    } else if size > MAX_PAYLOAD {
-        assert_eq!(result, Err(ProtocolError::FrameTooLarge(size)));
-    } else {
-        assert_eq!(result, Ok(()));
-    }
-    if result.is_err() {
-        assert_eq!(out, prefix, "a refused head left bytes behind");
+    let Some(payload) = written_head(
+        result,
+        headers.len(),
+        size,
+        &out,
+        &prefix,
+        kind::RESPONSE_HEAD,
+    ) else {
         return;
-    }
-    assert_eq!(&out[..prefix.len()], &prefix[..]);
-    let wire = &out[prefix.len()..];
-    let frame = decode_frame(wire).unwrap().expect("a whole frame");
-    assert_eq!(frame.kind, kind::RESPONSE_HEAD);
-    assert_eq!(frame.wire_len(), wire.len());
-    assert_eq!(frame.payload.len(), size);
-    let decoded = ResponseHead::decode(frame.payload);
+    };
+    let decoded = ResponseHead::decode(payload);
     if (100..=999).contains(&status) {
         let decoded = decoded.expect("a written head decodes");
         assert_eq!(decoded.status, status);

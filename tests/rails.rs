@@ -24,6 +24,19 @@ fn rails_available(test: &str) -> bool {
     ok
 }
 
+/// PostgreSQL plus the Rails fixture with three ready smart workers, or
+/// None (said loudly) when Rails or PostgreSQL is missing. Keep the
+/// Postgres value alive for the test's duration.
+fn three_smart_workers(test: &str) -> Option<(Postgres, Server)> {
+    if !rails_available(test) {
+        return None;
+    }
+    let pg = Postgres::start(test)?;
+    let server = start_rails(&pg, &["--min-instances", "3", "--max-pool-size", "3"]);
+    wait_for_ready_workers(&server, 3, 60);
+    Some((pg, server))
+}
+
 fn start_rails(pg: &Postgres, extra: &[&str]) -> Server {
     let url = format!("DATABASE_URL={}", pg.url("rustrack_test"));
     let mut args = vec!["--environment", "production", "--envvar", &url];
@@ -57,14 +70,9 @@ fn pg_client_ports(pid: u32, pg_port: u16) -> Vec<u16> {
 #[test]
 fn rails_smart_workers_each_get_their_own_database_connection() {
     let test = "rails_smart_workers_each_get_their_own_database_connection";
-    if !rails_available(test) {
-        return;
-    }
-    let Some(pg) = Postgres::start(test) else {
+    let Some((pg, server)) = three_smart_workers(test) else {
         return;
     };
-    let server = start_rails(&pg, &["--min-instances", "3", "--max-pool-size", "3"]);
-    wait_for_ready_workers(&server, 3, 60);
 
     // Correct results from several workers at once: 30 concurrent bumps of
     // one row (read, then write, in a transaction) lose none.
@@ -188,14 +196,9 @@ fn rails_boots_and_serves_under_direct_spawning() {
 #[test]
 fn rails_workers_draw_different_random_numbers() {
     let test = "rails_workers_draw_different_random_numbers";
-    if !rails_available(test) {
-        return;
-    }
-    let Some(pg) = Postgres::start(test) else {
+    let Some((_pg, server)) = three_smart_workers(test) else {
         return;
     };
-    let server = start_rails(&pg, &["--min-instances", "3", "--max-pool-size", "3"]);
-    wait_for_ready_workers(&server, 3, 60);
     let values: HashSet<String> = one_per_worker(&server, "GET", "/rand?sleep=0.5", 3)
         .iter()
         .map(|r| r.text())

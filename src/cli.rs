@@ -147,9 +147,8 @@ pub struct StartArgs {
     #[arg(long)]
     pub passenger_compat: bool,
 
-    /// Garbage collection in the preloader before the first fork.
-    #[arg(long, value_enum, default_value_t = PreloadGc::Compact)]
-    pub preload_gc: PreloadGc,
+    #[command(flatten)]
+    pub preload: PreloadArgs,
 
     /// Largest request body accepted, in bytes; larger gets 413.
     #[arg(long, default_value_t = 1 << 30)]
@@ -212,6 +211,33 @@ pub struct StartArgs {
     pub group: Option<String>,
 }
 
+/// How the preloader prepares its heap before forking (smart spawning).
+#[derive(Debug, Args, Clone)]
+pub struct PreloadArgs {
+    /// Garbage collection in the preloader before the first fork.
+    #[arg(long, value_enum, default_value_t = PreloadGc::Compact)]
+    pub preload_gc: PreloadGc,
+
+    /// Back the preloader's loaded heap with transparent huge pages before
+    /// the first fork (only nearly full 2 MB ranges), so that each fork
+    /// copies 1/512 of the page-table entries. Copy-on-write stays per
+    /// 4 KB page. `false` keeps Ruby's default of no huge pages.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub preload_hugepages: bool,
+}
+
+impl PreloadArgs {
+    /// The same options as command-line arguments, for a child `start`.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--preload-gc".into(),
+            format!("{:?}", self.preload_gc).to_lowercase(),
+            "--preload-hugepages".into(),
+            self.preload_hugepages.to_string(),
+        ]
+    }
+}
+
 /// Which running instance a client command talks to.
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
@@ -255,9 +281,9 @@ pub struct CompareArgs {
     #[arg(long, default_value = "/")]
     pub path: String,
 
-    /// GC in the preloader before forking (passed to the smart run).
-    #[arg(long, value_enum, default_value_t = PreloadGc::Compact)]
-    pub preload_gc: PreloadGc,
+    /// How the smart run's preloader prepares its heap.
+    #[command(flatten)]
+    pub preload: PreloadArgs,
 
     /// Print JSON instead of a table.
     #[arg(long)]

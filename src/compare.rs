@@ -41,6 +41,8 @@ pub struct RunResult {
 pub struct Comparison {
     pub app_root: PathBuf,
     pub preload_gc: String,
+    #[serde(default)]
+    pub preload_hugepages: bool,
     pub smart: RunResult,
     pub direct: RunResult,
     pub pss_saving_bytes: i64,
@@ -60,7 +62,8 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     let saving = direct.total_pss as i64 - smart.total_pss as i64;
     let comparison = Comparison {
         app_root: app,
-        preload_gc: format!("{:?}", args.preload_gc).to_lowercase(),
+        preload_gc: format!("{:?}", args.preload.preload_gc).to_lowercase(),
+        preload_hugepages: args.preload.preload_hugepages,
         pss_saving_percent: if direct.total_pss > 0 {
             100.0 * saving as f64 / direct.total_pss as f64
         } else {
@@ -135,10 +138,7 @@ fn measure(args: &CompareArgs, app: &Path, method: SpawnMethod) -> Result<RunRes
             "--max-preloader-idle-time",
             "0",
         ])
-        .args([
-            "--preload-gc",
-            &format!("{:?}", args.preload_gc).to_lowercase(),
-        ])
+        .args(args.preload.to_args())
         .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -364,11 +364,12 @@ pub fn render(c: &Comparison) -> String {
     let (s, d) = (&c.smart, &c.direct);
     let row = |name: &str, a: String, b: String| format!("{name:<28} {a:>14} {b:>14}\n");
     let mut out = format!(
-        "\n{} ({} workers, {} warm-up requests each, preload GC: {})\n\n",
+        "\n{} ({} workers, {} warm-up requests each, preload GC: {}, huge pages: {})\n\n",
         c.app_root.display(),
         s.workers,
         s.requests / s.workers.max(1),
-        c.preload_gc
+        c.preload_gc,
+        if c.preload_hugepages { "on" } else { "off" }
     );
     out += &row("", "smart".into(), "direct".into());
     out += &row(

@@ -52,6 +52,10 @@ pub struct AppSpec {
     /// Directory holding `rustrack.rb`, put first on `$LOAD_PATH`.
     pub ruby_lib: PathBuf,
     pub preload_gc: PreloadGc,
+    /// Collapse the preloader's heap into transparent huge pages before
+    /// the first fork, so forks copy fewer page-table entries.
+    #[serde(default)]
+    pub preload_hugepages: bool,
     /// Refuse to start (instead of warning) when the preloader holds open
     /// connections or live Ruby threads at fork time (`--strict-fork`).
     #[serde(default)]

@@ -23,8 +23,13 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Report {
-    /// The app is loaded; spawn commands are welcome.
-    Ready { pid: u32 },
+    /// The app is loaded; spawn commands are welcome. `huge_pages` says
+    /// what `--preload-hugepages` did, when it was on.
+    Ready {
+        pid: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        huge_pages: Option<HugePages>,
+    },
     /// config.ru could not be loaded; the preloader exits after this.
     LoadError { message: String },
     /// A worker was forked (it greets the front end on its own).
@@ -37,6 +42,19 @@ pub enum Report {
         code: Option<i32>,
         signal: Option<i32>,
     },
+}
+
+/// The preloader's heap collapse into transparent huge pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HugePages {
+    /// 2 MB ranges now backed by a huge page.
+    pub collapsed: usize,
+    /// Ranges the kernel refused to collapse.
+    pub failed: usize,
+    /// Ranges left alone for having too few resident pages.
+    pub sparse: usize,
+    /// Time the collapse took.
+    pub millis: u64,
 }
 
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {

@@ -214,6 +214,55 @@ fn smart_workers_share_memory_with_the_preloader_and_direct_ones_do_not() {
 }
 
 #[test]
+fn the_preloaders_heap_goes_into_huge_pages_and_workers_still_share_it() {
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if thp.is_empty() || thp.contains("[never]") {
+        skip_loudly(
+            "the_preloaders_heap_goes_into_huge_pages_and_workers_still_share_it",
+            "transparent huge pages are off on this kernel",
+        );
+        return;
+    }
+    let args = ["--min-instances", "2", "--max-pool-size", "2"];
+    let server = start(&fixture("bloat"), &args);
+    wait_for_ready_workers(&server, 2, 60);
+    for _ in 0..30 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    let preloader = server.status()["preloader_pid"].as_u64().unwrap() as u32;
+    let huge = smaps_field(preloader, "AnonHugePages");
+    let rss = smaps_field(preloader, "Rss");
+    assert!(
+        huge > 100 << 20,
+        "the bloat preloader should hold >100 MB in huge pages, has {huge} of {rss}\n{}",
+        server.logs()
+    );
+    assert!(
+        server.logs().contains("MB in huge pages"),
+        "{}",
+        server.logs()
+    );
+    // Copy-on-write stays per 4 KB page: a worker that wrote to the shared
+    // heap copied a few pages, not whole 2 MB huge pages.
+    for pid in server.worker_pids() {
+        let dirty = private_dirty(pid);
+        assert!(
+            dirty * 4 < rss,
+            "worker {pid} has {dirty} private dirty of a {rss} preloader"
+        );
+    }
+    drop(server);
+
+    let mut off = args.to_vec();
+    off.extend(["--preload-hugepages", "false"]);
+    let server = start(&fixture("bloat"), &off);
+    wait_for_ready_workers(&server, 2, 60);
+    let preloader = server.status()["preloader_pid"].as_u64().unwrap() as u32;
+    assert_eq!(smaps_field(preloader, "AnonHugePages"), 0);
+}
+
+#[test]
 fn workers_get_different_random_seeds() {
     let server = start(
         &fixture("events"),

@@ -226,7 +226,8 @@ async fn serve(
         rackup,
         worker_socket: dir.worker_socket(),
         ruby_lib: ruby_lib_dir(),
-        preload_gc: args.preload_gc,
+        preload_gc: args.preload.preload_gc,
+        preload_hugepages: args.preload.preload_hugepages,
         strict_fork: args.strict_fork,
         passenger_compat: args.passenger_compat,
     };

@@ -457,7 +457,8 @@ impl Pool {
                 );
             }
             _ => {
-                if code == Some(0) && signal.is_none() {
+                let stopping = self.inner.lock().unwrap().machine.shutting_down();
+                if stopping || (code == Some(0) && signal.is_none()) {
                     tracing::info!(worker = id, pid, "worker {how}");
                 } else {
                     tracing::warn!(worker = id, pid, "worker {how}");
@@ -708,8 +709,11 @@ impl Pool {
         }
     }
 
-    /// Kills every child at once (second Ctrl-C).
-    pub fn kill_all(&self) {
+    /// Kills every child at once (`rustrack stop`, second Ctrl-C). The
+    /// pool is marked as shutting down first, or the pool task would see
+    /// the preloader and workers die and start new ones while we exit.
+    pub fn kill_all(self: &Arc<Self>) {
+        self.event(Event::Shutdown);
         let inner = self.inner.lock().unwrap();
         for pid in inner.children.keys() {
             kill(*pid, libc::SIGKILL);

@@ -153,6 +153,28 @@ impl Spawner {
                 .with_context(|| format!("bad preloader report {line:?}"))?,
         };
         match report {
+            Report::Ready {
+                huge_pages: Some(h),
+                ..
+            } => {
+                if h.collapsed == 0 && h.failed > 0 {
+                    // Kernels before 6.1 have no MADV_COLLAPSE; nothing is lost.
+                    tracing::info!("this kernel makes no huge pages on request; forks copy every page-table entry");
+                } else if h.failed > 0 {
+                    tracing::warn!(
+                        "the kernel refused huge pages for {} of {} ranges of the preloader's heap \
+                         (memory fragmented?); forks copy more page-table entries",
+                        h.failed,
+                        h.failed + h.collapsed
+                    );
+                }
+                tracing::info!(
+                    sparse = h.sparse,
+                    "preloader heap: {} MB in huge pages ({} ms)",
+                    h.collapsed * 2,
+                    h.millis
+                );
+            }
             Report::Ready { .. } => {}
             Report::LoadError { message } => {
                 return Err(anyhow!("the app failed to load:\n{message}"))

@@ -6,6 +6,7 @@
 
 pub mod env;
 mod gvl;
+mod hugepages;
 pub mod inherited;
 pub mod preloader;
 pub mod response;

@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use crate::config::{AppSpec, PreloadGc};
 use crate::control::{self, Command, Report, CONTROL_FD};
 use crate::rack::inherited::{self, Connection};
-use crate::rack::{signals, vm, worker};
+use crate::rack::{hugepages, signals, vm, worker};
 
 pub fn run(spec: &AppSpec) -> Result<i32> {
     // SAFETY: the front end passes our end of the control socketpair as fd 3
@@ -66,6 +66,7 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
     ruby.gc_register_mark_object(app);
     before_fork(&ruby);
     run_preload_gc(&ruby, spec.preload_gc);
+    let huge_pages = spec.preload_hugepages.then(hugepages::collapse_heap);
     let inherited = match check_fork_hazards(&ruby, spec) {
         Ok(inherited) => inherited,
         Err(message) => {
@@ -85,6 +86,7 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
         &mut control,
         &Report::Ready {
             pid: std::process::id(),
+            huge_pages,
         },
     )?;
     let mut inbox = Vec::new();

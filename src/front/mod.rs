@@ -81,6 +81,7 @@ pub fn run(args: StartArgs) -> Result<i32> {
     }
     init_logging(&args.log_level, log_file.is_some());
     raise_fd_limit();
+    keep_freed_memory();
     // Measured on 2 cores (hello, wrk -c16, A/B/A/B): one thread served
     // about half the requests of two, because writing to a worker's socket
     // wakes the worker on the same CPU and preempts the only event loop.
@@ -120,6 +121,28 @@ fn raise_fd_limit() {
                 tracing::warn!("could not raise the open-file limit from {soft} to {hard}: {e}");
             }
         }
+    }
+}
+
+/// Stops glibc from handing freed memory back to the kernel after every
+/// burst. With two runtime threads the second thread's malloc arena shrank
+/// and regrew about 800 times a second under hello load (madvise, then page
+/// faults), and each shrink of a multi-threaded process's memory is a TLB
+/// shootdown: an interrupt to the other CPU. Memory above the threshold is
+/// still returned, and buffers up to the mmap threshold (request and
+/// response bodies are buffered in memory up to 1 MiB by default) come from
+/// the arenas instead of an mmap/munmap pair each. The front end only: the
+/// preloader and workers are fresh execs with Ruby's usual malloc settings.
+fn keep_freed_memory() {
+    const TRIM_THRESHOLD: i32 = 64 << 20;
+    const MMAP_THRESHOLD: i32 = 4 << 20;
+    // SAFETY: mallopt only changes glibc malloc's tuning parameters; it is
+    // called before the tokio runtime starts, so no other thread is
+    // allocating, and the values are within glibc's accepted ranges (the
+    // mmap threshold may be at most 32 MiB on 64-bit).
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 

@@ -56,6 +56,10 @@ pub struct AppSpec {
     /// the first fork, so forks copy fewer page-table entries.
     #[serde(default)]
     pub preload_hugepages: bool,
+    /// The front end's `--log-file`, which the preloader and workers also
+    /// write to (their stdout and stderr); reopened on SIGUSR1.
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
     /// Refuse to start (instead of warning) when the preloader holds open
     /// connections or live Ruby threads at fork time (`--strict-fork`).
     #[serde(default)]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod front;
 pub mod instance;
+pub mod logfile;
 pub mod memory;
 pub mod metrics;
 pub mod pool;

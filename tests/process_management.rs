@@ -335,3 +335,154 @@ fn daemonize_writes_a_pid_file_and_logs_to_a_file() {
     // The app's own stderr went to the same file.
     assert!(log.contains("boom from the events fixture"), "{log}");
 }
+
+#[test]
+fn signals_run_the_apps_traps_in_workers_and_untrapped_ones_stop_them_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let trap_file = dir.path().join("trapped");
+    let trap = trap_file.to_str().unwrap();
+    let server = start_with_env(
+        &fixture("events"),
+        &["--min-instances", "1", "--max-pool-size", "1"],
+        &[("EVENTS_TRAP_FILE", trap)],
+    );
+    wait_for_ready_workers(&server, 1, 60);
+    let pid = server.worker_pids()[0];
+    // Idle (blocked waiting for a request) and right after a request.
+    kill(pid, libc::SIGUSR2);
+    server.wait_until(10, "the app's USR2 trap to run", |_| {
+        std::fs::read_to_string(&trap_file).is_ok_and(|t| t.contains(&pid.to_string()))
+    });
+    assert_eq!(server.get("/").status, 200);
+    kill(pid, libc::SIGUSR2);
+    assert_eq!(server.get("/").status, 200);
+    server.wait_until(10, "the second trap to run", |_| {
+        std::fs::read_to_string(&trap_file).is_ok_and(|t| t.lines().count() == 2)
+    });
+    assert!(alive(pid), "a trapped signal must not stop the worker");
+    assert_eq!(server.worker_pids(), vec![pid]);
+
+    // Ruby's default for an untrapped USR2 is to end the process: the
+    // worker stops as if asked to (its stopping event runs), is replaced,
+    // and Ruby never crashes inside rustrack's code.
+    let server = start(
+        &fixture("hello"),
+        &["--min-instances", "1", "--max-pool-size", "1"],
+    );
+    wait_for_ready_workers(&server, 1, 60);
+    let pid = server.worker_pids()[0];
+    kill(pid, libc::SIGUSR2);
+    server.wait_until(20, "a replacement worker", |s| {
+        s.worker_pids().first().is_some_and(|p| *p != pid) && s.ready_count() == 1
+    });
+    assert_eq!(server.get("/").status, 200);
+    let logs = server.logs();
+    assert!(logs.contains("the app does not trap it"), "{logs}");
+    assert!(!logs.contains("[BUG]"), "{logs}");
+}
+
+#[test]
+fn usr1_reopens_the_log_file_and_the_apps_own_logs_in_every_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("rustrack.log");
+    let app_log = dir.path().join("app.log");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("start")
+        .arg(fixture("events"))
+        .args([
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--min-instances",
+            "2",
+        ])
+        .arg("--log-file")
+        .arg(&log)
+        .env("EVENTS_APP_LOG", &app_log)
+        .env("RUSTRACK_INSTANCE_REGISTRY_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let port = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("listening on http://127.0.0.1:"))
+        {
+            break line
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .trim()
+                .parse::<u16>()
+                .unwrap();
+        }
+        assert!(Instant::now() < deadline, "no start in 60 s:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let say = |words: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::Write;
+        write!(
+            stream,
+            "GET /say?{words} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let r = read_response(&mut std::io::BufReader::new(stream)).unwrap();
+        assert_eq!(r.status, 200);
+    };
+    // Both workers up (two requests at once reach both), then rotate.
+    let wait_for = |path: &Path, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not in {}:\n{text}",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(&log, "worker ready in");
+    say("before");
+    wait_for(&log, "app says before");
+    wait_for(&app_log, "app log: before");
+    std::fs::rename(&log, dir.path().join("rustrack.log.1")).unwrap();
+    std::fs::rename(&app_log, dir.path().join("app.log.1")).unwrap();
+    kill(child.id(), libc::SIGUSR1);
+    wait_for(&log, "SIGUSR1: reopened");
+    // The workers reopen between requests (within their 1 s wait); a
+    // request may beat that, so ask until one lands in the new files.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0.. {
+        say(&format!("after{i}"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let app_text = std::fs::read_to_string(&app_log).unwrap_or_default();
+        if text.contains("app says after") && app_text.contains("app log: after") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers never reopened:\n{text}\n--\n{app_text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every worker stays up through it.
+    let old = std::fs::read_to_string(dir.path().join("rustrack.log.1")).unwrap();
+    assert!(
+        !old.contains("[BUG]") && !old.contains("killed by"),
+        "{old}"
+    );
+    kill(child.id(), libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

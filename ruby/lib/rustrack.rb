@@ -124,6 +124,30 @@ module Rustrack
       Object.const_set(:PhusionPassenger, passenger)
     end
 
+    # After a log rotation (SIGUSR1, forwarded by the front end): reopen
+    # every file the app opened for appending whose path now names another
+    # file or none, such as Rails' log/production.log renamed by logrotate.
+    # Unicorn's rule, so apps moving from it keep their setup.
+    def reopen_logs
+      require "fcntl"
+      append = File::WRONLY | File::APPEND
+      ObjectSpace.each_object(File) do |file|
+        next if file.closed? || file.path.nil?
+        next unless (file.fcntl(Fcntl::F_GETFL) & append) == append
+
+        before = file.stat
+        now = File.stat(file.path) rescue nil
+        next if now && now.dev == before.dev && now.ino == before.ino
+
+        sync = file.sync
+        file.reopen(file.path, "a")
+        file.sync = sync
+      rescue IOError, SystemCallError => e
+        warn "[rustrack] pid #{Process.pid}: could not reopen #{file.path}: #{e.message}"
+      end
+      nil
+    end
+
     # The preloader, before each fork: close ActiveRecord's connections so
     # that no worker inherits the preloader's database sockets (a forked
     # worker closing or using one would break it for every process). Each

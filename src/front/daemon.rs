@@ -7,34 +7,11 @@
 //! --daemonize` exits 0 only when the server is up, and non-zero (with the
 //! error in the log file) when it could not start.
 
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-
-/// Points stdout and stderr (inherited by the preloader and workers, so the
-/// app's output too) at `path`, appending.
-pub fn redirect_output(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening the log file {}", path.display()))?;
-    for fd in [1, 2] {
-        // SAFETY: dup2 onto the standard fds replaces them atomically; the
-        // file stays open through the duplicates after `file` is dropped.
-        if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("redirecting output to the log file");
-        }
-    }
-    Ok(())
-}
 
 /// The log file a daemon uses when none is given.
 pub fn default_log_file(app_root: &Path) -> PathBuf {

@@ -66,7 +66,8 @@ pub fn run(args: StartArgs) -> Result<i32> {
         None => None,
     };
     let log_file = match (&args.log_file, args.daemonize) {
-        (Some(path), _) => Some(path.clone()),
+        // Absolute: the preloader and workers reopen it from the app's directory.
+        (Some(path), _) => Some(std::path::absolute(path).context("resolving --log-file")?),
         (None, true) => Some(daemon::default_log_file(&app_root)),
         (None, false) => None,
     };
@@ -77,7 +78,7 @@ pub fn run(args: StartArgs) -> Result<i32> {
         None
     };
     if let Some(path) = &log_file {
-        daemon::redirect_output(path)?;
+        crate::logfile::redirect_output(path)?;
     }
     init_logging(&args.log_level, log_file.is_some());
     raise_fd_limit();
@@ -251,6 +252,7 @@ async fn serve(
         ruby_lib: ruby_lib_dir(),
         preload_gc: args.preload.preload_gc,
         preload_hugepages: args.preload.preload_hugepages,
+        log_file: log_file.clone(),
         strict_fork: args.strict_fork,
         passenger_compat: args.passenger_compat,
     };
@@ -405,13 +407,18 @@ async fn serve(
                 let n = pool.scale(-1);
                 tracing::info!("SIGTTOU: desired process count {n}");
             }
-            _ = sigusr1.recv() => match &log_file {
-                Some(path) => match daemon::redirect_output(path) {
-                    Ok(()) => tracing::info!("SIGUSR1: reopened {}", path.display()),
-                    Err(e) => tracing::error!("SIGUSR1: {e:#}"),
-                },
-                None => tracing::info!("SIGUSR1: no --log-file to reopen"),
-            },
+            _ = sigusr1.recv() => {
+                match &log_file {
+                    Some(path) => match crate::logfile::redirect_output(path) {
+                        Ok(()) => tracing::info!("SIGUSR1: reopened {}", path.display()),
+                        Err(e) => tracing::error!("SIGUSR1: {e:#}"),
+                    },
+                    None => tracing::info!("SIGUSR1: no --log-file to reopen"),
+                }
+                // The preloader and workers reopen theirs (the same file,
+                // and the app's own append-mode logs).
+                pool.signal_all(libc::SIGUSR1);
+            }
             _ = restart_check.tick() => {
                 let now = mtime(&restart_txt);
                 if now.is_some() && now != restart_mtime {

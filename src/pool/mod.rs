@@ -709,6 +709,14 @@ impl Pool {
         }
     }
 
+    /// Sends `sig` to the preloader and every worker.
+    pub fn signal_all(&self, sig: i32) {
+        let inner = self.inner.lock().unwrap();
+        for pid in inner.children.keys() {
+            kill(*pid, sig);
+        }
+    }
+
     /// Kills every child at once (`rustrack stop`, second Ctrl-C). The
     /// pool is marked as shutting down first, or the pool task would see
     /// the preloader and workers die and start new ones while we exit.

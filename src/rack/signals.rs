@@ -4,8 +4,9 @@
 //! which would raise inside app code. rustrack's processes own their
 //! signals instead: TERM and QUIT ask for a graceful stop (checked between
 //! requests), INT is ignored (Ctrl-C reaches the whole process group, and
-//! the front end coordinates the stop), and the preloader turns CHLD into a
-//! byte on a pipe it polls. Handlers only store to an atomic or write(2),
+//! the front end coordinates the stop), USR1 asks for the log files to be
+//! reopened (the front end forwards its own USR1 after a log rotation), and
+//! the preloader turns CHLD into a byte on a pipe it polls. Handlers only store to an atomic or write(2),
 //! both async-signal-safe. None uses SA_RESTART, so a blocking poll returns
 //! EINTR and the loop looks at the flag at once.
 
@@ -15,10 +16,15 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static REOPEN: AtomicBool = AtomicBool::new(false);
 static CHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_reopen(_: libc::c_int) {
+    REOPEN.store(true, Ordering::SeqCst);
 }
 
 extern "C" fn on_chld(_: libc::c_int) {
@@ -34,6 +40,11 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// Whether a USR1 arrived since the last call.
+pub fn take_reopen() -> bool {
+    REOPEN.swap(false, Ordering::SeqCst)
+}
+
 fn set(sig: Signal, handler: SigHandler) -> SigAction {
     let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
     // SAFETY: the handlers above only touch atomics and call write(2); the
@@ -47,6 +58,7 @@ fn install_common() {
     set(Signal::SIGQUIT, SigHandler::Handler(on_stop));
     set(Signal::SIGINT, SigHandler::SigIgn);
     set(Signal::SIGHUP, SigHandler::SigIgn);
+    set(Signal::SIGUSR1, SigHandler::Handler(on_reopen));
 }
 
 /// The saved CHLD disposition Ruby installed, restored in forked workers.

@@ -105,6 +105,24 @@ pub fn ruby_error(e: Error) -> anyhow::Error {
     anyhow::anyhow!(describe(&e))
 }
 
+/// After SIGUSR1: points stdout and stderr at `--log-file` again (if there
+/// is one) and reopens the app's own append-mode log files that were
+/// rotated away (`Rustrack.reopen_logs`).
+pub fn reopen_logs(ruby: &Ruby, spec: &AppSpec) {
+    if let Some(path) = &spec.log_file {
+        if let Err(e) = crate::logfile::redirect_output(path) {
+            eprintln!("[rustrack] pid {}: {e:#}", std::process::id());
+        }
+    }
+    if let Err(e) = rustrack_module(ruby).funcall::<_, _, Value>("reopen_logs", ()) {
+        eprintln!(
+            "[rustrack] pid {}: reopening the app's logs failed:\n{}",
+            std::process::id(),
+            describe(&e)
+        );
+    }
+}
+
 pub fn describe(e: &Error) -> String {
     let Ok(ruby) = Ruby::get() else {
         return e.to_string();

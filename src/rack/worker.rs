@@ -26,6 +26,9 @@ use crate::rack::{gvl, response, signals, vm};
 enum Next {
     /// `len` bytes at the start of the buffer are one whole request.
     Request(usize),
+    /// The wait timed out or a signal interrupted it: time to look at
+    /// signals and pending Ruby interrupts.
+    Idle,
     Eof,
     Stop,
 }
@@ -107,11 +110,12 @@ impl Reader {
                 }
                 Err(e) => Err(e),
             })
+            .unwrap_or(Ok(None))
             .context("reading from the front end")?;
             match read {
                 Some(0) => return Ok(Next::Eof),
                 Some(n) => self.end += n,
-                None => {}
+                None => return Ok(Next::Idle),
             }
         }
     }
@@ -208,8 +212,12 @@ fn serve_inner(
     let mut processed: u64 = 0;
     let mut titled = Instant::now();
     loop {
+        if !between_requests(ruby, spec, worker_id) {
+            return Ok(0);
+        }
         let len = match reader.next()? {
             Next::Request(len) => len,
+            Next::Idle => continue,
             Next::Eof | Next::Stop => return Ok(0),
         };
         let exit_code = handle_one(ruby, app, handler, &mut env_builder, &reader.data()[..len])?;
@@ -234,6 +242,34 @@ fn serve_inner(
 }
 
 const TITLE_REFRESH: Duration = Duration::from_secs(1);
+
+/// Work done outside any request: reopening logs after SIGUSR1, and running
+/// Ruby's pending interrupts (the app's signal traps, `Thread#raise` into
+/// the main thread) where an exception cannot escape. Returns false when
+/// the worker should stop.
+fn between_requests(ruby: &Ruby, spec: &AppSpec, worker_id: u64) -> bool {
+    if signals::take_reopen() {
+        vm::reopen_logs(ruby, spec);
+    }
+    match gvl::run_interrupts(ruby) {
+        gvl::Interrupts::Ran => true,
+        gvl::Interrupts::Signal(message) => {
+            eprintln!(
+                "[rustrack] worker {worker_id} (pid {}): {message}; the app does not trap it, so the worker stops",
+                std::process::id()
+            );
+            false
+        }
+        gvl::Interrupts::Raised(message) => {
+            eprintln!(
+                "[rustrack] worker {worker_id} (pid {}): raised into the main thread between requests \
+                 (ignored):\n{message}",
+                std::process::id()
+            );
+            true
+        }
+    }
+}
 
 /// Serves one request whose frames are `frames`. Returns `Some(code)` when
 /// the app asked the worker to exit (`exit` inside a request).

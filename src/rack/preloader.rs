@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use crate::config::{AppSpec, PreloadGc};
 use crate::control::{self, Command, Report, CONTROL_FD};
 use crate::rack::inherited::{self, Connection};
-use crate::rack::{gvl, hugepages, signals, vm, worker};
+use crate::rack::{hugepages, signals, vm, worker};
 
 pub fn run(spec: &AppSpec) -> Result<i32> {
     // SAFETY: the front end passes our end of the control socketpair as fd 3
@@ -106,23 +106,10 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
         if signals::stop_requested() {
             return Ok(0);
         }
-        if signals::take_reopen() {
-            vm::reopen_logs(&ruby, spec);
-        }
-        // Pending Ruby interrupts (an app's Signal.trap, Ruby's default
-        // handling of a signal the app does not trap) run here, protected,
-        // rather than inside the next Process.fork.
-        match gvl::run_interrupts(&ruby) {
-            gvl::Interrupts::Ran => {}
-            gvl::Interrupts::Signal(message) => {
-                eprintln!("[rustrack] preloader: {message}; the app does not trap it, so the preloader stops");
-                return Ok(0);
-            }
-            gvl::Interrupts::Raised(message) => {
-                eprintln!(
-                    "[rustrack] preloader: raised into the main thread (ignored):\n{message}"
-                );
-            }
+        // Between spawns: log reopening and pending Ruby interrupts (an
+        // app's Signal.trap), run here rather than inside the next fork.
+        if !vm::between_requests(&ruby, spec, "preloader") {
+            return Ok(0);
         }
         if !control_ready {
             continue;

@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use magnus::{embed::Cleanup, prelude::*, value::ReprValue, Error, RArray, RModule, Ruby, Value};
 
 use crate::config::AppSpec;
+use crate::rack::{gvl, signals};
 
 static ARGC: AtomicI32 = AtomicI32::new(0);
 static ARGV: AtomicPtr<*mut c_char> = AtomicPtr::new(std::ptr::null_mut());
@@ -103,6 +104,29 @@ pub fn set_title(ruby: &Ruby, title: &str) {
 /// Turns a Ruby exception into an error that reads like Ruby's own report.
 pub fn ruby_error(e: Error) -> anyhow::Error {
     anyhow::anyhow!(describe(&e))
+}
+
+/// Work the preloader and workers do outside any request: reopening logs
+/// after SIGUSR1, and running Ruby's pending interrupts (the app's signal
+/// traps, Ruby's default handling of a signal the app does not trap,
+/// `Thread#raise` into the main thread) where an exception cannot escape.
+/// Returns false when the process should stop. `who` names it in messages.
+pub fn between_requests(ruby: &Ruby, spec: &AppSpec, who: &str) -> bool {
+    if signals::take_reopen() {
+        reopen_logs(ruby, spec);
+    }
+    let pid = std::process::id();
+    match gvl::run_interrupts(ruby) {
+        gvl::Interrupts::Ran => true,
+        gvl::Interrupts::Signal(message) => {
+            eprintln!("[rustrack] {who} (pid {pid}): {message}; the app does not trap it, so the {who} stops");
+            false
+        }
+        gvl::Interrupts::Raised(message) => {
+            eprintln!("[rustrack] {who} (pid {pid}): raised into the main thread outside a request (ignored):\n{message}");
+            true
+        }
+    }
 }
 
 /// After SIGUSR1: points stdout and stderr at `--log-file` again (if there

@@ -211,8 +211,9 @@ fn serve_inner(
 
     let mut processed: u64 = 0;
     let mut titled = Instant::now();
+    let who = format!("worker {worker_id}");
     loop {
-        if !between_requests(ruby, spec, worker_id) {
+        if !vm::between_requests(ruby, spec, &who) {
             return Ok(0);
         }
         let len = match reader.next()? {
@@ -242,34 +243,6 @@ fn serve_inner(
 }
 
 const TITLE_REFRESH: Duration = Duration::from_secs(1);
-
-/// Work done outside any request: reopening logs after SIGUSR1, and running
-/// Ruby's pending interrupts (the app's signal traps, `Thread#raise` into
-/// the main thread) where an exception cannot escape. Returns false when
-/// the worker should stop.
-fn between_requests(ruby: &Ruby, spec: &AppSpec, worker_id: u64) -> bool {
-    if signals::take_reopen() {
-        vm::reopen_logs(ruby, spec);
-    }
-    match gvl::run_interrupts(ruby) {
-        gvl::Interrupts::Ran => true,
-        gvl::Interrupts::Signal(message) => {
-            eprintln!(
-                "[rustrack] worker {worker_id} (pid {}): {message}; the app does not trap it, so the worker stops",
-                std::process::id()
-            );
-            false
-        }
-        gvl::Interrupts::Raised(message) => {
-            eprintln!(
-                "[rustrack] worker {worker_id} (pid {}): raised into the main thread between requests \
-                 (ignored):\n{message}",
-                std::process::id()
-            );
-            true
-        }
-    }
-}
 
 /// Serves one request whose frames are `frames`. Returns `Some(code)` when
 /// the app asked the worker to exit (`exit` inside a request).

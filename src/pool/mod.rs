@@ -709,6 +709,18 @@ impl Pool {
         }
     }
 
+    /// SIGKILLs `pid` if it is still a child we have not seen exit. Checking
+    /// /proc instead would be wrong: once a child is reaped its PID can be
+    /// reused (within seconds where pid_max is 32768), and a late kill would
+    /// hit an unrelated process. A PID stays in `children` until its exit
+    /// has been handled, and cannot be reused before it is reaped.
+    pub fn kill_child(&self, pid: u32) {
+        let inner = self.inner.lock().unwrap();
+        if inner.children.contains_key(&pid) {
+            kill(pid, libc::SIGKILL);
+        }
+    }
+
     /// Sends `sig` to the preloader and every worker.
     pub fn signal_all(&self, sig: i32) {
         let inner = self.inner.lock().unwrap();
@@ -791,9 +803,7 @@ async fn run_exchange(
                 kill(pid, libc::SIGTERM);
                 tokio::spawn(async move {
                     tokio::time::sleep(KILL_GRACE).await;
-                    if crate::procfs::is_alive(pid) {
-                        kill(pid, libc::SIGKILL);
-                    }
+                    pool.kill_child(pid);
                 });
             }
         }

@@ -18,6 +18,10 @@ pub struct Memory {
     pub private_clean: u64,
     pub private_dirty: u64,
     pub swap: u64,
+    /// Anonymous memory mapped as transparent huge pages (the preloader's
+    /// heap with `--preload-hugepages`; counted in the fields above too).
+    #[serde(default)]
+    pub anon_huge: u64,
 }
 
 impl Memory {
@@ -42,6 +46,7 @@ pub fn parse_smaps(text: &str) -> Memory {
             "Private_Clean" => &mut m.private_clean,
             "Private_Dirty" => &mut m.private_dirty,
             "Swap" => &mut m.swap,
+            "AnonHugePages" => &mut m.anon_huge,
             _ => continue,
         };
         if let Some(kb) = rest
@@ -124,13 +129,14 @@ mod tests {
     fn smaps_rollup_fields_are_summed_in_bytes() {
         let text = "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss: 100 kB\nPss: 40 kB\n\
                     Shared_Clean: 50 kB\nShared_Dirty: 10 kB\nPrivate_Clean: 5 kB\n\
-                    Private_Dirty: 35 kB\nSwap: 1 kB\n";
+                    Private_Dirty: 35 kB\nAnonHugePages: 4096 kB\nSwap: 1 kB\n";
         let m = parse_smaps(text);
         assert_eq!(m.rss, 100 * 1024);
         assert_eq!(m.pss, 40 * 1024);
         assert_eq!(m.private_dirty, 35 * 1024);
         assert_eq!(m.shared(), 60 * 1024);
         assert_eq!(m.swap, 1024);
+        assert_eq!(m.anon_huge, 4096 * 1024);
     }
 
     #[test]

@@ -193,10 +193,19 @@ fn render(r: &StatusReport, dir: &Path) -> String {
     out += &format!("Requests in queue: {}\n", r.requests_in_queue);
     out += &format!("Processed        : {}\n", r.processed_total);
     if let Some(pid) = r.preloader_pid {
+        let huge = r.preloader_memory.map(|m| m.anon_huge).unwrap_or(0);
         out += &format!(
-            "Preloader        : pid {pid}, RSS {}, PSS {}\n",
+            "Preloader        : pid {pid}, RSS {}, PSS {}{}\n",
             mem(&r.preloader_memory, |m| m.rss),
-            mem(&r.preloader_memory, |m| m.pss)
+            mem(&r.preloader_memory, |m| m.pss),
+            if huge > 0 {
+                format!(
+                    ", {} in huge pages",
+                    mem(&r.preloader_memory, |m| m.anon_huge)
+                )
+            } else {
+                String::new()
+            }
         );
     }
     if let Some(e) = &r.last_spawn_error {

@@ -243,6 +243,12 @@ fn the_preloaders_heap_goes_into_huge_pages_and_workers_still_share_it() {
         "{}",
         server.logs()
     );
+    // `status` shows it too, for the text and the JSON reader.
+    let status = server.status();
+    assert!(status["preloader_memory"]["anon_huge"].as_u64().unwrap() > 100 << 20);
+    let text = server.cli(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("in huge pages"), "{text}");
     // Copy-on-write stays per 4 KB page: a worker that wrote to the shared
     // heap copied a few pages, not whole 2 MB huge pages.
     for pid in server.worker_pids() {

@@ -170,6 +170,23 @@ fn check_count_error(e: &ProtocolError) {
     }
 }
 
+/// A decoded head encoded again: the same payload in one frame of
+/// `frame_kind`, or (payload over the frame limit) `FrameTooLarge` with
+/// nothing written.
+fn check_reencoded(payload: &[u8], frame_kind: u8, encoded: Result<(), ProtocolError>, out: &[u8]) {
+    match encoded {
+        Ok(()) => {
+            assert!(payload.len() <= MAX_PAYLOAD);
+            assert_eq!(out[0], frame_kind);
+            assert_eq!(&out[FRAME_HEADER_LEN..], payload, "not canonical");
+        }
+        Err(e) => {
+            assert_eq!(e, ProtocolError::FrameTooLarge(payload.len()));
+            assert!(out.is_empty());
+        }
+    }
+}
+
 /// `RequestHead::decode` on arbitrary bytes: an error of the documented
 /// kinds, or a head that encodes back to exactly these bytes.
 pub fn check_request_payload(payload: &[u8]) {
@@ -177,17 +194,8 @@ pub fn check_request_payload(payload: &[u8]) {
         Ok(head) => {
             assert!(head.headers.len() <= MAX_HEADERS);
             let mut out = Vec::new();
-            match head.encode(&mut out) {
-                Ok(()) => {
-                    assert!(payload.len() <= MAX_PAYLOAD);
-                    assert_eq!(out[0], kind::REQUEST_HEAD);
-                    assert_eq!(&out[FRAME_HEADER_LEN..], payload, "not canonical");
-                }
-                Err(e) => {
-                    assert_eq!(e, ProtocolError::FrameTooLarge(payload.len()));
-                    assert!(out.is_empty());
-                }
-            }
+            let encoded = head.encode(&mut out);
+            check_reencoded(payload, kind::REQUEST_HEAD, encoded, &out);
         }
         Err(e) => {
             check_count_error(&e);
@@ -218,17 +226,8 @@ pub fn check_response_payload(payload: &[u8]) {
             for (name, value) in &head.headers {
                 w.header(&mut out, name, value);
             }
-            match w.finish(&mut out) {
-                Ok(()) => {
-                    assert!(payload.len() <= MAX_PAYLOAD);
-                    assert_eq!(out[0], kind::RESPONSE_HEAD);
-                    assert_eq!(&out[FRAME_HEADER_LEN..], payload, "not canonical");
-                }
-                Err(e) => {
-                    assert_eq!(e, ProtocolError::FrameTooLarge(payload.len()));
-                    assert!(out.is_empty());
-                }
-            }
+            let encoded = w.finish(&mut out);
+            check_reencoded(payload, kind::RESPONSE_HEAD, encoded, &out);
         }
         Err(e) => {
             check_count_error(&e);

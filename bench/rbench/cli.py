@@ -1,0 +1,119 @@
+"""The command line and the order of a run (bench/run calls `main`).
+
+A run: parse the options; install the missing Debian packages (unless
+--no-install, see prereqs); build rustrack; become a child subreaper; run the
+selected scenarios in --only order in a fresh /tmp/rtbench.* work directory;
+KILL anything left and remove the work directory (also on Ctrl-C or TERM);
+then write bench/results/NAME.md and .json and print the Markdown. A full
+run (not --quick, every scenario) also replaces the results section of
+bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from . import prereqs, procs, report
+from .log import log
+from .meta import collect
+from .paths import RESULTS, RUSTRACK
+from .scenarios import SCENARIOS, Ctx
+from .servers import PEERS
+
+DESCRIPTION = """rustrack benchmark harness (issue 7): rustrack against Passenger, Puma and
+Unicorn on the same machine, in the same run, with the same worker count.
+
+    bench/run            full run (about 15 minutes), writes bench/results/
+    bench/run --quick    smoke test: 3 s runs, one round (about 4 minutes)
+
+See bench/README.md for what each scenario measures and how. Python 3.11,
+standard library only. Every server is started on 127.0.0.1 on a free port
+and stopped by PID (TERM, then KILL) before the next one starts; the harness
+makes itself a child subreaper so that daemonizing servers (Passenger's
+watchdog) stay in its process tree and can be measured and stopped.
+"""
+
+SCENARIO_NAMES = list(SCENARIOS)  # hello,rails,upload,download,slow,memory,spawn
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench/run", description=DESCRIPTION,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 s runs, 1 round, fewer requests: a smoke test")
+    ap.add_argument("--rounds", type=int, help="rounds per scenario (default 2, quick 1)")
+    ap.add_argument("--duration", type=float, help="seconds per wrk measurement (default 10, quick 3)")
+    ap.add_argument("--only", help="comma-separated scenarios: " + ",".join(SCENARIO_NAMES))
+    ap.add_argument("--servers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
+    ap.add_argument("--no-install", action="store_true", help="don't apt-get install missing peers")
+    ap.add_argument("--no-build", action="store_true", help="use the existing target/release/rustrack")
+    ap.add_argument("--keep-workdir", action="store_true", help="keep the logs and app copies in /tmp")
+    ap.add_argument("--output", help="results file name without extension (default: the date and time)")
+    return ap
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+
+    quick = args.quick
+    rounds = args.rounds or (1 if quick else 2)
+    duration = args.duration or (3.0 if quick else 10.0)
+    warmup = 1.0 if quick else 2.0
+    scenarios = (args.only or ",".join(SCENARIO_NAMES)).split(",")
+    servers = args.servers.split(",")
+
+    # Stop cleanly (killing every server) on TERM and Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    if not args.no_install:
+        prereqs.ensure_packages()
+    if not args.no_build:
+        prereqs.build()
+    if not RUSTRACK.exists():
+        log(f"{RUSTRACK} is missing: build it (cargo build --release)")
+        return 1
+
+    if not procs.become_subreaper():
+        log("warning: could not become a child subreaper; daemonized processes may escape")
+
+    workdir = Path(tempfile.mkdtemp(prefix="rtbench.", dir="/tmp"))
+    ctx = Ctx(quick, rounds, duration, warmup, workdir, servers,
+              memory_per_worker=500 if quick else 2000, scaleup_rounds=1 if quick else 3)
+    now = dt.datetime.now()
+    meta = collect(ctx, now, scenarios, servers)
+    log(f"work directory {workdir}; load average {meta['loadavg_start']}")
+    t0 = time.monotonic()
+    try:
+        for scen in scenarios:
+            if scen not in SCENARIOS:
+                log(f"unknown scenario {scen}")
+                return 2
+            SCENARIOS[scen](ctx)
+    except KeyboardInterrupt:
+        log("interrupted: stopping every server")
+        procs.kill_tree()
+        return 130
+    finally:
+        procs.kill_tree()
+        if not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    meta["elapsed_s"] = time.monotonic() - t0
+    meta["loadavg_end"] = procs.loadavg()
+    name = args.output or now.strftime("%Y-%m-%d-%H%M") + ("-quick" if quick else "")
+    md = report.write_results(meta, ctx.runs, name)
+    if not quick and set(scenarios) >= set(SCENARIO_NAMES):
+        report.update_readme(md, name)
+    print(md)
+    log(f"wrote {RESULTS / name}.md and .json in {meta['elapsed_s'] / 60:.1f} min")
+    return 0

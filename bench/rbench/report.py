@@ -1,0 +1,270 @@
+"""Report: from the list of run records to the published figures.
+
+`summarize` groups the runs by scenario and configuration label and takes
+means over the rounds that did not fail (requests per second, p50 and p99,
+CPU per request, memory), sums the error counts (read errors apart: wrk
+counts each connection the server closes after a response as one, which is
+every Unicorn response), and pools the spawn samples and scale-up samples
+of all rounds for medians. `targets` checks issue 7's goals against that
+summary. `markdown` renders the tables: each throughput row carries the
+ratios "rustrack req/s ÷ this" and "rustrack p99 ÷ this" against the
+rustrack smart row of the same scenario and run; memory and scale-up rows
+are divided by rustrack smart's ("this ÷ rustrack smart"). A missing figure
+is printed as "–" and a target that cannot be judged as "–". The JSON file
+is {"meta", "summary", "targets", "runs"}; after a full run the Markdown
+also replaces the results section of bench/README.md (between the
+results:start and results:end markers, headings demoted one level).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from .paths import README, RESULTS
+
+
+def ok_runs(ctx_runs: list, scenario: str, label: str) -> list:
+    return [r for r in ctx_runs if r["scenario"] == scenario and r["label"] == label and "error" not in r]
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def fmt(x, spec: str = ".0f", none: str = "–") -> str:
+    return none if x is None else format(x, spec)
+
+
+def ratio(a, b) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def loads(runs: list) -> str:
+    return " / ".join(f"{r['loadavg_before'][0]:.2f}" for r in runs)
+
+
+def summarize(runs: list) -> dict:
+    """Means over rounds, per scenario and server configuration."""
+    s: dict = {}
+    for r in runs:
+        s.setdefault(r["scenario"], {}).setdefault(r["label"], [])
+    for scen, labels in s.items():
+        for label in list(labels):
+            rs = ok_runs(runs, scen, label)
+            failed = [r for r in runs if r["scenario"] == scen and r["label"] == label and "error" in r]
+            entry = {"rounds": len(rs), "failed": len(failed), "loadavg_before": [r["loadavg_before"] for r in runs if r["scenario"] == scen and r["label"] == label]}
+            if rs and "wrk" in rs[0]:
+                entry["rps"] = mean([r["wrk"]["rps"] for r in rs])
+                # No latency for a run in which no request completed.
+                entry["p50_ms"] = mean([r["wrk"]["p50_us"] / 1000 for r in rs if r["wrk"]["requests"]])
+                entry["p99_ms"] = mean([r["wrk"]["p99_us"] / 1000 for r in rs if r["wrk"]["requests"]])
+                # Read errors apart: wrk counts each connection the server
+                # closes after a response (Unicorn never keeps one alive) as one.
+                entry["errors"] = sum(r["wrk"]["errors_total"] - r["wrk"]["errors"]["read"] for r in rs)
+                entry["read_errors"] = sum(r["wrk"]["errors"]["read"] for r in rs)
+                entry["requests"] = sum(r["wrk"]["requests"] for r in rs)
+                entry["frontend_cpu_us_per_req"] = mean([r.get("frontend_cpu_us_per_req") for r in rs])
+                entry["server_cpu_us_per_req"] = mean([r.get("server_cpu_us_per_req") for r in rs])
+            if rs and "total_pss" in rs[0]:
+                for k in ["total_pss", "total_private_dirty", "app_pss", "app_private_dirty"]:
+                    entry[k] = mean([r[k] for r in rs])
+            if rs and "spawn_ms" in rs[0]:
+                samples = [x for r in rs for x in r["spawn_ms"]]
+                entry["spawn_samples"] = samples
+                entry["spawn_median_ms"] = statistics.median(samples) if samples else None
+                entry["spawn_min_ms"] = min(samples) if samples else None
+                entry["spawn_max_ms"] = max(samples) if samples else None
+                entry["first_response_s"] = mean([r.get("first_response_s") for r in rs])
+                entry["all_workers_ready_s"] = mean([r.get("all_workers_ready_s") for r in rs])
+            if rs and "scaleup_ms" in rs[0]:
+                samples = [r["scaleup_ms"] for r in rs]
+                entry["scaleup_samples"] = samples
+                entry["scaleup_median_ms"] = statistics.median(samples)
+            if rs and "slow" in rs[0]:
+                entry["slow_connected"] = mean([r["slow"]["connected_before_fast_stream"] for r in rs])
+                entry["slow_responses"] = mean([r["slow"]["sender_responses"] + r["slow"]["reader_responses"] for r in rs])
+            labels[label] = entry
+    return s
+
+
+def targets(s: dict) -> list[tuple[str, str, bool | None]]:
+    """The issue's goals, each with the measured value and pass/fail."""
+    out = []
+
+    def get(scen, label, key):
+        return s.get(scen, {}).get(label, {}).get(key)
+
+    rr, pa, un, pu = "rustrack smart", "passenger smart", "unicorn preload", "puma preload"
+    h_rr, h_pa, h_un = get("hello", rr, "rps"), get("hello", pa, "rps"), get("hello", un, "rps")
+    x = ratio(h_rr, h_pa)
+    out.append(("hello req/s ≥ 2.5× Passenger", fmt(x, ".2f") + "×", None if x is None else x >= 2.5))
+    x = ratio(h_rr, h_un)
+    out.append(("hello req/s ≥ 1.5× Unicorn", fmt(x, ".2f") + "×", None if x is None else x >= 1.5))
+    a, b = get("hello", rr, "p99_ms"), get("hello", un, "p99_ms")
+    out.append(("hello p99 ≤ Unicorn's", f"{fmt(a, '.2f')} ms vs {fmt(b, '.2f')} ms",
+                None if a is None or b is None else a <= b))
+    x = ratio(get("rails", rr, "rps"), get("rails", pu, "rps"))
+    out.append(("rails req/s ≥ 1.1× Puma", fmt(x, ".2f") + "×", None if x is None else x >= 1.1))
+    sm, di, ps = (get("memory", "rustrack smart", "total_pss"), get("memory", "rustrack direct", "total_pss"),
+                  get("memory", "passenger smart", "total_pss"))
+    x = ratio(sm, di)
+    out.append(("bloat: smart total PSS ≤ 40% of direct", fmt(None if x is None else 100 * x, ".0f") + "%",
+                None if x is None else x <= 0.40))
+    x = ratio(get("memory", "rustrack smart (tight GC)", "total_pss"), get("memory", "rustrack direct (tight GC)", "total_pss"))
+    out.append(("bloat, both with tight GC growth: smart total PSS ≤ 40% of direct",
+                fmt(None if x is None else 100 * x, ".0f") + "%", None if x is None else x <= 0.40))
+    out.append(("bloat: smart total PSS < Passenger smart's",
+                f"{fmt(sm and sm / 2**20, '.0f')} MB vs {fmt(ps and ps / 2**20, '.0f')} MB",
+                None if sm is None or ps is None else sm < ps))
+    # The issue sets the spawn targets on the bloat app; hello and Rails are shown too.
+    for app in ["bloat", "hello", "bench-rails"]:
+        scen = f"spawn-{app}"
+        a, b = get(scen, "rustrack smart", "spawn_median_ms"), get(scen, "rustrack direct", "spawn_median_ms")
+        out.append((f"spawn ({app}): smart median < 10 ms", f"{fmt(a, '.2f')} ms", None if a is None else a < 10))
+        x = ratio(b, a)
+        out.append((f"spawn ({app}): smart ≥ 50× faster than direct", fmt(x, ".1f") + "×",
+                    None if x is None else x >= 50))
+    a, b = get("hello", rr, "frontend_cpu_us_per_req"), get("hello", pa, "frontend_cpu_us_per_req")
+    x = ratio(a, b)
+    out.append(("front-end CPU/request ≤ ½ Passenger core's",
+                f"{fmt(a, '.1f')} µs vs {fmt(b, '.1f')} µs ({fmt(x, '.2f')}×)", None if x is None else x <= 0.5))
+    return out
+
+
+def markdown(meta: dict, s: dict, runs: list) -> str:
+    L = []
+    w = L.append
+    w(f"# rustrack benchmark, {meta['date']}{' (quick)' if meta['quick'] else ''}\n")
+    w(f"- machine: {meta['cpus']} CPUs, {meta['kernel']}; load average before the run "
+      f"{' '.join(str(x) for x in meta['loadavg_start'])}, after {' '.join(str(x) for x in meta['loadavg_end'])}")
+    w(f"- rustrack {meta['rustrack_commit']}{' + uncommitted changes' if meta['rustrack_dirty'] else ''} "
+      f"(release build); {', '.join(meta['versions'].values())}")
+    w(f"- {meta['rounds']} round(s), servers interleaved (A B C D, then D C B A); wrk runs of "
+      f"{meta['duration']:.0f} s after {meta['warmup']:.0f} s of warm-up, 1 thread, 16 connections; "
+      f"2 single-threaded workers unless noted; total time {meta['elapsed_s'] / 60:.1f} min")
+    w("- figures are means over rounds; *load* is the 1-minute load average before each round; "
+      "ratios compare rustrack with a peer measured in this same run\n")
+
+    def throughput_table(scen: str, title: str, extra_cpu: bool = False) -> None:
+        if scen not in s:
+            return
+        w(f"## {title}\n")
+        hdr = "| server | req/s | p50 ms | p99 ms | errors | read errors | rustrack req/s ÷ this | rustrack p99 ÷ this |"
+        sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
+        if extra_cpu:
+            hdr += " front-end CPU µs/req | all-process CPU µs/req |"
+            sep += "---:|---:|"
+        if scen == "slow-clients":
+            hdr += " slow conns open | slow responses |"
+            sep += "---:|---:|"
+        w(hdr + " load |")
+        w(sep + "---|")
+        base = s[scen].get("rustrack smart", {})
+        for label, e in s[scen].items():
+            rs = [r for r in runs if r["scenario"] == scen and r["label"] == label]
+            row = (f"| {label} | {fmt(e.get('rps'))} | {fmt(e.get('p50_ms'), '.2f')} | {fmt(e.get('p99_ms'), '.2f')} | "
+                   f"{e.get('errors', '–')}{' (' + str(e['failed']) + ' runs failed)' if e['failed'] else ''} | "
+                   f"{e.get('read_errors', '–')} | "
+                   f"{fmt(ratio(base.get('rps'), e.get('rps')), '.2f')} | {fmt(ratio(base.get('p99_ms'), e.get('p99_ms')), '.2f')} |")
+            if extra_cpu:
+                row += f" {fmt(e.get('frontend_cpu_us_per_req'), '.1f')} | {fmt(e.get('server_cpu_us_per_req'), '.1f')} |"
+            if scen == "slow-clients":
+                row += f" {fmt(e.get('slow_connected'))} | {fmt(e.get('slow_responses'))} |"
+            w(row + f" {loads(rs)} |")
+        w("")
+
+    throughput_table("hello", "hello (fixtures/hello)", extra_cpu=True)
+    throughput_table("rails", "rails (fixtures/bench-rails, Rails 6.1)", extra_cpu=True)
+    throughput_table("upload", "upload (POST 1 MB bodies to fixtures/bench-payload)")
+    throughput_table("download", "download (GET 1 MB responses from fixtures/bench-payload)")
+    throughput_table("slow-clients", f"slow clients ({meta['slow_senders']} slow senders + {meta['slow_readers']} "
+                     "slow readers of 1 MB) with a fast wrk stream of GET /")
+
+    if "memory" in s:
+        w(f"## memory (fixtures/bloat, {meta['memory_workers']} workers, after "
+          f"{meta['memory_workers'] * meta['memory_per_worker']} requests)\n")
+        w("| server | total PSS MB | total Private_Dirty MB | app PSS MB | app Private_Dirty MB | PSS ÷ rustrack smart | load |")
+        w("|---|---:|---:|---:|---:|---:|---|")
+        base = s["memory"].get("rustrack smart", {}).get("total_pss")
+        for label, e in s["memory"].items():
+            rs = [r for r in runs if r["scenario"] == "memory" and r["label"] == label]
+            mb = lambda k: fmt(e.get(k) and e[k] / 2**20)
+            w(f"| {label} | {mb('total_pss')} | {mb('total_private_dirty')} | {mb('app_pss')} | "
+              f"{mb('app_private_dirty')} | {fmt(ratio(e.get('total_pss'), base), '.2f')} | {loads(rs)} |")
+        w("")
+
+    spawn = [k for k in s if k.startswith("spawn-")]
+    if spawn:
+        w(f"## spawn ({meta['spawn_workers']} workers per start; time for a worker to become ready)\n")
+        w("| app | server | median ms | min ms | max ms | samples | start → first response s | start → all ready s | load |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        for scen in spawn:
+            for label, e in s[scen].items():
+                rs = [r for r in runs if r["scenario"] == scen and r["label"] == label]
+                w(f"| {scen[6:]} | {label} | {fmt(e.get('spawn_median_ms'), '.2f')} | {fmt(e.get('spawn_min_ms'), '.2f')} | "
+                  f"{fmt(e.get('spawn_max_ms'), '.2f')} | {len(e.get('spawn_samples', []))} | "
+                  f"{fmt(e.get('first_response_s'), '.2f')} | {fmt(e.get('all_workers_ready_s'), '.2f')} | {loads(rs)} |")
+        w("")
+
+    if "scaleup" in s:
+        w("## scale-up (one worker held by a 3 s request; latency of the next GET /, which needs a new worker)\n")
+        w("| server | median ms | samples ms | ÷ rustrack smart | load |")
+        w("|---|---:|---|---:|---|")
+        base = s["scaleup"].get("rustrack smart", {}).get("scaleup_median_ms")
+        for label, e in s["scaleup"].items():
+            rs = [r for r in runs if r["scenario"] == "scaleup" and r["label"] == label]
+            w(f"| {label} | {fmt(e.get('scaleup_median_ms'), '.1f')} | "
+              f"{', '.join(format(x, '.1f') for x in e.get('scaleup_samples', []))} | "
+              f"{fmt(ratio(e.get('scaleup_median_ms'), base), '.1f')} | {loads(rs)} |")
+        w("")
+
+    w("## targets (issue 7)\n")
+    w("| target | measured | met |")
+    w("|---|---|---|")
+    for name, val, ok in targets(s):
+        w(f"| {name} | {val} | {'–' if ok is None else ('yes' if ok else '**no**')} |")
+    w("")
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        w("## failed runs\n")
+        for r in failed:
+            first = r["error"].splitlines()[0] if r["error"] else ""
+            w(f"- {r['scenario']} round {r['round'] + 1} {r['label']}: {first}")
+        w("")
+    return "\n".join(L)
+
+
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def with_results_section(text: str, md: str, name: str) -> str | None:
+    """text (bench/README.md) with its results section replaced by md (a
+    results file's Markdown, named name), or None if text has no section."""
+    start, end = RESULTS_START, RESULTS_END
+    if start not in text or end not in text:
+        return None
+    body = md.split("\n", 1)[1].replace("\n## ", "\n### ")  # demote headings
+    new = f"{start}\nFrom `bench/results/{name}.md`:\n{body}\n{end}"
+    return text[: text.index(start)] + new + text[text.index(end) + len(end) :]
+
+
+def update_readme(md: str, name: str, readme: Path = README) -> None:
+    if not readme.exists():
+        return
+    text = with_results_section(readme.read_text(), md, name)
+    if text is not None:
+        readme.write_text(text)
+
+
+def write_results(meta: dict, runs: list, name: str, results: Path = RESULTS) -> str:
+    """Writes results/name.md and results/name.json; returns the Markdown."""
+    s = summarize(runs)
+    results.mkdir(exist_ok=True)
+    md = markdown(meta, s, runs)
+    (results / f"{name}.md").write_text(md + "\n")
+    (results / f"{name}.json").write_text(json.dumps(
+        {"meta": meta, "summary": s, "targets": targets(s), "runs": runs}, indent=1) + "\n")
+    return md

@@ -1,0 +1,265 @@
+"""Scenarios: what is measured on which servers, and in which order.
+
+Every scenario is a list of server configurations (`Spec`s) and a `body`:
+a function that gets a started `Server` and returns the figures of one run
+as a dict. `run_one` starts the server, calls body, stops the server and
+appends one record to `ctx.runs` (scenario, label, round, load average
+before, times to first response and to all workers ready, body's figures,
+or the error that stopped the run: a failing server does not abort the
+benchmark). Servers run in rounds, A B C D then D C B A (`interleaved`), so
+that drift over the run hits all of them alike.
+
+Scenarios, by --only name: hello, rails, upload, download (wrk throughput
+on one app), slow (slow clients plus a fast wrk stream), memory (PSS and
+Private_Dirty of every process after a fixed number of requests) and spawn
+(each server's own worker spawn times, then the scale-up cross-check timed
+from outside).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import procs
+from .load import SlowClients, fixed_requests, wrk
+from .log import log
+from .servers import Server, Spec
+
+# The configuration used for throughput scenarios: all four load the app once
+# and fork their workers from it.
+THROUGHPUT_SPECS = [
+    Spec("rustrack", "smart"),
+    Spec("passenger", "smart"),
+    Spec("puma", "preload"),
+    Spec("unicorn", "preload"),
+]
+
+MEMORY_SPECS = [
+    Spec("rustrack", "smart"), Spec("rustrack", "direct"),
+    Spec("rustrack", "smart", tight_gc=True), Spec("rustrack", "direct", tight_gc=True),
+    Spec("passenger", "smart"), Spec("passenger", "direct"),
+    Spec("puma", "preload"), Spec("puma", "no-preload"),
+    Spec("unicorn", "preload"), Spec("unicorn", "no-preload"),
+]
+
+SPAWN_SPECS = [
+    Spec("rustrack", "smart"), Spec("rustrack", "smart", no_hugepages=True), Spec("rustrack", "direct"),
+    Spec("passenger", "smart"), Spec("passenger", "direct"),
+]
+
+SPAWN_APPS = ["bloat", "hello", "bench-rails"]
+
+UPLOAD_LUA = """
+wrk.method = "POST"
+wrk.body = string.rep("x", 1000000)
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+SCALEUP_HOLD_S = 3.0
+
+
+@dataclass
+class Ctx:
+    quick: bool
+    rounds: int
+    duration: float
+    warmup: float
+    workdir: Path
+    servers: list[str]
+    memory_workers: int = 4
+    memory_per_worker: int = 2000
+    slow_senders: int = 100
+    slow_readers: int = 100
+    spawn_workers: int = 4
+    scaleup_rounds: int = 3
+    runs: list = field(default_factory=list)
+    counter: int = 0
+
+    def new_dir(self, name: str) -> Path:
+        # Short: Passenger's Unix socket paths under it must fit in 108 bytes.
+        self.counter += 1
+        d = self.workdir / f"{self.counter:03d}"
+        d.mkdir()
+        (d / "name").write_text(name + "\n")
+        return d / "s"
+
+
+def interleaved(specs: list[Spec], rounds: int):
+    """A B C D, D C B A, ...: drift over the run hits every server alike."""
+    for r in range(rounds):
+        for spec in specs if r % 2 == 0 else list(reversed(specs)):
+            yield r, spec
+
+
+def selected(specs: list[Spec], ctx: Ctx) -> list[Spec]:
+    return [s for s in specs if s.server in ctx.servers]
+
+
+def run_one(ctx: Ctx, scenario: str, spec: Spec, rnd: int, app: str, workers: int, body,
+            max_pool: int | None = None) -> dict:
+    """Starts spec on app, runs body(server) -> dict, stops it; records the
+    load average before the run and any failure instead of aborting."""
+    rec = {"scenario": scenario, "server": spec.server, "variant": spec.variant,
+           "label": spec.label, "round": rnd, "app": app, "workers": workers,
+           "loadavg_before": procs.loadavg(), "started": dt.datetime.now().isoformat(timespec="seconds")}
+    log(f"{scenario}: round {rnd + 1}, {spec.label} (load {rec['loadavg_before'][0]:.2f})")
+    srv = Server(spec, app, workers, ctx.new_dir(f"{scenario}-{spec.slug}"),
+                 max_pool=max_pool)
+    try:
+        srv.start()
+        rec["first_response_s"] = srv.first_response_s
+        rec["all_workers_ready_s"] = srv.all_ready_s
+        rec.update(body(srv))
+    except Exception as e:  # recorded, and the run goes on with the next server
+        rec["error"] = f"{type(e).__name__}: {e}"
+        log(f"  FAILED: {rec['error'][:2000]}")
+    finally:
+        srv.stop()
+        rec["needed_kill"] = srv.needed_kill
+    ctx.runs.append(rec)
+    return rec
+
+
+# -- throughput: hello, rails, upload, download ------------------------------
+
+
+def throughput_body(ctx: Ctx, path: str, script: str = "", connections: int = 16):
+    def body(srv: Server) -> dict:
+        w = wrk(srv.port, path, ctx.warmup, connections, srv.dir, script)
+        fe = srv.frontend_pid()
+        fe0, tree0 = procs.pid_ticks(fe), procs.tree_cpu_ticks()
+        r = wrk(srv.port, path, ctx.duration, connections, srv.dir, script)
+        fe1, tree1 = procs.pid_ticks(fe), procs.tree_cpu_ticks()
+        out = {"wrk": r, "warmup_requests": w["requests"]}
+        # What the app saw (warm-up included): shows that no response came
+        # from a cache in front of it (Passenger's turbocache).
+        out.update(srv.adapter.app_processed(srv))
+        if r["requests"]:
+            out["server_cpu_us_per_req"] = (tree1 - tree0) / procs.CLK_TCK * 1e6 / r["requests"]
+            if fe0 is not None and fe1 is not None:
+                out["frontend_pid"] = fe
+                out["frontend_cmd"] = procs.cmdline(fe)
+                out["frontend_cpu_us_per_req"] = (fe1 - fe0) / procs.CLK_TCK * 1e6 / r["requests"]
+        return out
+
+    return body
+
+
+def scenario_throughput(ctx: Ctx, name: str, app: str, path: str, script: str = "") -> None:
+    for rnd, spec in interleaved(selected(THROUGHPUT_SPECS, ctx), ctx.rounds):
+        run_one(ctx, name, spec, rnd, app, 2, throughput_body(ctx, path, script))
+
+
+# -- slow clients ------------------------------------------------------------
+
+
+def scenario_slow(ctx: Ctx) -> None:
+    def body(srv: Server) -> dict:
+        wrk(srv.port, "/", ctx.warmup, 16, srv.dir)
+        slow = SlowClients(srv.port, ctx.slow_senders, ctx.slow_readers)
+        slow.start()
+        try:
+            time.sleep(2.0)  # let the slow connections open and get stuck
+            before = dict(slow.stats)
+            r = wrk(srv.port, "/", ctx.duration, 16, srv.dir)
+        finally:
+            stats = slow.stop()
+        stats["connected_before_fast_stream"] = before["connected"]
+        return {"wrk": r, "slow": stats}
+
+    for rnd, spec in interleaved(selected(THROUGHPUT_SPECS, ctx), ctx.rounds):
+        run_one(ctx, "slow-clients", spec, rnd, "bench-payload", 2, body)
+
+
+# -- memory ------------------------------------------------------------------
+
+
+def scenario_memory(ctx: Ctx) -> None:
+    workers, per_worker = ctx.memory_workers, ctx.memory_per_worker
+
+    def body(srv: Server) -> dict:
+        r = fixed_requests(srv.port, "/", workers * per_worker, 2 * workers)
+        time.sleep(1.0)
+        processes = []
+        for pid in sorted(procs.server_tree()):
+            m = procs.smaps_rollup(pid)
+            if m is None:
+                continue
+            processes.append({"pid": pid, "role": srv.role(pid), "cmd": procs.cmdline(pid)[:120],
+                              "pss": m.get("Pss", 0), "private_dirty": m.get("Private_Dirty", 0),
+                              "rss": m.get("Rss", 0)})
+        app_procs = [p for p in processes if p["role"] != "front"]
+        out = {
+            "requests": r, "processes": processes,
+            "total_pss": sum(p["pss"] for p in processes),
+            "total_private_dirty": sum(p["private_dirty"] for p in processes),
+            "app_pss": sum(p["pss"] for p in app_procs),
+            "app_private_dirty": sum(p["private_dirty"] for p in app_procs),
+            "worker_count": sum(1 for p in processes if p["role"] == "worker"),
+        }
+        out.update(srv.adapter.worker_processed(srv))
+        return out
+
+    for rnd, spec in interleaved(selected(MEMORY_SPECS, ctx), ctx.rounds):
+        run_one(ctx, "memory", spec, rnd, "bloat", workers, body)
+
+
+# -- spawn and scale-up ------------------------------------------------------
+
+
+def scenario_spawn(ctx: Ctx, apps: list[str]) -> None:
+    def body(srv: Server) -> dict:
+        return srv.adapter.spawn_ms(srv)
+
+    for app in apps:
+        for rnd, spec in interleaved(selected(SPAWN_SPECS, ctx), ctx.rounds):
+            run_one(ctx, f"spawn-{app}", spec, rnd, app, ctx.spawn_workers, body)
+
+
+def scenario_scaleup(ctx: Ctx, rounds: int) -> None:
+    """The same outside measurement for both servers: one worker (pool may
+    grow to two) is held by GET /sleep?s=3; the latency of a GET / sent then
+    is the time to spawn a second worker plus one tiny request."""
+
+    def body(srv: Server) -> dict:
+        held: dict = {}
+
+        def hold() -> None:
+            try:
+                held["status"] = procs.http_get(srv.port, f"/sleep?s={SCALEUP_HOLD_S}", timeout=60)[0]
+            except OSError as e:
+                held["error"] = str(e)
+
+        th = threading.Thread(target=hold)
+        th.start()
+        time.sleep(0.3)  # the hold is in its worker
+        t0 = time.monotonic()
+        status, _ = procs.http_get(srv.port, "/", timeout=60)
+        ms = (time.monotonic() - t0) * 1000
+        th.join()
+        # Answered only after the hold ended: no second worker was used.
+        if ms >= (SCALEUP_HOLD_S - 0.3) * 1000:
+            raise RuntimeError(f"GET / took {ms:.0f} ms: it waited for the held worker")
+        return {"scaleup_ms": ms, "status": status, "hold": held,
+                "workers_after": srv.ready_workers()}
+
+    for rnd, spec in interleaved(selected(SPAWN_SPECS, ctx), rounds):
+        run_one(ctx, "scaleup", spec, rnd, "bench-payload", 1, body, max_pool=2)
+
+
+# -- by --only name ----------------------------------------------------------
+
+SCENARIOS: dict[str, Callable[[Ctx], None]] = {
+    "hello": lambda ctx: scenario_throughput(ctx, "hello", "hello", "/"),
+    "rails": lambda ctx: scenario_throughput(ctx, "rails", "bench-rails", "/"),
+    "upload": lambda ctx: scenario_throughput(ctx, "upload", "bench-payload", "/upload", UPLOAD_LUA),
+    "download": lambda ctx: scenario_throughput(ctx, "download", "bench-payload", "/download"),
+    "slow": scenario_slow,
+    "memory": scenario_memory,
+    "spawn": lambda ctx: (scenario_spawn(ctx, SPAWN_APPS), scenario_scaleup(ctx, ctx.scaleup_rounds)),
+}

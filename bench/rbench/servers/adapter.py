@@ -1,0 +1,58 @@
+"""The interface every server adapter implements (one module per server).
+
+An adapter is stateless: each method gets the `Server` it is about (its
+port, private app copy, work directory, instance registry directory and log
+file) and answers from the server's own records: a status command, its log
+or the command lines of its processes. The `Server` class does the generic
+part (copy the app, start, wait, stop); everything that differs between
+rustrack, Passenger, Puma and Unicorn is here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .server import Server
+
+
+class Adapter:
+    #: the --servers name, and Spec.server
+    name: str = ""
+    #: Debian packages the server needs (besides the harness's own)
+    packages: tuple[str, ...] = ()
+
+    def argv(self, srv: Server) -> list[str]:
+        """The command line that starts srv on 127.0.0.1:srv.port with
+        srv.workers workers (pool of srv.max_pool), in srv.spec.variant mode.
+        May write a config file into srv.dir."""
+        raise NotImplementedError
+
+    def ready_workers(self, srv: Server) -> int:
+        """How many workers can take a request now."""
+        raise NotImplementedError
+
+    def role(self, cmd: str) -> str:
+        """front (HTTP front end and helpers), master (preloader or master
+        process) or worker, from a process's command line."""
+        raise NotImplementedError
+
+    def frontend_pid(self, srv: Server) -> int | None:
+        """The process that speaks HTTP to clients and proxies to workers,
+        if the server has a separate one."""
+        return None
+
+    def app_processed(self, srv: Server) -> dict:
+        """For the throughput record: {"app_processed": requests the app
+        saw}, when the server keeps that count; else {}."""
+        return {}
+
+    def worker_processed(self, srv: Server) -> dict:
+        """For the memory record: {"processed": [requests per worker]}, when
+        the server keeps that count; else {}."""
+        return {}
+
+    def spawn_ms(self, srv: Server) -> dict:
+        """For the spawn record: {"spawn_ms": [ms per worker], "source": how
+        it was read}. Only servers in scenarios.SPAWN_SPECS have it."""
+        raise NotImplementedError(f"{self.name} keeps no spawn times")

@@ -1,0 +1,49 @@
+"""load: reading wrk's BENCHJSON line."""
+
+from __future__ import annotations
+
+import unittest
+from pathlib import Path
+
+from rbench import load
+
+OUT = """Running 3s test @ http://127.0.0.1:4000/
+  1 threads and 16 connections
+  Latency Distribution
+     50%    1.15ms
+BENCHJSON {"requests":30000,"duration_us":3000000,"bytes":1000,"p50_us":1148.0,"p90_us":1557.0,"p99_us":2546.0,"max_us":7030.0,"mean_us":1199.0,"errors":{"connect":1,"read":20,"write":0,"status":3,"timeout":0}}
+"""
+
+
+class ParseWrk(unittest.TestCase):
+    def test_parse(self):
+        r = load.parse_wrk(OUT, 0)
+        self.assertEqual(r["requests"], 30000)
+        self.assertEqual(r["rps"], 10000.0)
+        self.assertEqual(r["p99_us"], 2546.0)
+        self.assertEqual(r["errors"]["read"], 20)
+        self.assertEqual(r["errors_total"], 24)  # read errors included; the report takes them apart
+
+    def test_zero_duration(self):
+        out = OUT.replace('"duration_us":3000000', '"duration_us":0')
+        self.assertEqual(load.parse_wrk(out, 0)["rps"], 0.0)
+
+    def test_failure(self):
+        with self.assertRaisesRegex(RuntimeError, r"wrk failed \(1\)"):
+            load.parse_wrk(OUT, 1)
+        with self.assertRaisesRegex(RuntimeError, r"wrk failed \(0\)"):
+            load.parse_wrk("unable to connect to 127.0.0.1:4000\n", 0)
+
+    def test_argv(self):
+        argv = load.wrk_argv(4000, "/upload", 0.4, 16, Path("/tmp/x.lua"), 5)
+        self.assertEqual(argv, ["wrk", "-t1", "-c16", "-d1s", "--latency", "--timeout=5s",
+                                "-s", "/tmp/x.lua", "http://127.0.0.1:4000/upload"])
+        self.assertIn("-d10s", load.wrk_argv(4000, "/", 10.0, 16, Path("x"), 5))
+
+    def test_done_hook_prints_benchjson(self):
+        self.assertIn("BENCHJSON", load.WRK_DONE)
+        self.assertIn("done = function(summary, latency, requests)", load.WRK_DONE)
+
+
+if __name__ == "__main__":
+    unittest.main()

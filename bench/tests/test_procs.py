@@ -1,0 +1,44 @@
+"""procs: /proc parsing and the process tree walk."""
+
+from __future__ import annotations
+
+import os
+import unittest
+
+from rbench import procs
+
+
+class Proc(unittest.TestCase):
+    def test_parse_stat_with_odd_command_name(self):
+        # comm may hold spaces and parentheses: fields count from the last ')'.
+        line = "4242 (Passenger core (x)) S 17 4242 4242 0 -1 4194560 10 0 0 0 120 35 0 0 20 0 5 0 100 0 0"
+        self.assertEqual(procs.parse_stat(line), (17, "S", 155))
+
+    def test_read_stat_of_self(self):
+        ppid, state, ticks = procs.read_stat(os.getpid())
+        self.assertEqual(ppid, os.getppid())
+        self.assertIn(state, "RS")
+        self.assertGreaterEqual(ticks, 0)
+        self.assertIsNone(procs.read_stat(2**22 + 1))  # above pid_max
+
+    def test_parse_smaps_rollup(self):
+        text = ("00400000-7ffd0000 ---p 00000000 00:00 0  [rollup]\n"
+                "Rss:              204800 kB\nPss:               51200 kB\n"
+                "Private_Dirty:      1024 kB\nTHPeligible:    0\n")
+        self.assertEqual(procs.parse_smaps_rollup(text),
+                         {"Rss": 200 * 2**20, "Pss": 50 * 2**20, "Private_Dirty": 2**20})
+
+    def test_tree_below(self):
+        table = {10: (1, "S", 0), 11: (10, "S", 1), 12: (11, "Z", 2), 13: (10, "S", 3), 20: (1, "S", 4)}
+        self.assertEqual(sorted(procs.tree_below(10, table)), [11, 12, 13])
+        self.assertEqual(procs.tree_below(13, table), {})
+
+    def test_wait_for(self):
+        calls = []
+        self.assertTrue(procs.wait_for(lambda: len(calls) >= 2, 1e18, lambda: calls.append(1), interval=0))
+        self.assertEqual(len(calls), 2)
+        self.assertFalse(procs.wait_for(lambda: False, 0, lambda: None))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,388 @@
+"""report: means over rounds, the published ratios, the targets table, and
+the committed results files reproduced from their own JSON."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+from rbench import report
+from rbench.paths import README, RESULTS
+
+from .helpers import META, failed_run, memory_run, scaleup_run, spawn_run, wrk_run
+
+RR, PA, PU, UN = "rustrack smart", "passenger smart", "puma preload", "unicorn preload"
+
+
+class MeanAndRatio(unittest.TestCase):
+    def test_mean_skips_none(self):
+        self.assertEqual(report.mean([1.0, None, 3.0]), 2.0)
+        self.assertIsNone(report.mean([]))
+        self.assertIsNone(report.mean([None, None]))
+
+    def test_ratio(self):
+        self.assertEqual(report.ratio(3.0, 2.0), 1.5)
+        self.assertIsNone(report.ratio(None, 2.0))
+        self.assertIsNone(report.ratio(3.0, None))
+        # Nothing to divide by: no ratio rather than an error.
+        self.assertIsNone(report.ratio(3.0, 0))
+        self.assertEqual(report.ratio(0, 3.0), 0.0)
+
+    def test_fmt(self):
+        self.assertEqual(report.fmt(None), "–")
+        self.assertEqual(report.fmt(1234.5), "1234")
+        self.assertEqual(report.fmt(1.005, ".2f"), "1.00")
+        self.assertEqual(report.fmt(None, ".2f", none="?"), "?")
+
+    def test_loads_lists_every_round(self):
+        runs = [wrk_run("hello", RR, 0, 1, 1, 1, load=0.5), wrk_run("hello", RR, 1, 1, 1, 1, load=2.125)]
+        self.assertEqual(report.loads(runs), "0.50 / 2.12")
+
+
+class Summarize(unittest.TestCase):
+    def test_throughput_means_over_rounds(self):
+        runs = [
+            wrk_run("hello", RR, 0, rps=1000, p50_ms=1.0, p99_ms=4.0, requests=10000,
+                    frontend_cpu=60, server_cpu=100),
+            wrk_run("hello", RR, 1, rps=3000, p50_ms=2.0, p99_ms=8.0, requests=30000,
+                    frontend_cpu=80, server_cpu=140),
+        ]
+        e = report.summarize(runs)["hello"][RR]
+        self.assertEqual(e["rounds"], 2)
+        self.assertEqual(e["failed"], 0)
+        self.assertEqual(e["rps"], 2000)
+        self.assertAlmostEqual(e["p50_ms"], 1.5)
+        self.assertAlmostEqual(e["p99_ms"], 6.0)
+        self.assertEqual(e["requests"], 40000)
+        self.assertEqual(e["frontend_cpu_us_per_req"], 70)
+        self.assertEqual(e["server_cpu_us_per_req"], 120)
+        self.assertEqual(e["loadavg_before"], [[0.5, 1.0, 1.0], [0.5, 1.0, 1.0]])
+
+    def test_read_errors_apart_and_summed(self):
+        runs = [
+            wrk_run("hello", UN, 0, 100, 1, 1, read=500, connect=2, status=1),
+            wrk_run("hello", UN, 1, 100, 1, 1, read=700, connect=0, status=3),
+        ]
+        e = report.summarize(runs)["hello"][UN]
+        self.assertEqual(e["errors"], 6)
+        self.assertEqual(e["read_errors"], 1200)
+
+    def test_failed_rounds_left_out_of_means(self):
+        runs = [
+            wrk_run("hello", PU, 0, rps=500, p50_ms=1, p99_ms=10, load=0.25),
+            failed_run("hello", PU, 1, load=3.0),
+        ]
+        e = report.summarize(runs)["hello"][PU]
+        self.assertEqual((e["rounds"], e["failed"]), (1, 1))
+        self.assertEqual(e["rps"], 500)
+        # The load column still shows every round, the failed one included.
+        self.assertEqual([x[0] for x in e["loadavg_before"]], [0.25, 3.0])
+
+    def test_all_rounds_failed(self):
+        e = report.summarize([failed_run("hello", PU, 0), failed_run("hello", PU, 1)])["hello"][PU]
+        self.assertEqual((e["rounds"], e["failed"]), (0, 2))
+        self.assertNotIn("rps", e)
+
+    def test_round_without_requests_has_no_latency(self):
+        runs = [
+            wrk_run("hello", UN, 0, rps=1000, p50_ms=2, p99_ms=6),
+            wrk_run("hello", UN, 1, rps=0, p50_ms=0, p99_ms=0, requests=0),
+        ]
+        e = report.summarize(runs)["hello"][UN]
+        self.assertEqual(e["rps"], 500)  # the empty round counts as 0 req/s
+        self.assertAlmostEqual(e["p99_ms"], 6)  # but has no latency to average
+
+    def test_frontend_cpu_only_where_measured(self):
+        runs = [wrk_run("hello", PU, 0, 1, 1, 1, server_cpu=50), wrk_run("hello", PU, 1, 1, 1, 1, server_cpu=70)]
+        e = report.summarize(runs)["hello"][PU]
+        self.assertIsNone(e["frontend_cpu_us_per_req"])
+        self.assertEqual(e["server_cpu_us_per_req"], 60)
+
+    def test_memory_means(self):
+        runs = [memory_run(RR, 0, 400, 300, 390), memory_run(RR, 1, 500, 100, 490)]
+        e = report.summarize(runs)["memory"][RR]
+        self.assertEqual(e["total_pss"], 450 * 2**20)
+        self.assertEqual(e["total_private_dirty"], 200 * 2**20)
+        self.assertEqual(e["app_pss"], 440 * 2**20)
+
+    def test_spawn_samples_pooled_over_rounds(self):
+        runs = [spawn_run("bloat", RR, 0, [4.0, 2.0, 9.0, 3.0], first=3.0, ready=3.5),
+                spawn_run("bloat", RR, 1, [5.0, 1.0, 6.0, 7.0], first=4.0, ready=4.5)]
+        e = report.summarize(runs)["spawn-bloat"][RR]
+        self.assertEqual(len(e["spawn_samples"]), 8)
+        self.assertEqual(e["spawn_median_ms"], 4.5)
+        self.assertEqual((e["spawn_min_ms"], e["spawn_max_ms"]), (1.0, 9.0))
+        self.assertEqual(e["first_response_s"], 3.5)
+        self.assertEqual(e["all_workers_ready_s"], 4.0)
+
+    def test_spawn_without_samples(self):
+        e = report.summarize([spawn_run("hello", PA, 0, [])])["spawn-hello"][PA]
+        self.assertIsNone(e["spawn_median_ms"])
+        self.assertIsNone(e["spawn_min_ms"])
+
+    def test_scaleup_median(self):
+        runs = [scaleup_run(RR, i, ms) for i, ms in enumerate([6.2, 4.6, 3.7])]
+        e = report.summarize(runs)["scaleup"][RR]
+        self.assertEqual(e["scaleup_samples"], [6.2, 4.6, 3.7])
+        self.assertEqual(e["scaleup_median_ms"], 4.6)
+
+    def test_slow_clients(self):
+        r0 = wrk_run("slow-clients", RR, 0, 100, 1, 1)
+        r0["slow"] = {"connected_before_fast_stream": 200, "sender_responses": 100, "reader_responses": 200}
+        r1 = wrk_run("slow-clients", RR, 1, 100, 1, 1)
+        r1["slow"] = {"connected_before_fast_stream": 180, "sender_responses": 50, "reader_responses": 50}
+        e = report.summarize([r0, r1])["slow-clients"][RR]
+        self.assertEqual(e["slow_connected"], 190)
+        self.assertEqual(e["slow_responses"], 200)
+
+    def test_labels_keep_run_order(self):
+        runs = [wrk_run("hello", RR, 0, 1, 1, 1), wrk_run("hello", PA, 0, 1, 1, 1),
+                wrk_run("hello", PA, 1, 1, 1, 1), wrk_run("hello", RR, 1, 1, 1, 1)]
+        self.assertEqual(list(report.summarize(runs)["hello"]), [RR, PA])
+
+
+def full_summary(**over) -> dict:
+    """A summary in which every target is met; `over` replaces single
+    figures: {"scenario/label/key": value}."""
+    s = {
+        "hello": {RR: {"rps": 10000, "p99_ms": 5.0, "frontend_cpu_us_per_req": 40.0},
+                  PA: {"rps": 4000, "p99_ms": 9.0, "frontend_cpu_us_per_req": 100.0},
+                  UN: {"rps": 5000, "p99_ms": 6.0}},
+        "rails": {RR: {"rps": 1200}, PU: {"rps": 1000}},
+        "memory": {"rustrack smart": {"total_pss": 300 * 2**20},
+                   "rustrack direct": {"total_pss": 800 * 2**20},
+                   "rustrack smart (tight GC)": {"total_pss": 200 * 2**20},
+                   "rustrack direct (tight GC)": {"total_pss": 600 * 2**20},
+                   "passenger smart": {"total_pss": 650 * 2**20}},
+    }
+    for app in ["bloat", "hello", "bench-rails"]:
+        s[f"spawn-{app}"] = {"rustrack smart": {"spawn_median_ms": 4.0},
+                             "rustrack direct": {"spawn_median_ms": 400.0}}
+    for path, value in over.items():
+        scen, label, key = path.split("/")
+        s[scen][label][key] = value
+    return s
+
+
+class Targets(unittest.TestCase):
+    NAMES = [
+        "hello req/s ≥ 2.5× Passenger",
+        "hello req/s ≥ 1.5× Unicorn",
+        "hello p99 ≤ Unicorn's",
+        "rails req/s ≥ 1.1× Puma",
+        "bloat: smart total PSS ≤ 40% of direct",
+        "bloat, both with tight GC growth: smart total PSS ≤ 40% of direct",
+        "bloat: smart total PSS < Passenger smart's",
+        "spawn (bloat): smart median < 10 ms",
+        "spawn (bloat): smart ≥ 50× faster than direct",
+        "spawn (hello): smart median < 10 ms",
+        "spawn (hello): smart ≥ 50× faster than direct",
+        "spawn (bench-rails): smart median < 10 ms",
+        "spawn (bench-rails): smart ≥ 50× faster than direct",
+        "front-end CPU/request ≤ ½ Passenger core's",
+    ]
+
+    def targets(self, **over) -> dict:
+        return {name: (val, ok) for name, val, ok in report.targets(full_summary(**over))}
+
+    def test_names_and_order(self):
+        self.assertEqual([t[0] for t in report.targets(full_summary())], self.NAMES)
+
+    def test_all_met(self):
+        t = self.targets()
+        self.assertTrue(all(ok for _, ok in t.values()), t)
+        self.assertEqual(t["hello req/s ≥ 2.5× Passenger"][0], "2.50×")
+        self.assertEqual(t["hello req/s ≥ 1.5× Unicorn"][0], "2.00×")
+        self.assertEqual(t["hello p99 ≤ Unicorn's"][0], "5.00 ms vs 6.00 ms")
+        self.assertEqual(t["rails req/s ≥ 1.1× Puma"][0], "1.20×")
+        self.assertEqual(t["bloat: smart total PSS ≤ 40% of direct"][0], "38%")
+        self.assertEqual(t["bloat, both with tight GC growth: smart total PSS ≤ 40% of direct"][0], "33%")
+        self.assertEqual(t["bloat: smart total PSS < Passenger smart's"][0], "300 MB vs 650 MB")
+        self.assertEqual(t["spawn (bloat): smart median < 10 ms"][0], "4.00 ms")
+        self.assertEqual(t["spawn (bloat): smart ≥ 50× faster than direct"][0], "100.0×")
+        self.assertEqual(t["front-end CPU/request ≤ ½ Passenger core's"][0], "40.0 µs vs 100.0 µs (0.40×)")
+
+    def test_boundaries(self):
+        # ≥ and ≤ targets are met at the bound; < targets are not.
+        t = self.targets(**{"hello/passenger smart/rps": 4000, "hello/unicorn preload/p99_ms": 5.0,
+                            "memory/rustrack direct/total_pss": 750 * 2**20,
+                            "memory/passenger smart/total_pss": 300 * 2**20,
+                            "spawn-bloat/rustrack smart/spawn_median_ms": 10.0,
+                            "spawn-hello/rustrack direct/spawn_median_ms": 200.0,
+                            "hello/rustrack smart/frontend_cpu_us_per_req": 50.0})
+        self.assertTrue(t["hello req/s ≥ 2.5× Passenger"][1])
+        self.assertTrue(t["hello p99 ≤ Unicorn's"][1])
+        self.assertTrue(t["bloat: smart total PSS ≤ 40% of direct"][1])
+        self.assertEqual(t["bloat: smart total PSS ≤ 40% of direct"][0], "40%")
+        self.assertFalse(t["bloat: smart total PSS < Passenger smart's"][1])
+        self.assertFalse(t["spawn (bloat): smart median < 10 ms"][1])
+        self.assertTrue(t["spawn (hello): smart ≥ 50× faster than direct"][1])
+        self.assertTrue(t["front-end CPU/request ≤ ½ Passenger core's"][1])
+
+    def test_missed(self):
+        t = self.targets(**{"hello/passenger smart/rps": 5000, "hello/unicorn preload/rps": 7000,
+                            "hello/unicorn preload/p99_ms": 4.9, "rails/puma preload/rps": 1100,
+                            "memory/rustrack direct/total_pss": 700 * 2**20,
+                            "spawn-hello/rustrack direct/spawn_median_ms": 199.0,
+                            "hello/rustrack smart/frontend_cpu_us_per_req": 67.4,
+                            "hello/passenger smart/frontend_cpu_us_per_req": 97.4})
+        for name in ["hello req/s ≥ 2.5× Passenger", "hello req/s ≥ 1.5× Unicorn", "hello p99 ≤ Unicorn's",
+                     "rails req/s ≥ 1.1× Puma", "bloat: smart total PSS ≤ 40% of direct",
+                     "spawn (hello): smart ≥ 50× faster than direct",
+                     "front-end CPU/request ≤ ½ Passenger core's"]:
+            self.assertIs(t[name][1], False, name)
+        self.assertEqual(t["rails req/s ≥ 1.1× Puma"][0], "1.09×")
+        self.assertEqual(t["spawn (hello): smart ≥ 50× faster than direct"][0], "49.8×")
+        self.assertEqual(t["front-end CPU/request ≤ ½ Passenger core's"][0], "67.4 µs vs 97.4 µs (0.69×)")
+
+    def test_nothing_measured(self):
+        t = report.targets({})
+        self.assertEqual([x[0] for x in t], self.NAMES)
+        self.assertTrue(all(ok is None for _, _, ok in t))
+        d = {name: val for name, val, _ in t}
+        self.assertEqual(d["hello req/s ≥ 2.5× Passenger"], "–×")
+        self.assertEqual(d["hello p99 ≤ Unicorn's"], "– ms vs – ms")
+        self.assertEqual(d["bloat: smart total PSS ≤ 40% of direct"], "–%")
+        self.assertEqual(d["front-end CPU/request ≤ ½ Passenger core's"], "– µs vs – µs (–×)")
+
+    def test_only_rustrack(self):
+        # A run of rustrack alone judges only what needs no peer.
+        s = full_summary()
+        for scen in s.values():
+            for label in [PA, PU, UN, "passenger smart"]:
+                scen.pop(label, None)
+        t = {name: ok for name, _, ok in report.targets(s)}
+        self.assertIsNone(t["hello req/s ≥ 2.5× Passenger"])
+        self.assertIsNone(t["rails req/s ≥ 1.1× Puma"])
+        self.assertTrue(t["bloat: smart total PSS ≤ 40% of direct"])
+        self.assertTrue(t["spawn (bloat): smart median < 10 ms"])
+
+
+def table_rows(md: str, title: str) -> dict[str, list[str]]:
+    """The rows of the table under "## title...", by first cell."""
+    lines = md.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("## " + title))
+    rows = {}
+    for line in lines[i + 4 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0] if title != "spawn" else cells[0] + "/" + cells[1]] = cells
+    return rows
+
+
+class Markdown(unittest.TestCase):
+    def render(self, runs: list, meta: dict | None = None) -> str:
+        return report.markdown(meta or META, report.summarize(runs), runs)
+
+    def test_throughput_ratios_against_rustrack(self):
+        runs = [wrk_run("hello", RR, 0, 12000, 1.25, 5.0, frontend_cpu=67.4, server_cpu=106.3),
+                wrk_run("hello", PA, 0, 6000, 2.5, 10.0, frontend_cpu=97.4, server_cpu=190),
+                wrk_run("hello", UN, 0, 4800, 2.0, 4.0, read=1000, server_cpu=170)]
+        rows = table_rows(self.render(runs), "hello")
+        # | server | req/s | p50 | p99 | errors | read errors | rr rps ÷ this | rr p99 ÷ this | fe CPU | all CPU | load |
+        self.assertEqual(rows[RR][1:8], ["12000", "1.25", "5.00", "0", "0", "1.00", "1.00"])
+        self.assertEqual(rows[PA][6:10], ["2.00", "0.50", "97.4", "190.0"])
+        self.assertEqual(rows[UN][4:10], ["0", "1000", "2.50", "1.25", "–", "170.0"])
+        self.assertEqual(rows[UN][10], "0.50")
+
+    def test_no_ratio_without_rustrack(self):
+        runs = [wrk_run("upload", PU, 0, 500, 30, 60), wrk_run("upload", PU, 1, 700, 30, 60)]
+        rows = table_rows(self.render(runs), "upload")
+        self.assertEqual(rows[PU][1], "600")
+        self.assertEqual(rows[PU][6:8], ["–", "–"])
+        self.assertEqual(rows[PU][8], "0.50 / 0.50")
+
+    def test_failed_runs_counted_in_errors_and_listed(self):
+        runs = [wrk_run("hello", RR, 0, 100, 1, 1), failed_run("hello", PU, 0)]
+        md = self.render(runs)
+        rows = table_rows(md, "hello")
+        self.assertEqual(rows[PU][1], "–")
+        self.assertEqual(rows[PU][4], "– (1 runs failed)")
+        self.assertIn("## failed runs\n\n- hello round 1 puma preload: ServerError: puma preload exited (1)\n", md)
+
+    def test_memory_ratio_is_this_over_rustrack(self):
+        runs = [memory_run(RR, 0, 444, 295, 440), memory_run("rustrack direct", 0, 818, 810, 815)]
+        rows = table_rows(self.render(runs), "memory")
+        self.assertEqual(rows[RR][1:6], ["444", "295", "440", "295", "1.00"])
+        self.assertEqual(rows["rustrack direct"][5], "1.84")
+
+    def test_spawn_and_scaleup(self):
+        runs = [spawn_run("bloat", RR, 0, [3.0, 4.0]), spawn_run("bloat", "rustrack direct", 0, [2500.0]),
+                scaleup_run(RR, 0, 4.0), scaleup_run(RR, 1, 6.0), scaleup_run("passenger direct", 0, 270.0)]
+        md = self.render(runs)
+        rows = table_rows(md, "spawn")
+        self.assertEqual(rows["bloat/rustrack smart"][2:6], ["3.50", "3.00", "4.00", "2"])
+        rows = table_rows(md, "scale-up")
+        self.assertEqual(rows[RR][1:4], ["5.0", "4.0, 6.0", "1.0"])
+        self.assertEqual(rows["passenger direct"][3], "54.0")
+
+    def test_targets_table(self):
+        runs = [wrk_run("hello", RR, 0, 10000, 1, 5), wrk_run("hello", PA, 0, 5000, 1, 9)]
+        rows = table_rows(self.render(runs), "targets")
+        self.assertEqual(rows["hello req/s ≥ 2.5× Passenger"][1:], ["2.00×", "**no**"])
+        self.assertEqual(rows["hello req/s ≥ 1.5× Unicorn"][1:], ["–×", "–"])
+
+    def test_quick_title(self):
+        md = self.render([], dict(META, quick=True))
+        self.assertTrue(md.startswith("# rustrack benchmark, 2026-01-01 00:00 (quick)\n"))
+
+
+# Results written by the current report code (the earlier ones predate
+# the tight-GC and huge-page rows and the present targets).
+GOLDEN = ["2026-11-22-2256", "2026-11-22-2329", "2026-11-22-2356"]
+PUBLISHED = "2026-11-22-2356"  # the figures in bench/README.md
+
+
+class CommittedResults(unittest.TestCase):
+    """The committed results files, recomputed from their own runs."""
+
+    def load(self, name: str) -> dict:
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            self.skipTest(f"{path} is gone")
+        return json.loads(path.read_text())
+
+    def test_markdown_summary_and_targets(self):
+        for name in GOLDEN:
+            with self.subTest(name):
+                d = self.load(name)
+                s = report.summarize(d["runs"])
+                self.assertEqual(json.loads(json.dumps(s)), d["summary"])
+                self.assertEqual(json.loads(json.dumps(report.targets(s))), d["targets"])
+                md = report.markdown(d["meta"], s, d["runs"])
+                self.assertEqual(md + "\n", (RESULTS / f"{name}.md").read_text())
+
+    def test_readme_section(self):
+        d = self.load(PUBLISHED)
+        md = report.markdown(d["meta"], report.summarize(d["runs"]), d["runs"])
+        text = README.read_text()
+        self.assertEqual(report.with_results_section(text, md, PUBLISHED), text)
+
+    def test_write_results(self):
+        d = self.load(PUBLISHED)
+        with tempfile.TemporaryDirectory() as tmp:
+            md = report.write_results(d["meta"], d["runs"], "x", results=Path(tmp))
+            written = json.loads((Path(tmp) / "x.json").read_text())
+            self.assertEqual(list(written), ["meta", "summary", "targets", "runs"])
+            self.assertEqual(written["summary"], d["summary"])
+            self.assertEqual((Path(tmp) / "x.md").read_text(), md + "\n")
+            self.assertEqual(md + "\n", (RESULTS / f"{PUBLISHED}.md").read_text())
+
+
+class ReadmeSection(unittest.TestCase):
+    def test_replaces_only_the_section_and_demotes_headings(self):
+        text = "intro\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n"
+        md = "# title\n\n- line\n\n## hello\n\n| a |\n"
+        out = report.with_results_section(text, md, "NAME")
+        self.assertEqual(out, "intro\n<!-- results:start -->\nFrom `bench/results/NAME.md`:\n\n- line\n\n"
+                              "### hello\n\n| a |\n\n<!-- results:end -->\ntail\n")
+
+    def test_no_markers(self):
+        self.assertIsNone(report.with_results_section("no section\n", "# t\nx", "n"))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,12 +1,12 @@
 """The command line and the order of a run (bench/run calls `main`).
 
-A run: parse the options; install the missing Debian packages (unless
---no-install, see prereqs); build rustrack; become a child subreaper; run the
-selected scenarios in --only order in a fresh /tmp/rtbench.* work directory;
-KILL anything left and remove the work directory (also on Ctrl-C or TERM);
-then write bench/results/NAME.md and .json and print the Markdown. A full
-run (not --quick, every scenario) also replaces the results section of
-bench/README.md.
+A run: parse the options; check the Debian packages the selection needs
+(installing them only with --install, see prereqs); build rustrack; become a
+child subreaper; run the selected scenarios in --only order in a fresh
+/tmp/rtbench.* work directory; KILL anything left and remove the work
+directory (also on Ctrl-C or TERM); then write bench/results/NAME.md and
+.json and print the Markdown. A full run (not --quick, every scenario) also
+replaces the results section of bench/README.md.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ standard library only. Every server is started on 127.0.0.1 on a free port
 and stopped by PID (TERM, then KILL) before the next one starts; the harness
 makes itself a child subreaper so that daemonizing servers (Passenger's
 watchdog) stay in its process tree and can be measured and stopped.
+
+Nothing is installed unless --install is given: without it, a peer whose
+Debian package is missing is skipped (and reported), and a missing wrk,
+ruby-rack or ruby-rails stops the run before it starts.
 """
 
 SCENARIO_NAMES = list(SCENARIOS)  # hello,rails,upload,download,slow,memory,spawn
@@ -50,7 +54,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--duration", type=float, help="seconds per wrk measurement (default 10, quick 3)")
     ap.add_argument("--only", help="comma-separated scenarios: " + ",".join(SCENARIO_NAMES))
     ap.add_argument("--servers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
-    ap.add_argument("--no-install", action="store_true", help="don't apt-get install missing peers")
+    inst = ap.add_mutually_exclusive_group()
+    inst.add_argument("--install", action="store_true",
+                      help="apt-get install the missing Debian packages the run needs "
+                           "(root, or sudo); without it a missing peer is skipped")
+    inst.add_argument("--no-install", action="store_true",
+                      help="install nothing (the default; kept for old command lines)")
     ap.add_argument("--no-build", action="store_true", help="use the existing target/release/rustrack")
     ap.add_argument("--keep-workdir", action="store_true", help="keep the logs and app copies in /tmp")
     ap.add_argument("--output", help="results file name without extension (default: the date and time)")
@@ -71,12 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     warmup = 1.0 if quick else 2.0
     scenarios = (args.only or ",".join(SCENARIO_NAMES)).split(",")
     servers = args.servers.split(",")
+    # Checked before anything runs, not when the run reaches them.
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario {', '.join(unknown)} (known: {', '.join(SCENARIO_NAMES)})")
+    unknown = [s for s in servers if s not in PEERS]
+    if unknown:
+        ap.error(f"unknown server {', '.join(unknown)} (known: {', '.join(PEERS)})")
 
     # Stop cleanly (killing every server) on TERM and Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
 
-    if not args.no_install:
-        prereqs.ensure_packages()
+    try:
+        plan = prereqs.plan(scenarios, servers, allow_install=args.install)
+    except prereqs.PrereqError as e:
+        log(str(e))
+        return 1
     if not args.no_build:
         prereqs.build()
     if not RUSTRACK.exists():
@@ -87,17 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         log("warning: could not become a child subreaper; daemonized processes may escape")
 
     workdir = Path(tempfile.mkdtemp(prefix="rtbench.", dir="/tmp"))
-    ctx = Ctx(quick, rounds, duration, warmup, workdir, servers,
+    ctx = Ctx(quick, rounds, duration, warmup, workdir, plan.servers,
               memory_per_worker=500 if quick else 2000, scaleup_rounds=1 if quick else 3)
     now = dt.datetime.now()
-    meta = collect(ctx, now, scenarios, servers)
+    meta = collect(ctx, now, scenarios, servers, plan.skipped)
     log(f"work directory {workdir}; load average {meta['loadavg_start']}")
     t0 = time.monotonic()
     try:
         for scen in scenarios:
-            if scen not in SCENARIOS:
-                log(f"unknown scenario {scen}")
-                return 2
             SCENARIOS[scen](ctx)
     except KeyboardInterrupt:
         log("interrupted: stopping every server")

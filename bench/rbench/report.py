@@ -145,6 +145,10 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
     w(f"- {meta['rounds']} round(s), servers interleaved (A B C D, then D C B A); wrk runs of "
       f"{meta['duration']:.0f} s after {meta['warmup']:.0f} s of warm-up, 1 thread, 16 connections; "
       f"2 single-threaded workers unless noted; total time {meta['elapsed_s'] / 60:.1f} min")
+    if meta.get("skipped_servers"):
+        # Only in runs that left a server out (see prereqs): a full run's
+        # header is unchanged.
+        w("- not measured: " + "; ".join(f"{k} ({v})" for k, v in meta["skipped_servers"].items()))
     w("- figures are means over rounds; *load* is the 1-minute load average before each round; "
       "ratios compare rustrack with a peer measured in this same run\n")
 

@@ -263,3 +263,24 @@ SCENARIOS: dict[str, Callable[[Ctx], None]] = {
     "memory": scenario_memory,
     "spawn": lambda ctx: (scenario_spawn(ctx, SPAWN_APPS), scenario_scaleup(ctx, ctx.scaleup_rounds)),
 }
+
+# The servers each scenario can run (the rest of --servers is not started).
+SCENARIO_SPECS: dict[str, list[Spec]] = {
+    "hello": THROUGHPUT_SPECS, "rails": THROUGHPUT_SPECS, "upload": THROUGHPUT_SPECS,
+    "download": THROUGHPUT_SPECS, "slow": THROUGHPUT_SPECS, "memory": MEMORY_SPECS,
+    "spawn": SPAWN_SPECS,
+}
+
+# Debian packages a scenario needs whatever the server: wrk for the wrk
+# measurements, ruby-rails for the bench-rails app.
+SCENARIO_PACKAGES: dict[str, tuple[str, ...]] = {
+    "hello": ("wrk",), "rails": ("wrk", "ruby-rails"), "upload": ("wrk",),
+    "download": ("wrk",), "slow": ("wrk",), "memory": (), "spawn": ("ruby-rails",),
+}
+
+
+def servers_used(scenarios: list[str], servers: list[str]) -> list[str]:
+    """The servers of `servers` that some scenario of `scenarios` runs, in
+    the order of `servers`."""
+    used = {s.server for scen in scenarios for s in SCENARIO_SPECS[scen]}
+    return [s for s in servers if s in used]

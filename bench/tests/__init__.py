@@ -6,5 +6,6 @@ From the repository root:
 
 They start no server and run no load: they check the arithmetic that turns
 run records into the published figures (means over rounds, ratios, the
-targets table), and the parsing of wrk, /proc and the servers' own records.
+targets table), the parsing of wrk, /proc and the servers' own records, and
+which servers and packages a selection needs.
 """

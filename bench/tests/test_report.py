@@ -325,6 +325,12 @@ class Markdown(unittest.TestCase):
         self.assertEqual(rows["hello req/s ≥ 2.5× Passenger"][1:], ["2.00×", "**no**"])
         self.assertEqual(rows["hello req/s ≥ 1.5× Unicorn"][1:], ["–×", "–"])
 
+    def test_skipped_servers_line_only_when_skipping(self):
+        runs = [wrk_run("hello", RR, 0, 100, 1, 1)]
+        self.assertNotIn("not measured", self.render(runs))
+        meta = dict(META, skipped_servers={"puma": "Debian package puma not installed"})
+        self.assertIn("\n- not measured: puma (Debian package puma not installed)\n", self.render(runs, meta))
+
     def test_quick_title(self):
         md = self.render([], dict(META, quick=True))
         self.assertTrue(md.startswith("# rustrack benchmark, 2026-01-01 00:00 (quick)\n"))

@@ -30,7 +30,14 @@ class Order(unittest.TestCase):
     def test_scenario_names(self):
         self.assertEqual(list(scenarios.SCENARIOS),
                          ["hello", "rails", "upload", "download", "slow", "memory", "spawn"])
+        self.assertEqual(set(scenarios.SCENARIO_SPECS), set(scenarios.SCENARIOS))
+        self.assertEqual(set(scenarios.SCENARIO_PACKAGES), set(scenarios.SCENARIOS))
         self.assertEqual(PEERS, ["rustrack", "passenger", "puma", "unicorn"])
+
+    def test_servers_used(self):
+        self.assertEqual(scenarios.servers_used(["spawn"], PEERS), ["rustrack", "passenger"])
+        self.assertEqual(scenarios.servers_used(["hello"], ["unicorn", "rustrack"]), ["unicorn", "rustrack"])
+        self.assertEqual(scenarios.servers_used(["spawn"], ["puma"]), [])
 
     def test_spawn_specs_have_spawn_times(self):
         # Only servers whose adapter reads spawn times can be in SPAWN_SPECS.

@@ -5,8 +5,8 @@ A run: parse the options; check the Debian packages the selection needs
 child subreaper; run the selected scenarios in --only order in a fresh
 /tmp/rtbench.* work directory; KILL anything left and remove the work
 directory (also on Ctrl-C or TERM); then write bench/results/NAME.md and
-.json and print the Markdown. A full run (not --quick, every scenario) also
-replaces the results section of bench/README.md.
+.json and print the Markdown. A full run (not --quick, every scenario, every
+server) also replaces the results section of bench/README.md.
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--keep-workdir", action="store_true", help="keep the logs and app copies in /tmp")
     ap.add_argument("--output", help="results file name without extension (default: the date and time)")
     return ap
+
+
+def publishes(quick: bool, scenarios: list[str], servers_run: list[str]) -> bool:
+    """Whether a run replaces the figures in bench/README.md: only a full
+    run (not --quick) of every scenario with every server. A run without
+    a peer would otherwise publish tables without it, and targets it cannot
+    judge shown as "–"."""
+    return not quick and set(scenarios) >= set(SCENARIO_NAMES) and set(servers_run) >= set(PEERS)
 
 
 def _interrupt(*_) -> None:
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = procs.loadavg()
     name = args.output or now.strftime("%Y-%m-%d-%H%M") + ("-quick" if quick else "")
     md = report.write_results(meta, ctx.runs, name)
-    if not quick and set(scenarios) >= set(SCENARIO_NAMES):
+    if publishes(quick, scenarios, ctx.servers):
         report.update_readme(md, name)
     print(md)
     log(f"wrote {RESULTS / name}.md and .json in {meta['elapsed_s'] / 60:.1f} min")

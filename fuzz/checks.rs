@@ -10,13 +10,13 @@
 
 #![allow(dead_code)]
 
-use rustrack::front::split_host;
 use rustrack::protocol::{
     decode_frame, kind, put_frame, Frame, Hello, ProtocolError, RequestHead, ResponseHead,
     ResponseHeadWriter, FRAME_HEADER_LEN, MAX_HEADERS, MAX_PAYLOAD, VERSION,
 };
 use rustrack::rack::env::rack_header_key;
 use rustrack::rack::response::{check_header_name, check_header_value};
+use rustrack::upstream::split_host;
 
 /// Every frame type of protocol version 1 (docs/protocol.md), written out
 /// independently of the decoder's own list.

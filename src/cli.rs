@@ -116,6 +116,12 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 0)]
     pub memory_limit: u64,
 
+    /// Kill a worker mid-request (the client gets 503) whose private dirty
+    /// memory plus swap reaches this many MB; 0 = no hard limit. Checked
+    /// every 100 ms while a request runs.
+    #[arg(long, default_value_t = 0)]
+    pub memory_limit_hard: u64,
+
     /// Seconds between samples of workers' memory and CPU.
     #[arg(long, default_value_t = 5.0)]
     pub sample_interval: f64,

@@ -68,6 +68,11 @@ pub struct AppSpec {
     /// with Rustrack's events (`--passenger-compat`).
     #[serde(default)]
     pub passenger_compat: bool,
+    /// uid and gid to run as (`--user`): the preloader or direct worker
+    /// drops to them right after exec, so the exec itself (of a binary the
+    /// user may not be able to reach) happens with the front end's rights.
+    #[serde(default)]
+    pub credentials: Option<(u32, u32)>,
 }
 
 impl AppSpec {

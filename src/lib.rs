@@ -6,19 +6,23 @@
 //!
 //! They talk over Unix sockets: `protocol` frames requests and responses
 //! between the front end and workers, `control` carries the preloader's
-//! commands and reports. See docs/architecture.md.
+//! commands and reports. In the front end, `front` speaks HTTP to clients,
+//! `upstream` translates between HTTP and the worker protocol, and `pool`
+//! lends workers out and owns every process. `client` holds the command-line
+//! clients of a running instance, which share only `report` with the server.
+//! See docs/architecture.md.
 
 pub mod cli;
-pub mod compare;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod front;
 pub mod instance;
 pub mod logfile;
-pub mod memory;
 pub mod metrics;
 pub mod pool;
 pub mod procfs;
 pub mod protocol;
 pub mod rack;
-pub mod status;
+pub mod report;
+pub mod upstream;

@@ -3,25 +3,26 @@
 
 use clap::Parser;
 use rustrack::cli::{Cli, Command};
+use rustrack::client;
 use rustrack::config::AppSpec;
-use rustrack::status::AdminRequest;
+use rustrack::report::AdminRequest;
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Start(args) => rustrack::front::run(*args),
-        Command::Status(args) => rustrack::status::run(args),
-        Command::Memory(args) => rustrack::status::run_memory(args),
-        Command::Compare(args) => rustrack::compare::run(args),
-        Command::Restart(client) => rustrack::status::run_command(&client, AdminRequest::Restart),
-        Command::Stop(args) => rustrack::status::run_command(
+        Command::Status(args) => client::status::run(args),
+        Command::Memory(args) => client::memory::run(args),
+        Command::Compare(args) => client::compare::run(args),
+        Command::Restart(c) => client::run_command(&c, AdminRequest::Restart),
+        Command::Stop(args) => client::run_command(
             &args.client,
             AdminRequest::Stop {
                 graceful: args.graceful,
             },
         ),
         Command::Scale(args) => {
-            rustrack::status::run_command(&args.client, AdminRequest::Scale { delta: args.delta })
+            client::run_command(&args.client, AdminRequest::Scale { delta: args.delta })
         }
         Command::Preloader(args) => {
             spec(&args.spec).and_then(|s| rustrack::rack::run_preloader(&s))

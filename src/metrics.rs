@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::status::StatusReport;
+use crate::report::{StatusReport, WorkerState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusClass {
@@ -165,10 +165,12 @@ impl Metrics {
     /// Renders the exposition text from a fresh status snapshot.
     pub fn render(&self, status: &StatusReport) -> String {
         self.queue_length.set(status.requests_in_queue as i64);
-        for state in ["spawning", "ready", "busy", "retiring"] {
+        for state in WorkerState::ALL {
             let n = status.workers.iter().filter(|w| w.state == state).count();
             self.processes
-                .get_or_create(&StateLabel { state })
+                .get_or_create(&StateLabel {
+                    state: state.as_str(),
+                })
                 .set(n as i64);
         }
         // Workers come and go: rebuild the per-worker series each scrape.

@@ -1,20 +1,29 @@
 //! The admin socket: `admin.sock` in the instance directory, mode 0600,
 //! one JSON request line in, one JSON line out. `rustrack status`,
-//! `restart`, `stop` and `scale` are its clients. A stop is handed to the
-//! main loop (which owns shutdown); the rest is answered here.
+//! `memory`, `restart`, `stop` and `scale` are its clients. A stop is
+//! handed to the main loop (which owns shutdown); the rest is answered
+//! here. A client gets `READ_TIMEOUT` to send its line; a stuck or silent
+//! one costs a task for that long, never the listener.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use super::listeners::ACCEPT_BACKOFF;
 use crate::pool::Pool;
-use crate::status::AdminRequest;
+use crate::report::AdminRequest;
+
+/// How long a client may take to send its request line.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin requests are tiny; cap what a client can make us buffer.
+const MAX_REQUEST: u64 = 64 * 1024;
 
 /// What the admin socket asks of the main loop.
 #[derive(Debug, Clone, Copy)]
@@ -35,45 +44,53 @@ pub async fn serve(
     control: mpsc::UnboundedSender<Control>,
 ) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("accept (admin socket): {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let pool = pool.clone();
         let control = control.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            // Admin requests are tiny; cap what a client can make us buffer.
-            let mut reader = BufReader::new(read.take(64 * 1024));
-            if reader.read_line(&mut line).await.is_err() {
-                return;
-            }
-            let response = match serde_json::from_str::<AdminRequest>(&line) {
-                Ok(AdminRequest::Status) => serde_json::to_value(pool.status()).unwrap_or_default(),
-                Ok(AdminRequest::Memory) => {
-                    serde_json::to_value(pool.memory_report()).unwrap_or_default()
-                }
-                Ok(AdminRequest::Restart) => match pool.restart().await {
-                    Ok(()) => {
-                        json!({ "message": "rolling restart started: new workers replace old ones one by one" })
-                    }
-                    Err(e) => {
-                        json!({ "error": format!("restart aborted, the old workers keep serving: {e:#}") })
-                    }
-                },
-                Ok(AdminRequest::Scale { delta }) => {
-                    let desired = pool.scale(delta);
-                    json!({ "message": format!("desired process count: {desired}") })
-                }
-                Ok(AdminRequest::Stop { graceful }) => {
-                    let _ = control.send(Control::Stop { graceful });
-                    json!({ "message": if graceful { "stopping gracefully" } else { "stopping" } })
-                }
-                Err(e) => json!({ "error": format!("bad admin request: {e}") }),
-            };
-            let mut out = serde_json::to_vec(&response).unwrap_or_default();
-            out.push(b'\n');
-            let _ = write.write_all(&out).await;
-        });
+        tokio::spawn(async move { answer(stream, &pool, &control).await });
     }
+}
+
+async fn answer(stream: UnixStream, pool: &Arc<Pool>, control: &mpsc::UnboundedSender<Control>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return tracing::debug!("admin socket: {e}"),
+        Err(_) => return tracing::debug!("admin socket: no request within {READ_TIMEOUT:?}"),
+    }
+    let response = match serde_json::from_str::<AdminRequest>(&line) {
+        Ok(AdminRequest::Status) => serde_json::to_value(pool.status()).unwrap_or_default(),
+        Ok(AdminRequest::Memory) => {
+            serde_json::to_value(pool.memory_report().await).unwrap_or_default()
+        }
+        Ok(AdminRequest::Restart) => match pool.restart().await {
+            Ok(()) => {
+                json!({ "message": "rolling restart started: new workers replace old ones one by one" })
+            }
+            Err(e) => {
+                json!({ "error": format!("restart aborted, the old workers keep serving: {e:#}") })
+            }
+        },
+        Ok(AdminRequest::Scale { delta }) => {
+            let desired = pool.scale(delta);
+            json!({ "message": format!("desired process count: {desired}") })
+        }
+        Ok(AdminRequest::Stop { graceful }) => {
+            let _ = control.send(Control::Stop { graceful });
+            json!({ "message": if graceful { "stopping gracefully" } else { "stopping" } })
+        }
+        Err(e) => json!({ "error": format!("bad admin request: {e}") }),
+    };
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    let _ = write.write_all(&out).await;
 }

@@ -10,23 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
-pub enum Buffered {
-    Memory(Bytes),
-    File { path: tempfile::TempPath, len: u64 },
-}
-
-impl Buffered {
-    pub fn len(&self) -> u64 {
-        match self {
-            Buffered::Memory(b) => b.len() as u64,
-            Buffered::File { len, .. } => *len,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use crate::upstream::Buffered;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

@@ -1,22 +1,21 @@
-//! Accepts workers' connections on the instance's worker socket and
-//! matches each to the spawn that is waiting for it, by the id in its
-//! `HELLO`. A connection that does not greet within a few seconds, or
-//! greets with an id nobody waits for, is dropped.
+//! Accepts workers' connections on the instance's worker socket and reads
+//! each one's `HELLO`, which names the id the worker was spawned under; the
+//! driver matches it to the spawn. A connection that does not greet within
+//! a few seconds, or greets badly, is dropped.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 
-use super::exchange::WorkerConn;
-use super::Pool;
+use super::{Event, WorkerConn};
 use crate::protocol::{self, Hello};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn run(listener: UnixListener, pool: Arc<Pool>) {
+pub async fn run(listener: UnixListener, events: mpsc::UnboundedSender<Event>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -26,17 +25,11 @@ pub async fn run(listener: UnixListener, pool: Arc<Pool>) {
                 continue;
             }
         };
-        let pool = pool.clone();
+        let events = events.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HELLO_TIMEOUT, read_hello(stream)).await {
                 Ok(Ok((hello, conn))) => {
-                    if pool.spawner.deliver(hello.worker_id, conn).is_some() {
-                        tracing::warn!(
-                            worker = hello.worker_id,
-                            pid = hello.pid,
-                            "a worker greeted that no spawn waits for; closing it"
-                        );
-                    }
+                    let _ = events.send(Event::Hello { hello, conn });
                 }
                 Ok(Err(e)) => tracing::warn!("bad worker greeting: {e}"),
                 Err(_) => tracing::warn!("a worker connected but did not greet"),

@@ -19,15 +19,20 @@
 //!   that served their `max_requests` (plus a per-worker jitter), and
 //!   workers over `memory_limit`; a busy worker is retired only after its
 //!   request, so no request is dropped;
-//! - a failed spawn backs off (0.5 s doubling to 30 s); when no worker is
-//!   left, waiting requests are rejected rather than left hanging; workers
-//!   that die within a second of starting, `CRASH_LOOP` times in a row,
-//!   stop respawning for a minute instead of spinning;
+//! - a spawn that has not greeted within `start_timeout` is abandoned
+//!   (its process, if any, is killed) and counts as a failed spawn;
+//! - a failed spawn backs off (0.5 s doubling to 30 s); workers that die
+//!   within a second of starting, `CRASH_LOOP` times in a row, stop
+//!   respawning for a minute instead of spinning; whenever no worker exists
+//!   and none may be started yet, waiting and new requests are rejected at
+//!   once (503 with the seconds until the next try) rather than left hanging;
 //! - a rolling restart bumps the generation, then spawns new-generation
 //!   workers one at a time, retiring one old worker each time a new one is
 //!   ready (the pool may hold one worker over its maximum meanwhile);
-//! - the preloader is stopped after `max_preloader_idle_time` without a
-//!   spawn, and started again by the next spawn.
+//! - the preloader is asked to stop after `max_preloader_idle_time`
+//!   without a spawn (the spawner starts a new one for the next spawn).
+//!   Whether a preloader runs is the spawner's business, not the machine's:
+//!   the machine only remembers when it last needed one.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -47,6 +52,8 @@ pub struct Config {
     pub max_requests_jitter: u64,
     /// Bytes of private dirty + swap.
     pub memory_limit: Option<u64>,
+    /// How long a spawn may take to greet.
+    pub start_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -61,6 +68,7 @@ impl Config {
             max_requests: None,
             max_requests_jitter: 0,
             memory_limit: None,
+            start_timeout: None,
         }
     }
 }
@@ -72,6 +80,9 @@ pub enum Event {
     Request(Ticket),
     /// A worker finished its request.
     Done(WorkerId),
+    /// A worker was handed out but its request never went to it (the
+    /// client left first): it is idle again, with nothing served.
+    Unused(WorkerId),
     /// A spawned worker greeted the front end.
     Ready(WorkerId),
     /// A worker's process or connection is gone.
@@ -83,8 +94,8 @@ pub enum Event {
     Restart,
     /// TTIN (+1) / TTOU (-1).
     Scale(i32),
+    /// A preloader finished loading the app (its idle clock starts).
     PreloaderUp,
-    PreloaderDown,
     /// Periodic: timeouts, idle retirement, backoffs.
     Tick,
     /// Stop spawning; let queued and in-flight requests finish.
@@ -96,8 +107,11 @@ pub enum Reject {
     QueueFull,
     /// Waited longer than `max_queue_time`.
     QueueTimeout,
-    /// No worker is running and none can be started right now.
-    Unavailable,
+    /// No worker is running and none can be started for `retry_after`
+    /// seconds (spawn back-off, crash loop), or the pool is stopping.
+    Unavailable {
+        retry_after: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +155,11 @@ pub enum Action {
         reason: Retire,
     },
     StopPreloader,
+    /// A spawn did not greet within `start_timeout`: kill its process, if
+    /// it has one. Counted as a failed spawn.
+    Abandon {
+        worker: WorkerId,
+    },
     /// Workers keep dying right after starting: respawning pauses.
     CrashLoop {
         deaths: u32,
@@ -157,6 +176,7 @@ pub enum SlotState {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     state: SlotState,
+    spawn_started: Instant,
     generation: u64,
     ready_at: Option<Instant>,
     last_used: Instant,
@@ -185,8 +205,9 @@ pub struct Machine {
     failures: u32,
     quick_deaths: u32,
     retry_at: Option<Instant>,
-    preloader_up: bool,
-    last_spawn: Option<Instant>,
+    /// When a preloader was last needed (started, or asked to fork); `None`
+    /// once it has been asked to stop.
+    preloader_needed: Option<Instant>,
     shutting_down: bool,
 }
 
@@ -203,8 +224,7 @@ impl Machine {
             failures: 0,
             quick_deaths: 0,
             retry_at: None,
-            preloader_up: false,
-            last_spawn: None,
+            preloader_needed: None,
             shutting_down: false,
         }
     }
@@ -317,6 +337,17 @@ impl Machine {
                     }
                 }
             }
+            Event::Unused(worker) => {
+                if let Some(slot) = self.workers.get_mut(&worker) {
+                    slot.state = SlotState::Idle;
+                    if let Some(reason) = slot.retire {
+                        self.workers.remove(&worker);
+                        out.push(Action::Stop { worker, reason });
+                    } else {
+                        self.assign(worker, now, &mut out);
+                    }
+                }
+            }
             Event::Lost(worker) => {
                 if let Some(slot) = self.workers.remove(&worker) {
                     let quick = slot
@@ -336,21 +367,8 @@ impl Machine {
                 }
             }
             Event::SpawnFailed(worker) => {
-                self.workers.remove(&worker);
-                self.failures += 1;
-                let backoff = FIRST_BACKOFF
-                    .saturating_mul(1 << (self.failures - 1).min(16))
-                    .min(MAX_BACKOFF);
-                self.retry_at = Some(now + backoff);
-                // New code that cannot start: keep serving with the old.
-                self.restarting = false;
-                if self.workers.is_empty() {
-                    for (ticket, _) in self.queue.drain(..) {
-                        out.push(Action::Reject {
-                            ticket,
-                            reason: Reject::Unavailable,
-                        });
-                    }
+                if self.workers.remove(&worker).is_some() {
+                    self.spawn_failed(now);
                 }
             }
             Event::Memory(worker, bytes) => {
@@ -385,18 +403,69 @@ impl Machine {
                     }
                 }
             }
-            Event::PreloaderUp => {
-                self.preloader_up = true;
-                self.last_spawn = Some(now);
-            }
-            Event::PreloaderDown => self.preloader_up = false,
+            Event::PreloaderUp => self.preloader_needed = Some(now),
             Event::Shutdown => self.shutting_down = true,
         }
         self.maybe_spawn(now, &mut out);
+        self.reject_if_unavailable(now, &mut out);
         out
     }
 
+    fn spawn_failed(&mut self, now: Instant) {
+        self.failures += 1;
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << (self.failures - 1).min(16))
+            .min(MAX_BACKOFF);
+        let retry = now + backoff;
+        // A crash-loop pause already set runs its course.
+        self.retry_at = Some(self.retry_at.map_or(retry, |t| t.max(retry)));
+        // New code that cannot start: keep serving with the old.
+        self.restarting = false;
+    }
+
+    /// Seconds until a worker may exist again, when none exists now and
+    /// none may be started yet; requests waiting for one would only hang.
+    fn unavailable_for(&self, now: Instant) -> Option<u64> {
+        if !self.workers.is_empty() {
+            return None;
+        }
+        if self.shutting_down {
+            return Some(1);
+        }
+        let wait = self.retry_at?.checked_duration_since(now)?;
+        Some(wait.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    fn reject_if_unavailable(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.queue.is_empty() {
+            return;
+        }
+        if let Some(retry_after) = self.unavailable_for(now) {
+            for (ticket, _) in self.queue.drain(..) {
+                out.push(Action::Reject {
+                    ticket,
+                    reason: Reject::Unavailable { retry_after },
+                });
+            }
+        }
+    }
+
     fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(limit) = self.cfg.start_timeout {
+            let late: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, s)| {
+                    s.state == SlotState::Spawning && now.duration_since(s.spawn_started) > limit
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for worker in late {
+                self.workers.remove(&worker);
+                out.push(Action::Abandon { worker });
+                self.spawn_failed(now);
+            }
+        }
         if let Some(limit) = self.cfg.max_queue_time {
             while let Some(&(ticket, since)) = self.queue.front() {
                 if now.duration_since(since) <= limit {
@@ -424,13 +493,10 @@ impl Machine {
                 });
             }
         }
-        if let (true, Some(idle), Some(last)) = (
-            self.preloader_up,
-            self.cfg.max_preloader_idle_time,
-            self.last_spawn,
-        ) {
+        if let (Some(idle), Some(last)) = (self.cfg.max_preloader_idle_time, self.preloader_needed)
+        {
             if now.duration_since(last) >= idle && self.count(SlotState::Spawning) == 0 {
-                self.preloader_up = false;
+                self.preloader_needed = None;
                 out.push(Action::StopPreloader);
             }
         }
@@ -533,6 +599,7 @@ impl Machine {
                 worker,
                 Slot {
                     state: SlotState::Spawning,
+                    spawn_started: now,
                     generation: current,
                     ready_at: None,
                     last_used: now,
@@ -540,7 +607,9 @@ impl Machine {
                     retire: None,
                 },
             );
-            self.last_spawn = Some(now);
+            if self.cfg.max_preloader_idle_time.is_some() {
+                self.preloader_needed = Some(now);
+            }
             out.push(Action::Spawn {
                 worker,
                 generation: current,
@@ -749,10 +818,18 @@ mod tests {
             m.handle(c.at(2), Event::SpawnFailed(1)),
             vec![Action::Reject {
                 ticket: 7,
-                reason: Reject::Unavailable
+                reason: Reject::Unavailable { retry_after: 1 }
             }]
         );
         assert_eq!(m.handle(c.at(100), Event::Tick), vec![]);
+        // With no worker and none allowed yet, a new request does not wait.
+        assert_eq!(
+            m.handle(c.at(200), Event::Request(8)),
+            vec![Action::Reject {
+                ticket: 8,
+                reason: Reject::Unavailable { retry_after: 1 }
+            }]
+        );
         assert_eq!(m.handle(c.at(502), Event::Tick), vec![spawn(2)]);
         m.handle(c.at(503), Event::SpawnFailed(2));
         assert_eq!(m.failures(), 2);
@@ -863,6 +940,89 @@ mod tests {
         m.handle(c.at(70), Event::Scale(-1));
         assert_eq!(m.handle(c.at(80), Event::Scale(-1)), vec![]);
         assert_eq!(m.desired(), 1);
+    }
+
+    #[test]
+    fn a_crash_loop_rejects_requests_at_once_until_the_pause_ends() {
+        let c = Clock(Instant::now());
+        let mut m = Machine::new(Config::new(1, 3, 10));
+        m.handle(c.at(0), Event::Start);
+        let mut t = 0;
+        for id in 1..=CRASH_LOOP as u64 {
+            t += 10;
+            m.handle(c.at(t), Event::Ready(id));
+            t += 10;
+            m.handle(c.at(t), Event::Lost(id));
+        }
+        assert_eq!(m.count(SlotState::Spawning), 0);
+        let out = m.handle(c.at(t + 1_000), Event::Request(1));
+        assert_eq!(
+            out,
+            vec![Action::Reject {
+                ticket: 1,
+                reason: Reject::Unavailable { retry_after: 59 }
+            }]
+        );
+        assert_eq!(m.queue_len(), 0);
+    }
+
+    #[test]
+    fn waiting_requests_are_rejected_when_the_last_worker_dies_in_a_crash_loop() {
+        let c = Clock(Instant::now());
+        let mut m = Machine::new(Config::new(1, 1, 10));
+        m.handle(c.at(0), Event::Start);
+        let mut t = 0;
+        for id in 1..CRASH_LOOP as u64 {
+            t += 10;
+            m.handle(c.at(t), Event::Ready(id));
+            t += 10;
+            m.handle(c.at(t), Event::Lost(id));
+        }
+        let last = CRASH_LOOP as u64;
+        m.handle(c.at(t + 10), Event::Ready(last));
+        m.handle(c.at(t + 11), Event::Request(1)); // dispatched to the last
+        m.handle(c.at(t + 12), Event::Request(2)); // waits
+        assert_eq!(m.queue_len(), 1);
+        let out = m.handle(c.at(t + 20), Event::Lost(last));
+        assert!(out.contains(&Action::Reject {
+            ticket: 2,
+            reason: Reject::Unavailable { retry_after: 60 }
+        }));
+    }
+
+    #[test]
+    fn a_spawn_that_never_greets_is_abandoned_and_backs_off() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(1, 2, 10);
+        cfg.start_timeout = Some(Duration::from_secs(5));
+        let mut m = Machine::new(cfg);
+        assert_eq!(m.handle(c.at(0), Event::Start), vec![spawn(1)]);
+        assert_eq!(m.handle(c.at(4_000), Event::Tick), vec![]);
+        assert_eq!(
+            m.handle(c.at(5_001), Event::Tick),
+            vec![Action::Abandon { worker: 1 }]
+        );
+        assert_eq!(m.failures(), 1);
+        // A late greeting from the abandoned spawn changes nothing.
+        assert_eq!(m.handle(c.at(5_002), Event::Ready(1)), vec![]);
+        assert_eq!(m.handle(c.at(5_600), Event::Tick), vec![spawn(2)]);
+    }
+
+    #[test]
+    fn an_unused_worker_is_idle_again_without_counting_a_request() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(1, 1, 10);
+        cfg.max_requests = Some(1);
+        let mut m = ready(cfg, 1, &c);
+        assert_eq!(m.handle(c.at(2), Event::Request(1)), vec![dispatch(1, 1)]);
+        assert_eq!(m.handle(c.at(3), Event::Request(2)), vec![]);
+        // The first client left before its request was sent: the worker
+        // takes the next one, and has still served nothing.
+        assert_eq!(m.handle(c.at(4), Event::Unused(1)), vec![dispatch(2, 1)]);
+        assert_eq!(
+            m.handle(c.at(5), Event::Done(1)),
+            vec![stop(1, Retire::MaxRequests), spawn(2)]
+        );
     }
 
     #[test]

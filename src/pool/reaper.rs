@@ -2,32 +2,33 @@
 //!
 //! The front end makes itself a child subreaper (PR_SET_CHILD_SUBREAPER),
 //! so smart workers whose preloader died are re-parented to it rather than
-//! to init, and still get reaped and reported. On each SIGCHLD it calls
-//! `waitpid(-1, WNOHANG)` until nothing is left, since signals coalesce.
-//! Nothing else in the front end may wait on children (no
-//! `tokio::process`), or statuses would be stolen.
+//! to init, and still get reaped and reported. On each SIGCHLD it reaps
+//! until nothing is left (signals coalesce), through `Processes::reap`,
+//! which holds the process table's lock so that nothing is reaped before
+//! its pidfd is filed. Nothing else in the front end may wait on children
+//! (no `tokio::process`), or statuses would be stolen. A slow sweep also
+//! forgets processes that exited without anyone reporting it (workers a
+//! preloader reaped just before it was killed).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
-use super::Pool;
+use super::processes::Processes;
+use super::Event;
+
+/// An exited process not reported within this long is forgotten.
+const UNREPORTED: Duration = Duration::from_secs(5);
 
 pub fn become_subreaper() {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument
-    // and touches no memory of ours.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc != 0 {
-        tracing::warn!(
-            "could not become a child subreaper: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("could not become a child subreaper: {e}");
     }
 }
 
-pub async fn run(pool: Arc<Pool>) {
+pub async fn run(processes: Arc<Processes>, events: mpsc::UnboundedSender<Event>) {
     let mut sigchld = match signal(SignalKind::child()) {
         Ok(s) => s,
         Err(e) => {
@@ -37,27 +38,18 @@ pub async fn run(pool: Arc<Pool>) {
     };
     // Also sweep on a slow timer, in case a signal arrived before the
     // handler was installed.
-    let mut sweep = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tokio::select! {
-            _ = sigchld.recv() => {}
-            _ = sweep.tick() => {}
+        let swept = tokio::select! {
+            _ = sigchld.recv() => false,
+            _ = sweep.tick() => true,
+        };
+        let mut exits = processes.reap();
+        if swept {
+            exits.extend(processes.forget_exited(UNREPORTED));
         }
-        reap_all(&pool);
-    }
-}
-
-pub fn reap_all(pool: &Arc<Pool>) {
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                pool.process_exited(pid.as_raw() as u32, Some(code), None)
-            }
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                pool.process_exited(pid.as_raw() as u32, None, Some(sig as i32))
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => {}
+        if !exits.is_empty() && events.send(Event::Exits(exits)).is_err() {
+            return;
         }
     }
 }

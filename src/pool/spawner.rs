@@ -1,336 +1,623 @@
-//! Starting workers, smart or direct, and the preloader behind smart ones.
+//! Starting workers, smart or direct, and the preloaders behind smart ones.
+//!
+//! The spawner is a task driven by a command queue (`Command`): spawn a
+//! worker, stop the idle preloader, load a new preloader for a rolling
+//! restart, shut down. It holds no reference to the pool: what happens is
+//! reported as `pool::Event`s (a worker was forked, a spawn failed, a
+//! preloader is up), and the driver decides what it means. Whether a
+//! preloader runs is known here and only here: the spawner owns each
+//! preloader's control channel, hears its reports and its end (EOF on the
+//! channel), and publishes the current one's PID for `status`.
 //!
 //! Either way a spawn ends the same way: the new worker connects to the
 //! instance's worker socket and greets with `HELLO` carrying the id it was
-//! spawned under; the acceptor hands that connection to the waiting spawn.
-//! - smart: the front end asks the preloader (over its control channel) to
-//!   fork; the preloader reports the child's PID and, later, its exit;
-//! - direct: the front end execs `rustrack __worker` itself.
+//! spawned under (`acceptor.rs`), or fails.
+//! - smart: the spawner asks the preloader (over its control channel) to
+//!   fork; the preloader reports the child's PID with a pidfd for it
+//!   (`SCM_RIGHTS`), and later its exit. A preloader is started on demand
+//!   and loads the app before it forks anything; spawns asked for
+//!   meanwhile wait for it. Spawns it was asked for but never reported
+//!   fail when it goes away.
+//! - direct: the spawner execs `rustrack __worker` itself.
 //!
-//! Children are started with `std::process::Command` and never waited on
-//! through it: the reaper (`reaper.rs`) collects every child of the front
-//! end with `waitpid(-1)`, orphaned workers included.
+//! Every process is started through `Processes::spawn`, which files it with
+//! a pidfd; nothing here signals a process except through that table.
 
-use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Command as Exec, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::oneshot;
+use nix::sys::signal::Signal;
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::exchange::WorkerConn;
 use super::machine::WorkerId;
-use super::Pool;
+use super::processes::{Processes, Role};
+use super::Event;
 use crate::config::{AppSpec, SpawnMethod};
 use crate::control::{self, Command as ControlCommand, Report, CONTROL_FD};
 
-type Waiter = oneshot::Sender<Result<WorkerConn, String>>;
-
-pub struct Spawner {
-    pub method: SpawnMethod,
-    spec: AppSpec,
-    spec_json: String,
-    exe: PathBuf,
-    app_env: Vec<(String, String)>,
-    start_timeout: Duration,
-    waiters: Mutex<HashMap<WorkerId, Waiter>>,
-    preloader: tokio::sync::Mutex<Option<OwnedWriteHalf>>,
-    preloader_pid: AtomicU32,
-    /// uid/gid for the preloader and workers (`--user`).
-    credentials: Option<(u32, u32)>,
+/// What the pool asks of the spawner.
+pub enum Command {
+    Spawn(WorkerId),
+    /// The preloader has been idle long enough: let it go.
+    StopPreloader,
+    /// Load the current code in a new preloader; on success it replaces
+    /// the old one, which exits (its workers keep serving until retired).
+    Restart(oneshot::Sender<Result<()>>),
+    /// Stop every preloader; no more spawns.
+    Shutdown,
 }
 
-impl Spawner {
-    pub fn new(
-        method: SpawnMethod,
-        spec: AppSpec,
-        app_env: Vec<(String, String)>,
-        start_timeout: Duration,
-    ) -> Result<Self> {
-        Ok(Spawner {
-            method,
-            spec_json: serde_json::to_string(&spec)?,
-            spec,
-            exe: std::env::current_exe().context("locating the rustrack executable")?,
-            app_env,
-            start_timeout,
-            waiters: Mutex::new(HashMap::new()),
-            preloader: tokio::sync::Mutex::new(None),
-            preloader_pid: AtomicU32::new(0),
-            credentials: None,
-        })
-    }
+/// How to start the app's processes.
+pub struct Launcher {
+    pub method: SpawnMethod,
+    pub spec: AppSpec,
+    pub exe: PathBuf,
+    pub app_env: Vec<(String, String)>,
+    pub start_timeout: Duration,
+}
 
-    /// Runs the preloader and workers as this uid/gid.
-    pub fn with_credentials(mut self, credentials: Option<(u32, u32)>) -> Self {
-        self.credentials = credentials;
-        self
-    }
-
-    pub fn spec(&self) -> &AppSpec {
-        &self.spec
-    }
-
-    /// PID of the running preloader, if any.
-    pub fn preloader_pid(&self) -> Option<u32> {
-        match self.preloader_pid.load(Ordering::SeqCst) {
-            0 => None,
-            pid => Some(pid),
-        }
-    }
-
-    fn command(&self, role: &str) -> Command {
-        let mut cmd = Command::new(&self.exe);
+impl Launcher {
+    fn command(&self, role: &str) -> Result<Exec> {
+        let mut cmd = Exec::new(&self.exe);
         cmd.arg(role)
             .arg("--spec")
-            .arg(&self.spec_json)
+            .arg(serde_json::to_string(&self.spec)?)
             .current_dir(&self.spec.app_root)
             .envs(self.app_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
-        if let Some((uid, gid)) = self.credentials {
-            cmd.uid(uid).gid(gid);
-        }
-        cmd
+        Ok(cmd)
+    }
+}
+
+/// The pool's side of the spawner.
+#[derive(Clone)]
+pub struct SpawnerHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    current: watch::Receiver<Option<u32>>,
+}
+
+impl SpawnerHandle {
+    pub fn send(&self, command: Command) {
+        // The spawner task lives as long as the runtime.
+        let _ = self.tx.send(command);
     }
 
-    /// Starts a preloader and waits until it has loaded the app. On a load
-    /// error the message carries the Ruby exception and backtrace.
-    async fn launch_preloader(&self, pool: &Arc<Pool>) -> Result<(u32, OwnedWriteHalf)> {
-        let (ours, theirs) =
-            std::os::unix::net::UnixStream::pair().context("creating the control socketpair")?;
-        let theirs_fd = theirs.as_raw_fd();
-        let mut cmd = self.command("__preloader");
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls dup2(2) or fcntl(2), both async-signal-safe; it allocates nothing
-        // and takes no lock, so the parent's other threads cannot deadlock it.
-        unsafe {
-            cmd.pre_exec(move || {
-                if theirs_fd == CONTROL_FD {
-                    // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
-                    if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
+    /// The PID of the preloader that serves spawns now, if one runs.
+    pub fn preloader_pid(&self) -> Option<u32> {
+        *self.current.borrow()
+    }
+
+    /// Loads the current code in a new preloader (smart spawning).
+    pub async fn restart(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Restart(tx));
+        rx.await
+            .unwrap_or_else(|_| Err(anyhow!("the spawner stopped")))
+    }
+}
+
+/// Starts the spawner task.
+pub fn start(
+    launcher: Launcher,
+    processes: Arc<Processes>,
+    events: mpsc::UnboundedSender<Event>,
+) -> SpawnerHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (current_tx, current) = watch::channel(None);
+    let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+    let spawner = Spawner {
+        launcher: Arc::new(launcher),
+        processes,
+        events,
+        internal: internal_tx,
+        preloaders: HashMap::new(),
+        current: None,
+        published: current_tx,
+        start_launch: false,
+        waiting: Vec::new(),
+        restart_reply: None,
+        stopped: false,
+    };
+    tokio::spawn(spawner.run(rx, internal_rx));
+    SpawnerHandle { tx, current }
+}
+
+/// What the spawner's own tasks tell it.
+enum Internal {
+    Launched {
+        restart: bool,
+        result: Result<Launched>,
+    },
+    Report {
+        from: u32,
+        report: Report,
+        pidfd: Option<OwnedFd>,
+    },
+    /// A preloader's control channel closed: it exited (or is exiting).
+    Gone { pid: u32 },
+}
+
+struct Launched {
+    pid: u32,
+    stream: Arc<UnixStream>,
+    reader: ControlReader,
+}
+
+struct Preloader {
+    stream: Arc<UnixStream>,
+    /// Workers it was asked to fork and has not reported on yet.
+    outstanding: HashSet<WorkerId>,
+}
+
+struct Spawner {
+    launcher: Arc<Launcher>,
+    processes: Arc<Processes>,
+    events: mpsc::UnboundedSender<Event>,
+    internal: mpsc::UnboundedSender<Internal>,
+    /// Every preloader whose control channel is open, by PID.
+    preloaders: HashMap<u32, Preloader>,
+    /// The one new spawns go to.
+    current: Option<u32>,
+    published: watch::Sender<Option<u32>>,
+    /// A preloader is being started for spawns that wait.
+    start_launch: bool,
+    waiting: Vec<WorkerId>,
+    restart_reply: Option<oneshot::Sender<Result<()>>>,
+    stopped: bool,
+}
+
+impl Spawner {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(c) => self.command(c).await,
+                    None => return,
+                },
+                Some(msg) = internal.recv() => self.internal(msg).await,
+            }
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn fail(&self, worker: WorkerId, message: String) {
+        self.emit(Event::SpawnFailed { worker, message });
+    }
+
+    fn set_current(&mut self, pid: Option<u32>) {
+        self.current = pid;
+        self.published.send_replace(pid);
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Spawn(worker) if self.stopped => {
+                self.fail(worker, "the server is stopping".into())
+            }
+            Command::Spawn(worker) => match self.launcher.method {
+                SpawnMethod::Direct => self.spawn_direct(worker),
+                SpawnMethod::Smart => match self.current {
+                    Some(pid) => self.ask_to_fork(pid, worker).await,
+                    None => {
+                        self.waiting.push(worker);
+                        if !self.start_launch {
+                            self.start_launch = true;
+                            self.launch(false);
+                        }
                     }
-                } else if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
+                },
+            },
+            Command::StopPreloader => {
+                if self.waiting.is_empty() && !self.start_launch {
+                    if let Some(pid) = self.current {
+                        tracing::info!(
+                            pid,
+                            "stopping the preloader: no spawn for --max-preloader-idle-time \
+                             (the next spawn starts a new one)"
+                        );
+                        self.set_current(None);
+                        self.tell_to_exit(pid).await;
+                    }
+                }
+            }
+            Command::Restart(reply) => {
+                if self.launcher.method == SpawnMethod::Direct {
+                    let _ = reply.send(Ok(()));
+                } else if self.restart_reply.is_some() {
+                    let _ = reply.send(Err(anyhow!("a rolling restart is already loading")));
+                } else {
+                    self.restart_reply = Some(reply);
+                    self.launch(true);
+                }
+            }
+            Command::Shutdown => {
+                self.stopped = true;
+                for worker in std::mem::take(&mut self.waiting) {
+                    self.fail(worker, "the server is stopping".into());
+                }
+                self.set_current(None);
+                let pids: Vec<u32> = self.preloaders.keys().copied().collect();
+                for pid in pids {
+                    self.tell_to_exit(pid).await;
+                }
+            }
+        }
+    }
+
+    fn spawn_direct(&self, worker: WorkerId) {
+        let started = self.launcher.command("__worker").and_then(|mut cmd| {
+            cmd.arg("--worker-id").arg(worker.to_string());
+            self.processes
+                .spawn(&mut cmd, Role::Worker(worker))
+                .context("starting a worker")
+        });
+        match started {
+            Ok(pid) => self.emit(Event::Forked { worker, pid }),
+            Err(e) => self.fail(worker, format!("{e:#}")),
+        }
+    }
+
+    async fn ask_to_fork(&mut self, pid: u32, worker: WorkerId) {
+        let Some(preloader) = self.preloaders.get_mut(&pid) else {
+            return self.fail(worker, "the preloader is gone".into());
+        };
+        preloader.outstanding.insert(worker);
+        let stream = preloader.stream.clone();
+        let line = control::encode(&ControlCommand::Spawn { worker_id: worker });
+        if let Err(e) = write_all(&stream, &line).await {
+            // It is exiting; its channel's EOF will follow. A new one is
+            // started for the next spawn.
+            if let Some(p) = self.preloaders.get_mut(&pid) {
+                p.outstanding.remove(&worker);
+            }
+            self.fail(worker, format!("asking the preloader to fork: {e}"));
+        }
+    }
+
+    /// Asks a preloader to exit (its exit is expected, not a crash).
+    async fn tell_to_exit(&mut self, pid: u32) {
+        self.processes.expect_exit(pid);
+        if let Some(p) = self.preloaders.get(&pid) {
+            let stream = p.stream.clone();
+            let _ = write_all(&stream, &control::encode(&ControlCommand::Shutdown)).await;
+        }
+    }
+
+    fn launch(&self, restart: bool) {
+        let launcher = self.launcher.clone();
+        let processes = self.processes.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = launch(&launcher, &processes).await;
+            let _ = internal.send(Internal::Launched { restart, result });
+        });
+    }
+
+    async fn internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Launched { restart, result } => self.launched(restart, result).await,
+            Internal::Report {
+                from,
+                report,
+                pidfd,
+            } => self.report(from, report, pidfd),
+            Internal::Gone { pid } => {
+                if let Some(p) = self.preloaders.remove(&pid) {
+                    for worker in p.outstanding {
+                        self.fail(
+                            worker,
+                            format!(
+                                "the preloader (pid {pid}) exited before forking worker {worker}"
+                            ),
+                        );
+                    }
+                }
+                if self.current == Some(pid) {
+                    self.set_current(None);
+                }
+            }
+        }
+    }
+
+    async fn launched(&mut self, restart: bool, result: Result<Launched>) {
+        if !restart {
+            self.start_launch = false;
+        }
+        match result {
+            Ok(Launched {
+                pid,
+                stream,
+                reader,
+            }) => {
+                self.preloaders.insert(
+                    pid,
+                    Preloader {
+                        stream,
+                        outstanding: HashSet::new(),
+                    },
+                );
+                let internal = self.internal.clone();
+                tokio::spawn(read_reports(pid, reader, internal));
+                if self.stopped {
+                    return self.tell_to_exit(pid).await;
+                }
+                let old = self.current;
+                if old.is_some() && !restart {
+                    // A restart's preloader took over while this one loaded.
+                    return self.tell_to_exit(pid).await;
+                }
+                self.set_current(Some(pid));
+                if let Some(old) = old {
+                    self.tell_to_exit(old).await;
+                }
+                self.emit(Event::PreloaderUp { pid });
+                for worker in std::mem::take(&mut self.waiting) {
+                    self.ask_to_fork(pid, worker).await;
+                }
+                if restart {
+                    if let Some(reply) = self.restart_reply.take() {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            Err(e) => {
+                if restart {
+                    if let Some(reply) = self.restart_reply.take() {
+                        let _ = reply.send(Err(e));
+                    }
+                } else {
+                    let message = format!("{e:#}");
+                    for worker in std::mem::take(&mut self.waiting) {
+                        self.fail(worker, message.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn report(&mut self, from: u32, report: Report, pidfd: Option<OwnedFd>) {
+        match report {
+            Report::Spawned { worker_id, pid } => {
+                if let Some(p) = self.preloaders.get_mut(&from) {
+                    p.outstanding.remove(&worker_id);
+                }
+                match pidfd {
+                    Some(fd) => self.processes.adopt(pid, fd, Role::Worker(worker_id)),
+                    None => tracing::error!(
+                        worker = worker_id,
+                        pid,
+                        "the preloader sent no pidfd for this worker (Linux before 5.3?): \
+                         rustrack will not signal it"
+                    ),
+                }
+                self.emit(Event::Forked {
+                    worker: worker_id,
+                    pid,
+                });
+            }
+            Report::SpawnFailed { worker_id, message } => {
+                if let Some(p) = self.preloaders.get_mut(&from) {
+                    p.outstanding.remove(&worker_id);
+                }
+                self.fail(worker_id, message);
+            }
+            Report::Exited { pid, code, signal } => {
+                let exits = self.processes.exited(pid, code, signal);
+                if !exits.is_empty() {
+                    self.emit(Event::Exits(exits));
+                }
+            }
+            other => tracing::warn!(from, "unexpected report from the preloader: {other:?}"),
+        }
+    }
+}
+
+/// Starts a preloader and waits until it has loaded the app. On a load
+/// error the message carries the Ruby exception and backtrace.
+async fn launch(launcher: &Launcher, processes: &Processes) -> Result<Launched> {
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().context("creating the control socketpair")?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut cmd = launcher.command("__preloader")?;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls dup2(2) or fcntl(2), both async-signal-safe; it allocates nothing
+    // and takes no lock, so the parent's other threads cannot deadlock it.
+    unsafe {
+        cmd.pre_exec(move || {
+            if theirs_fd == CONTROL_FD {
+                // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
+                if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("starting the preloader")?;
-        drop(theirs);
-        let pid = child.id();
-        // The reaper collects it; std's Child must not wait on it.
-        drop(child);
-        pool.track_child(pid, None);
-        ours.set_nonblocking(true)?;
-        let stream = tokio::net::UnixStream::from_std(ours)?;
-        let (read, write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
-        let first = tokio::time::timeout(self.start_timeout, lines.next_line()).await;
-        let report: Report = match first {
-            Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                bail!(
-                    "the preloader did not load the app within {:?} (--start-timeout)",
-                    self.start_timeout
-                )
+            } else if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
             }
-            Ok(Err(e)) => bail!("reading from the preloader: {e}"),
-            Ok(Ok(None)) => {
-                bail!("the preloader exited while loading the app (see its output above)")
-            }
-            Ok(Ok(Some(line))) => serde_json::from_str(&line)
-                .with_context(|| format!("bad preloader report {line:?}"))?,
-        };
-        match report {
-            Report::Ready {
-                huge_pages: Some(h),
-                ..
-            } => {
-                if h.collapsed == 0 && h.failed > 0 {
-                    // Kernels before 6.1 have no MADV_COLLAPSE; nothing is lost.
-                    tracing::info!("this kernel makes no huge pages on request; forks copy every page-table entry");
-                } else if h.failed > 0 {
-                    tracing::warn!(
-                        "the kernel refused huge pages for {} of {} ranges of the preloader's heap \
-                         (memory fragmented?); forks copy more page-table entries",
-                        h.failed,
-                        h.failed + h.collapsed
-                    );
-                }
-                tracing::info!(
-                    sparse = h.sparse,
-                    "preloader heap: {} MB in huge pages ({} ms)",
-                    h.collapsed * 2,
-                    h.millis
-                );
-            }
-            Report::Ready { .. } => {}
-            Report::LoadError { message } => {
-                return Err(anyhow!("the app failed to load:\n{message}"))
-            }
-            other => bail!("unexpected first report from the preloader: {other:?}"),
-        }
-        tracing::info!(pid, "preloader loaded {}", self.spec.rackup.display());
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                match serde_json::from_str::<Report>(&line) {
-                    Ok(report) => pool.preloader_report(report),
-                    Err(e) => tracing::warn!("bad preloader report {line:?}: {e}"),
-                }
-            }
+            Ok(())
         });
-        Ok((pid, write))
     }
-
-    /// Starts the preloader unless one runs.
-    pub async fn start_preloader(&self, pool: &Arc<Pool>) -> Result<()> {
-        let mut slot = self.preloader.lock().await;
-        if slot.is_some() {
-            return Ok(());
+    let pid = processes
+        .spawn(&mut cmd, Role::Preloader)
+        .context("starting the preloader")?;
+    drop(theirs);
+    ours.set_nonblocking(true)?;
+    let stream = Arc::new(UnixStream::from_std(ours)?);
+    let mut reader = ControlReader::new(stream.clone());
+    let first = tokio::time::timeout(launcher.start_timeout, reader.next()).await;
+    let report = match first {
+        Err(_) => {
+            processes.expect_exit(pid);
+            processes.signal_pid(pid, Signal::SIGKILL);
+            bail!(
+                "the preloader did not load the app within {:?} (--start-timeout)",
+                launcher.start_timeout
+            )
         }
-        let (pid, write) = self.launch_preloader(pool).await?;
-        self.preloader_pid.store(pid, Ordering::SeqCst);
-        *slot = Some(write);
-        pool.preloader_started();
-        Ok(())
-    }
-
-    /// Rolling restart, smart spawning: loads the current code in a new
-    /// preloader while the old one keeps serving spawns; only when the new
-    /// one has loaded does it take over (the old one is told to exit; its
-    /// workers, re-parented to the front end, keep serving until retired).
-    pub async fn replace_preloader(&self, pool: &Arc<Pool>) -> Result<()> {
-        let (pid, write) = self.launch_preloader(pool).await?;
-        let mut slot = self.preloader.lock().await;
-        let old = slot.replace(write);
-        self.preloader_pid.store(pid, Ordering::SeqCst);
-        drop(slot);
-        if let Some(mut old) = old {
-            let _ = old
-                .write_all(&control::encode(&ControlCommand::Shutdown))
-                .await;
+        Ok(Err(e)) => bail!("reading from the preloader: {e}"),
+        Ok(Ok(None)) => {
+            bail!("the preloader exited while loading the app (see its output above)")
         }
-        pool.preloader_started();
-        Ok(())
-    }
-
-    /// Called when the preloader process is gone.
-    pub fn preloader_exited(&self, pid: u32) -> bool {
-        if self
-            .preloader_pid
-            .compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return false;
+        Ok(Ok(Some((report, _)))) => report,
+    };
+    match report {
+        Report::Ready { huge_pages, .. } => {
+            if let Some(h) = huge_pages {
+                log_huge_pages(&h);
+            }
         }
-        if let Ok(mut slot) = self.preloader.try_lock() {
-            *slot = None;
+        Report::LoadError { message } => {
+            // It exits by itself after saying so.
+            processes.expect_exit(pid);
+            return Err(anyhow!("the app failed to load:\n{message}"));
         }
-        true
+        other => bail!("unexpected first report from the preloader: {other:?}"),
     }
+    tracing::info!(pid, "preloader loaded {}", launcher.spec.rackup.display());
+    Ok(Launched {
+        pid,
+        stream,
+        reader,
+    })
+}
 
-    /// Asks the preloader to exit (closing its control channel).
-    pub async fn stop_preloader(&self) {
-        let mut slot = self.preloader.lock().await;
-        if let Some(mut w) = slot.take() {
-            let _ = w
-                .write_all(&control::encode(&ControlCommand::Shutdown))
-                .await;
+fn log_huge_pages(h: &control::HugePages) {
+    if h.collapsed == 0 && h.failed > 0 {
+        // Kernels before 6.1 have no MADV_COLLAPSE; nothing is lost.
+        tracing::info!(
+            "this kernel makes no huge pages on request; forks copy every page-table entry"
+        );
+    } else if h.failed > 0 {
+        tracing::warn!(
+            "the kernel refused huge pages for {} of {} ranges of the preloader's heap \
+             (memory fragmented?); forks copy more page-table entries",
+            h.failed,
+            h.failed + h.collapsed
+        );
+    }
+    tracing::info!(
+        sparse = h.sparse,
+        "preloader heap: {} MB in huge pages ({} ms)",
+        h.collapsed * 2,
+        h.millis
+    );
+}
+
+async fn read_reports(
+    pid: u32,
+    mut reader: ControlReader,
+    internal: mpsc::UnboundedSender<Internal>,
+) {
+    loop {
+        match reader.next().await {
+            Ok(Some((report, pidfd))) => {
+                let _ = internal.send(Internal::Report {
+                    from: pid,
+                    report,
+                    pidfd,
+                });
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(pid, "reading the preloader's control channel: {e}");
+                break;
+            }
+        }
+    }
+    let _ = internal.send(Internal::Gone { pid });
+}
+
+async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the preloader's reports: JSON lines, with a pidfd passed
+/// alongside each `spawned` line (`SCM_RIGHTS`).
+struct ControlReader {
+    stream: Arc<UnixStream>,
+    buf: Vec<u8>,
+    fds: VecDeque<OwnedFd>,
+}
+
+impl ControlReader {
+    fn new(stream: Arc<UnixStream>) -> Self {
+        ControlReader {
+            stream,
+            buf: Vec::new(),
+            fds: VecDeque::new(),
         }
     }
 
-    /// Spawns worker `id` and waits for its greeting. `on_pid` learns the
-    /// worker's PID as soon as it is known, so that an exit before the
-    /// greeting fails this spawn at once.
-    pub async fn spawn(&self, pool: &Arc<Pool>, id: WorkerId) -> Result<WorkerConn> {
-        let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap().insert(id, tx);
-        let result = self.spawn_inner(pool, id, rx).await;
-        self.waiters.lock().unwrap().remove(&id);
-        result
-    }
-
-    async fn spawn_inner(
-        &self,
-        pool: &Arc<Pool>,
-        id: WorkerId,
-        rx: oneshot::Receiver<Result<WorkerConn, String>>,
-    ) -> Result<WorkerConn> {
-        match self.method {
-            SpawnMethod::Smart => {
-                let mut slot = self.preloader.lock().await;
-                if slot.is_none() {
-                    drop(slot);
-                    self.start_preloader(pool).await?;
-                    slot = self.preloader.lock().await;
+    /// The next report (and the pidfd that came with it), `None` at EOF.
+    async fn next(&mut self) -> std::io::Result<Option<(Report, Option<OwnedFd>)>> {
+        loop {
+            while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                match serde_json::from_slice::<Report>(&line[..pos]) {
+                    Ok(report) => {
+                        let pidfd = match report {
+                            Report::Spawned { .. } => self.fds.pop_front(),
+                            _ => None,
+                        };
+                        return Ok(Some((report, pidfd)));
+                    }
+                    Err(e) => tracing::warn!(
+                        "bad preloader report {:?}: {e}",
+                        String::from_utf8_lossy(&line)
+                    ),
                 }
-                let writer = slot
-                    .as_mut()
-                    .ok_or_else(|| anyhow!("the preloader is not running"))?;
-                writer
-                    .write_all(&control::encode(&ControlCommand::Spawn { worker_id: id }))
-                    .await
-                    .context("asking the preloader to fork")?;
             }
-            SpawnMethod::Direct => {
-                let mut cmd = self.command("__worker");
-                cmd.arg("--worker-id").arg(id.to_string());
-                let child = cmd.spawn().context("starting a worker")?;
-                let pid = child.id();
-                drop(child);
-                pool.track_child(pid, Some(id));
+            let mut chunk = [0u8; 4096];
+            let fd = self.stream.as_raw_fd();
+            let fds = &mut self.fds;
+            let n = self
+                .stream
+                .async_io(Interest::READABLE, || recv_with_fds(fd, &mut chunk, fds))
+                .await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> std::io::Result<usize> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            for raw in received {
+                // SAFETY: the kernel just installed `raw` in our fd table for
+                // this message (SCM_RIGHTS); nothing else knows of it, so
+                // taking ownership here is the only owner.
+                fds.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
             }
         }
-        match tokio::time::timeout(self.start_timeout, rx).await {
-            Ok(Ok(Ok(conn))) => Ok(conn),
-            Ok(Ok(Err(msg))) => Err(anyhow!(msg)),
-            Ok(Err(_)) => Err(anyhow!("spawn abandoned")),
-            Err(_) => {
-                pool.kill_worker(id);
-                Err(anyhow!(
-                    "worker {id} did not start within {:?} (--start-timeout)",
-                    self.start_timeout
-                ))
-            }
-        }
     }
-
-    /// Hands a greeting worker's connection to its spawn. Returns the
-    /// connection back when nobody waits for that id.
-    pub fn deliver(&self, id: WorkerId, conn: WorkerConn) -> Option<WorkerConn> {
-        match self.waiters.lock().unwrap().remove(&id) {
-            Some(tx) => match tx.send(Ok(conn)) {
-                Ok(()) => None,
-                Err(Ok(conn)) => Some(conn),
-                Err(Err(_)) => None,
-            },
-            None => Some(conn),
-        }
-    }
-
-    /// Fails a spawn in progress (its process died before greeting).
-    pub fn fail(&self, id: WorkerId, msg: String) {
-        if let Some(tx) = self.waiters.lock().unwrap().remove(&id) {
-            let _ = tx.send(Err(msg));
-        }
-    }
-
-    /// Fails every smart spawn in progress (the preloader died).
-    pub fn fail_all(&self, msg: &str) {
-        for (_, tx) in self.waiters.lock().unwrap().drain() {
-            let _ = tx.send(Err(msg.to_string()));
-        }
-    }
+    Ok(msg.bytes)
 }

@@ -21,12 +21,33 @@ use crate::config::AppSpec;
 
 /// `rustrack __preloader`: load the app, then fork workers on command.
 pub fn run_preloader(spec: &AppSpec) -> Result<i32> {
+    drop_privileges(spec)?;
     preloader::run(spec)
+}
+
+/// With `--user`, the front end execs us with its own rights (so the
+/// binary may live where that user cannot reach, such as root's home) and
+/// we become the user here, before Ruby or the app runs. Everything the
+/// app process needs from rustrack itself is in the binary
+/// (`vm::RUSTRACK_RB`), so nothing else of the checkout has to be readable.
+fn drop_privileges(spec: &AppSpec) -> Result<()> {
+    use anyhow::Context;
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    let Some((uid, gid)) = spec.credentials else {
+        return Ok(());
+    };
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    // Groups first: once the uid is dropped, they can no longer be changed.
+    setgroups(&[gid]).context("dropping supplementary groups (--user)")?;
+    setgid(gid).with_context(|| format!("switching to group {gid} (--group)"))?;
+    setuid(uid).with_context(|| format!("switching to user {uid} (--user)"))?;
+    Ok(())
 }
 
 /// `rustrack __worker`: boot the app in this process and serve (direct
 /// spawning). Never returns once the app loaded.
 pub fn run_direct_worker(spec: &AppSpec, worker_id: u64) -> Result<i32> {
+    drop_privileges(spec)?;
     let title = format!("rustrack worker {worker_id} ({})", spec.app_name);
     let _cleanup = vm::boot(spec, &title)?;
     let ruby = Ruby::get().expect("booted");

@@ -19,6 +19,7 @@ use std::os::unix::net::UnixStream;
 use anyhow::{Context, Result};
 use magnus::{prelude::*, value::ReprValue, Ruby, Value};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -143,13 +144,7 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
                             drop(pipe_write);
                             worker::serve(&ruby, app, spec, worker_id, Some(&inherited));
                         }
-                        Ok(Some(pid)) => send(
-                            &mut control,
-                            &Report::Spawned {
-                                worker_id,
-                                pid: pid as u32,
-                            },
-                        )?,
+                        Ok(Some(pid)) => send_spawned(&mut control, worker_id, pid as u32)?,
                         Err(e) => send(
                             &mut control,
                             &Report::SpawnFailed {
@@ -227,6 +222,41 @@ fn check_fork_hazards(ruby: &Ruby, spec: &AppSpec) -> Result<Vec<Connection>, St
 fn send(control: &mut UnixStream, report: &Report) -> Result<()> {
     control
         .write_all(&control::encode(report))
+        .context("writing to the control channel")
+}
+
+/// Reports a forked worker with a pidfd for it, passed with `SCM_RIGHTS`:
+/// the front end signals workers only through pidfds, and only here can
+/// one be opened without a race, since the child cannot have been reaped
+/// yet (this thread reaps, later). Without pidfds (Linux < 5.3) the report
+/// goes without one and the front end says it cannot signal that worker.
+fn send_spawned(control: &mut UnixStream, worker_id: u64, pid: u32) -> Result<()> {
+    let line = control::encode(&Report::Spawned { worker_id, pid });
+    let pidfd = rustix::process::Pid::from_raw(pid as i32)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let Some(pidfd) = pidfd else {
+        return send_line(control, &line);
+    };
+    let fds = [pidfd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let sent = sendmsg::<()>(
+        control.as_raw_fd(),
+        &[std::io::IoSlice::new(&line)],
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    )
+    .context("writing to the control channel")?;
+    // The fd went with the first byte; the rest of the line, if the
+    // socket took only part of it, follows plainly.
+    control
+        .write_all(&line[sent..])
+        .context("writing to the control channel")
+}
+
+fn send_line(control: &mut UnixStream, line: &[u8]) -> Result<()> {
+    control
+        .write_all(line)
         .context("writing to the control channel")
 }
 

@@ -56,12 +56,30 @@ pub fn boot(spec: &AppSpec, title: &str) -> Result<Cleanup> {
     }
     let ruby = Ruby::get().expect("Ruby was just initialised on this thread");
     ruby.script(title);
-    let load_path: RArray = ruby.eval("$LOAD_PATH").map_err(ruby_error)?;
-    load_path
-        .unshift(ruby.str_new(&spec.ruby_lib.to_string_lossy()))
-        .map_err(ruby_error)?;
-    ruby.require("rustrack").map_err(ruby_error)?;
+    load_support_library(&ruby, spec).map_err(ruby_error)?;
     Ok(cleanup)
+}
+
+/// `ruby/lib/rustrack.rb`, built into the binary: the app's processes
+/// never read it from disk, so they work under `--user` from a checkout
+/// that user cannot read, and always match the binary that runs them.
+pub const RUSTRACK_RB: &str = include_str!("../../ruby/lib/rustrack.rb");
+
+/// Evaluates the support library and marks it as loaded, so that an app
+/// whose bundle has the rustrack gem can `require "rustrack"` (a no-op
+/// then) without defining everything twice.
+fn load_support_library(ruby: &Ruby, spec: &AppSpec) -> Result<(), Error> {
+    let lib = spec.ruby_lib.to_string_lossy();
+    let path = format!("{lib}/rustrack.rb");
+    let load_path: RArray = ruby.eval("$LOAD_PATH")?;
+    load_path.unshift(ruby.str_new(&lib))?;
+    let binding: Value = ruby.eval("TOPLEVEL_BINDING")?;
+    let _: Value = ruby
+        .module_kernel()
+        .funcall("eval", (RUSTRACK_RB, binding, path.as_str(), 1))?;
+    let features: RArray = ruby.eval("$LOADED_FEATURES")?;
+    features.push(ruby.str_new(&path))?;
+    Ok(())
 }
 
 /// The `Rustrack` module.

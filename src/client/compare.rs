@@ -3,25 +3,27 @@
 //! and prints spawn times and memory side by side.
 //!
 //! Each run is a real `rustrack start` on an ephemeral loopback port with
-//! its own instance registry; figures come from its admin socket (`status`
+//! its own instance registry, found through its `instance.json` (as every
+//! client finds an instance); figures come from its admin socket (`status`
 //! and `memory`), i.e. from `/proc/PID/smaps_rollup` of the app's own
 //! processes. The smart total includes the preloader, which is part of
-//! what smart spawning costs.
+//! what smart spawning costs. The server's log goes to our stderr only if
+//! it fails to start.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
+use super::http::Connection;
+use super::{admin_call, human_bytes};
 use crate::cli::CompareArgs;
 use crate::config::SpawnMethod;
-use crate::memory::MemoryReport;
-use crate::status::{admin_call, human_bytes, AdminRequest, StatusReport};
+use crate::instance::{self, InstanceInfo};
+use crate::report::{AdminRequest, MemoryReport, ProcessRole, StatusReport};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
@@ -142,54 +144,31 @@ fn measure(args: &CompareArgs, app: &Path, method: SpawnMethod) -> Result<RunRes
         .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::null());
     if let Some(extra) = &args.start_args {
         cmd.args(extra.split_whitespace());
     }
-    let mut child = cmd.spawn().context("starting rustrack")?;
-    let stderr = child.stderr.take().expect("piped");
+    let log = tempfile::tempfile()?;
+    cmd.stderr(log.try_clone()?);
+    let child = cmd.spawn().context("starting rustrack")?;
     let mut server = Server(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+    let (instance, info) = match wait_for_instance(&mut server, registry.path(), app) {
+        Ok(found) => found,
+        Err(e) => {
+            let mut text = String::new();
+            let mut log = log;
+            use std::io::Seek;
+            let _ = log.rewind();
+            let _ = log.read_to_string(&mut text);
+            bail!("{e}:\n{text}");
         }
-    });
-    let mut log = Vec::new();
-    let (mut port, mut instance) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while port.is_none() || instance.is_none() {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if let Some(rest) = line.split("instance=").nth(1) {
-                    instance = rest.split_whitespace().next().map(PathBuf::from);
-                }
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    port = rest
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.trim().parse::<u16>().ok());
-                }
-                log.push(line);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                bail!("rustrack start exited:\n{}", log.join("\n"))
-            }
-        }
-        if let Ok(Some(status)) = server.0.try_wait() {
-            bail!("rustrack start exited ({status}):\n{}", log.join("\n"));
-        }
-        if Instant::now() > deadline {
-            bail!("rustrack start did not come up:\n{}", log.join("\n"));
-        }
-    }
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    let (port, instance) = (port.unwrap(), instance.unwrap());
+    };
+    let port = info
+        .url
+        .as_deref()
+        .and_then(|u| u.rsplit(':').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or_else(|| anyhow!("the instance listens on no TCP port: {:?}", info.url))?;
 
     let status = |instance: &Path| -> Result<StatusReport> {
         Ok(serde_json::from_value(admin_call(
@@ -201,11 +180,7 @@ fn measure(args: &CompareArgs, app: &Path, method: SpawnMethod) -> Result<RunRes
     let mut shown = usize::MAX;
     loop {
         let s = status(&instance)?;
-        let ready = s
-            .workers
-            .iter()
-            .filter(|w| w.state == "ready" || w.state == "busy")
-            .count();
+        let ready = s.workers.iter().filter(|w| w.state.serves()).count();
         if ready != shown {
             eprintln!(
                 "    {ready}/{n} workers ready ({:.1} s)",
@@ -246,7 +221,7 @@ fn measure(args: &CompareArgs, app: &Path, method: SpawnMethod) -> Result<RunRes
     let app_procs: Vec<_> = memory
         .processes
         .iter()
-        .filter(|p| p.role != "front end")
+        .filter(|p| p.role != ProcessRole::FrontEnd)
         .collect();
     let sum = |f: fn(&crate::procfs::Memory) -> u64| {
         app_procs
@@ -255,7 +230,10 @@ fn measure(args: &CompareArgs, app: &Path, method: SpawnMethod) -> Result<RunRes
             .map(f)
             .sum::<u64>()
     };
-    let workers: Vec<_> = app_procs.iter().filter(|p| p.role == "worker").collect();
+    let workers: Vec<_> = app_procs
+        .iter()
+        .filter(|p| p.role == ProcessRole::Worker)
+        .collect();
     let worker_dirty: u64 = workers
         .iter()
         .filter_map(|p| p.memory.map(|m| m.private_dirty))
@@ -274,7 +252,7 @@ fn measure(args: &CompareArgs, app: &Path, method: SpawnMethod) -> Result<RunRes
         private_dirty_per_worker: worker_dirty / workers.len().max(1) as u64,
         preloader_pss: app_procs
             .iter()
-            .find(|p| p.role == "preloader")
+            .find(|p| p.role == ProcessRole::Preloader)
             .and_then(|p| p.memory.map(|m| m.pss)),
     };
     eprintln!(
@@ -295,14 +273,9 @@ fn median(sorted: &[f64]) -> f64 {
 
 /// Sends `count` GETs over one keep-alive connection.
 fn warm(port: u16, path: &str, count: usize) -> Result<()> {
-    let stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut conn = Connection::open("127.0.0.1", port, Duration::from_secs(60))?;
     for _ in 0..count {
-        writer.write_all(request.as_bytes())?;
-        let status = read_response(&mut reader)?;
+        let status = conn.get(path)?.status;
         if status >= 500 {
             bail!("GET {path} answered {status}");
         }
@@ -310,46 +283,28 @@ fn warm(port: u16, path: &str, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads one response (Content-Length or chunked) and returns its status.
-fn read_response(r: &mut impl BufRead) -> Result<u16> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line {line:?}"))?;
-    let (mut length, mut chunked) = (0usize, false);
+/// Waits until the server has written its `instance.json` (it does once it
+/// serves) in `registry`, or has exited.
+fn wait_for_instance(
+    server: &mut Server,
+    registry: &Path,
+    app: &Path,
+) -> Result<(PathBuf, InstanceInfo)> {
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse()?;
-            } else if k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked") {
-                chunked = true;
+        if let Ok(dir) = instance::find(registry, app) {
+            if let Ok(info) = instance::read_info(&dir) {
+                return Ok((dir, info));
             }
         }
-    }
-    if chunked {
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim(), 16)?;
-            let mut skip = vec![0u8; size + 2];
-            r.read_exact(&mut skip)?;
-            if size == 0 {
-                break;
-            }
+        if let Some(status) = server.0.try_wait()? {
+            bail!("rustrack start exited ({status})");
         }
-    } else {
-        std::io::copy(&mut r.take(length as u64), &mut std::io::sink())?;
+        if Instant::now() > deadline {
+            bail!("rustrack start did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(status)
 }
 
 fn ms(v: f64) -> String {

@@ -1,0 +1,104 @@
+//! `rustrack status`: asks a running instance for its pool over the admin
+//! socket and prints it as a table (like `passenger-status`) or JSON.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{admin_call, human_bytes, human_duration, resolve};
+use crate::cli::StatusArgs;
+use crate::procfs::Memory;
+use crate::report::{AdminRequest, StatusReport};
+
+pub fn run(args: StatusArgs) -> Result<i32> {
+    let dir = resolve(&args.client)?;
+    let value = admin_call(&dir, &AdminRequest::Status)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(0);
+    }
+    let report: StatusReport = serde_json::from_value(value)?;
+    print!("{}", render(&report, &dir));
+    Ok(0)
+}
+
+fn render(r: &StatusReport, dir: &Path) -> String {
+    let mut out = String::new();
+    let mem = |m: &Option<Memory>, f: fn(&Memory) -> u64| {
+        m.as_ref()
+            .map(|m| human_bytes(f(m)))
+            .unwrap_or_else(|| "-".into())
+    };
+    out += "----------- General information -----------\n";
+    out += &format!("rustrack version : {}\n", r.version);
+    out += &format!("Instance         : {} (pid {})\n", dir.display(), r.pid);
+    out += &format!("App root         : {}\n", r.app_root.display());
+    out += &format!("Spawn method     : {}\n", r.spawn_method);
+    out += &format!("Max pool size    : {}\n", r.max_pool_size);
+    out += &format!("Min instances    : {}\n", r.min_instances);
+    out += &format!(
+        "Processes        : {} (desired {})\n",
+        r.processes, r.desired_instances
+    );
+    out += &format!(
+        "Generation       : {}{}\n",
+        r.generation,
+        if r.restarting {
+            " (rolling restart in progress)"
+        } else {
+            ""
+        }
+    );
+    out += &format!("Requests in queue: {}\n", r.requests_in_queue);
+    out += &format!("Processed        : {}\n", r.processed_total);
+    if let Some(pid) = r.preloader_pid {
+        let huge = r.preloader_memory.map(|m| m.anon_huge).unwrap_or(0);
+        out += &format!(
+            "Preloader        : pid {pid}, RSS {}, PSS {}{}\n",
+            mem(&r.preloader_memory, |m| m.rss),
+            mem(&r.preloader_memory, |m| m.pss),
+            if huge > 0 {
+                format!(
+                    ", {} in huge pages",
+                    mem(&r.preloader_memory, |m| m.anon_huge)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(e) = &r.last_spawn_error {
+        out += &format!("Last spawn error : {}\n", e.lines().next().unwrap_or(""));
+    }
+    if let Some(e) = &r.last_restart_error {
+        out += &format!("Restart failed   : {}\n", e.lines().next().unwrap_or(""));
+    }
+    out += "\n----------- Processes -----------\n";
+    out += &format!(
+        "{:<4} {:<8} {:<4} {:<9} {:<8} {:>9} {:>8} {:>10} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
+        "ID", "PID", "GEN", "STATE", "SESSIONS", "PROCESSED", "UPTIME", "LAST USED", "CPU", "RSS", "PSS",
+        "PRIV DIRTY", "SHARED", "SWAP"
+    );
+    for w in &r.workers {
+        out += &format!(
+            "{:<4} {:<8} {:<4} {:<9} {:<8} {:>9} {:>8} {:>10} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
+            w.id,
+            w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            w.generation,
+            w.state.as_str(),
+            w.sessions,
+            w.processed,
+            human_duration(w.uptime_secs),
+            format!("{} ago", human_duration(w.last_used_secs_ago)),
+            w.cpu_percent
+                .map(|c| format!("{c:.0}%"))
+                .unwrap_or_else(|| "-".into()),
+            mem(&w.memory, |m| m.rss),
+            mem(&w.memory, |m| m.pss),
+            mem(&w.memory, |m| m.private_dirty),
+            mem(&w.memory, |m| m.shared()),
+            mem(&w.memory, |m| m.swap),
+        );
+    }
+    out
+}

@@ -1,0 +1,125 @@
+//! The control loop of a serving instance: what signals, the admin socket
+//! and `tmp/restart.txt` ask for, until something asks it to stop.
+//!
+//! | signal | action |
+//! |---|---|
+//! | TERM, QUIT, INT | stop gracefully (a second INT: at once) |
+//! | HUP | rolling restart (also: `APP_ROOT/tmp/restart.txt` touched) |
+//! | TTIN / TTOU | one more / one fewer process |
+//! | USR1 | reopen `--log-file`, and have every process reopen theirs |
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use super::admin::Control;
+use crate::pool::Pool;
+
+/// How often `APP_ROOT/tmp/restart.txt` is checked.
+const RESTART_TXT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How the instance was asked to stop.
+pub enum Stop {
+    Graceful,
+    Now,
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+pub async fn run(
+    pool: &Arc<Pool>,
+    app_root: &Path,
+    log_file: Option<&Path>,
+    mut admin: mpsc::UnboundedReceiver<Control>,
+) -> Result<Stop> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigquit = signal(SignalKind::quit())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let mut sigttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
+    let mut sigttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
+    let restart_txt = app_root.join("tmp").join("restart.txt");
+    let mut restart_mtime = mtime(&restart_txt);
+    let mut restart_check = tokio::time::interval(RESTART_TXT_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => {
+                tracing::info!("SIGINT: stopping gracefully (a second Ctrl-C stops at once)");
+                return Ok(Stop::Graceful);
+            }
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM: stopping gracefully");
+                return Ok(Stop::Graceful);
+            }
+            _ = sigquit.recv() => {
+                tracing::info!("SIGQUIT: stopping gracefully");
+                return Ok(Stop::Graceful);
+            }
+            Some(Control::Stop { graceful }) = admin.recv() => {
+                tracing::info!(
+                    "stop requested over the admin socket{}",
+                    if graceful { " (graceful)" } else { "" }
+                );
+                return Ok(if graceful { Stop::Graceful } else { Stop::Now });
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: rolling restart");
+                spawn_restart(pool);
+            }
+            _ = sigttin.recv() => {
+                let n = pool.scale(1);
+                tracing::info!("SIGTTIN: desired process count {n}");
+            }
+            _ = sigttou.recv() => {
+                let n = pool.scale(-1);
+                tracing::info!("SIGTTOU: desired process count {n}");
+            }
+            _ = sigusr1.recv() => {
+                match log_file {
+                    Some(path) => match crate::logfile::redirect_output(path) {
+                        Ok(()) => tracing::info!("SIGUSR1: reopened {}", path.display()),
+                        Err(e) => tracing::error!("SIGUSR1: {e:#}"),
+                    },
+                    None => tracing::info!("SIGUSR1: no --log-file to reopen"),
+                }
+                // The preloader and workers reopen theirs (the same file,
+                // and the app's own append-mode logs).
+                pool.signal_all(Signal::SIGUSR1);
+            }
+            _ = restart_check.tick() => {
+                let now = mtime(&restart_txt);
+                if now.is_some() && now != restart_mtime {
+                    tracing::info!("{} changed: rolling restart", restart_txt.display());
+                    spawn_restart(pool);
+                }
+                restart_mtime = now;
+            }
+        }
+    }
+}
+
+/// Resolves at the next SIGINT (the second Ctrl-C of a graceful stop).
+pub async fn second_interrupt() {
+    match signal(SignalKind::interrupt()) {
+        Ok(mut sigint) => {
+            sigint.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+fn spawn_restart(pool: &Arc<Pool>) {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        // Failures are logged and kept for `status` by the pool.
+        let _ = pool.restart().await;
+    });
+}

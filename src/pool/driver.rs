@@ -1,0 +1,509 @@
+//! The driver: carries out what the machine decides, and turns what happens
+//! into machine events.
+//!
+//! Two kinds of input reach it. Leases come back synchronously from the
+//! request path (`release`, `unused`), so a freed worker takes the next
+//! waiting request without a task hop. Everything else arrives as an
+//! [`Event`] on one channel, handled in order by `run`: workers forked and
+//! greeting, spawns failing, processes exiting, memory samples, and a tick
+//! every 250 ms for the machine's timers.
+//!
+//! The driver only ever signals a process through `Processes`, which holds
+//! each by pidfd.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot};
+
+use super::machine::{self, Action, Config, Machine, Reject, SlotState, Ticket, WorkerId};
+use super::processes::{Exit, Role};
+use super::sampler::Samples;
+use super::{Event, Lease, Outcome, Pool, Readiness, Rejection, WorkerConn};
+use crate::control::describe_exit;
+use crate::procfs::Memory;
+
+const TICK: Duration = Duration::from_millis(250);
+/// How long a timed-out worker gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+pub(super) struct Waiter {
+    pub reply: oneshot::Sender<Result<Lease, Rejection>>,
+    pub enqueued: Instant,
+}
+
+pub(super) struct WorkerInfo {
+    pub pid: Option<u32>,
+    pub generation: u64,
+    pub spawn_started: Instant,
+    pub ready_at: Option<Instant>,
+    pub spawn_duration: Option<Duration>,
+    pub processed: u64,
+    pub last_used: Instant,
+    /// Present while the worker is idle.
+    pub conn: Option<WorkerConn>,
+    pub memory: Option<Memory>,
+    /// CPU ticks at the previous timer sample, and when.
+    pub cpu: Option<(u64, Instant)>,
+    pub cpu_percent: Option<f64>,
+}
+
+pub(super) struct Inner {
+    pub machine: Machine,
+    next_ticket: Ticket,
+    pub pending: HashMap<Ticket, Waiter>,
+    pub workers: BTreeMap<WorkerId, WorkerInfo>,
+    pub processed_total: u64,
+    pub last_spawn_error: Option<String>,
+    pub last_restart_error: Option<String>,
+    pub restarts_by_reason: BTreeMap<&'static str, u64>,
+    /// The preloader's memory at the last sample.
+    pub preloader_memory: Option<(u32, Memory)>,
+}
+
+impl Inner {
+    pub fn new(config: Config) -> Self {
+        Inner {
+            machine: Machine::new(config),
+            next_ticket: 1,
+            pending: HashMap::new(),
+            workers: BTreeMap::new(),
+            processed_total: 0,
+            last_spawn_error: None,
+            last_restart_error: None,
+            restarts_by_reason: BTreeMap::new(),
+            preloader_memory: None,
+        }
+    }
+}
+
+/// Handles events in order, and ticks the machine's timers.
+pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::UnboundedReceiver<Event>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => pool.on_event(event),
+                None => return,
+            },
+            _ = tick.tick() => pool.machine_event(machine::Event::Tick),
+        }
+    }
+}
+
+impl Pool {
+    pub(super) fn machine_event(self: &Arc<Self>, event: machine::Event) {
+        let mut inner = self.inner.lock().unwrap();
+        let actions = inner.machine.handle(Instant::now(), event);
+        self.apply(&mut inner, actions);
+    }
+
+    pub(super) fn enqueue(self: &Arc<Self>, reply: oneshot::Sender<Result<Lease, Rejection>>) {
+        let mut inner = self.inner.lock().unwrap();
+        let ticket = inner.next_ticket;
+        inner.next_ticket += 1;
+        let now = Instant::now();
+        inner.pending.insert(
+            ticket,
+            Waiter {
+                reply,
+                enqueued: now,
+            },
+        );
+        let actions = inner.machine.handle(now, machine::Event::Request(ticket));
+        self.apply(&mut inner, actions);
+    }
+
+    /// A lease handed back (see `Outcome`).
+    pub(super) fn release(self: &Arc<Self>, worker: WorkerId, conn: WorkerConn, outcome: Outcome) {
+        match outcome {
+            Outcome::Done { memory } => {
+                let now = Instant::now();
+                let mut inner = self.inner.lock().unwrap();
+                inner.processed_total += 1;
+                let Some(info) = inner.workers.get_mut(&worker) else {
+                    return; // it died meanwhile; dropping conn closes it
+                };
+                info.processed += 1;
+                info.last_used = now;
+                info.conn = Some(conn);
+                // Over its memory limit: retire it before it takes another.
+                let mut actions = match memory {
+                    Some(bytes) => inner
+                        .machine
+                        .handle(now, machine::Event::Memory(worker, bytes)),
+                    None => Vec::new(),
+                };
+                actions.extend(inner.machine.handle(now, machine::Event::Done(worker)));
+                self.apply(&mut inner, actions);
+            }
+            Outcome::Unsent => {
+                drop(conn);
+                tracing::warn!(
+                    worker,
+                    "worker was gone before it got the request; sending it to another"
+                );
+                self.processes.signal_worker(worker, Signal::SIGKILL);
+                self.lost(worker, "died");
+            }
+            Outcome::Broken(msg) => {
+                drop(conn);
+                tracing::warn!(worker, "request failed: {msg}");
+                // Out of step or dead: make sure it is gone.
+                self.processes.signal_worker(worker, Signal::SIGKILL);
+                self.lost(worker, "died");
+            }
+            Outcome::TimedOut => {
+                drop(conn);
+                tracing::error!(
+                    worker,
+                    pid = self.processes.pid_of(worker),
+                    "request exceeded --worker-timeout; stopping the worker"
+                );
+                self.lost(worker, "timeout");
+                // Gently first (an app that traps TERM can log where it was
+                // stuck), then for sure. The pidfd makes the late KILL safe
+                // even if the worker has long exited.
+                self.processes.signal_worker(worker, Signal::SIGTERM);
+                let processes = self.processes.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(KILL_GRACE).await;
+                    processes.signal_worker(worker, Signal::SIGKILL);
+                });
+            }
+            Outcome::OverHardLimit(bytes) => {
+                drop(conn);
+                tracing::error!(
+                    worker,
+                    "worker reached --memory-limit-hard ({} MB private dirty + swap) mid-request; killing it",
+                    bytes >> 20
+                );
+                self.processes.signal_worker(worker, Signal::SIGKILL);
+                self.lost(worker, "memory limit (hard)");
+            }
+        }
+    }
+
+    /// A lease dropped before anything was sent: the worker is idle again.
+    pub(super) fn unused(self: &Arc<Self>, worker: WorkerId, conn: WorkerConn) {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(info) = inner.workers.get_mut(&worker) else {
+            return;
+        };
+        info.conn = Some(conn);
+        let actions = inner
+            .machine
+            .handle(Instant::now(), machine::Event::Unused(worker));
+        self.apply(&mut inner, actions);
+    }
+
+    /// Forgets a worker whose process or connection is gone.
+    fn lost(self: &Arc<Self>, worker: WorkerId, reason: &'static str) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.workers.remove(&worker).is_none() {
+            return;
+        }
+        *inner.restarts_by_reason.entry(reason).or_default() += 1;
+        self.metrics.observe_restart(reason);
+        let actions = inner
+            .machine
+            .handle(Instant::now(), machine::Event::Lost(worker));
+        self.apply(&mut inner, actions);
+    }
+
+    fn apply(self: &Arc<Self>, inner: &mut Inner, actions: Vec<Action>) {
+        let mut actions = VecDeque::from(actions);
+        while let Some(action) = actions.pop_front() {
+            match action {
+                Action::Dispatch { ticket, worker } => {
+                    let waiter = inner
+                        .pending
+                        .remove(&ticket)
+                        .expect("dispatched ticket is pending");
+                    let info = inner
+                        .workers
+                        .get_mut(&worker)
+                        .expect("dispatched worker exists");
+                    let conn = info
+                        .conn
+                        .take()
+                        .expect("an idle worker holds its connection");
+                    info.last_used = Instant::now();
+                    self.metrics
+                        .queue_wait
+                        .observe(waiter.enqueued.elapsed().as_secs_f64());
+                    let lease = Lease {
+                        pool: self.clone(),
+                        worker,
+                        pid: info.pid,
+                        conn: Some(conn),
+                        touched: false,
+                    };
+                    if let Err(Ok(mut lease)) = waiter.reply.send(Ok(lease)) {
+                        // The caller gave up while waiting: the worker is
+                        // free. (Taking the connection back by hand: a
+                        // dropped lease would lock the pool, which we hold.)
+                        info.conn = lease.conn.take();
+                        actions.extend(
+                            inner
+                                .machine
+                                .handle(Instant::now(), machine::Event::Unused(worker)),
+                        );
+                    }
+                }
+                Action::Reject { ticket, reason } => {
+                    if let Some(waiter) = inner.pending.remove(&ticket) {
+                        let rejection = match reason {
+                            Reject::QueueFull => Rejection::QueueFull,
+                            Reject::QueueTimeout => Rejection::QueueTimeout,
+                            Reject::Unavailable { retry_after } => {
+                                Rejection::Unavailable { retry_after }
+                            }
+                        };
+                        let _ = waiter.reply.send(Err(rejection));
+                    }
+                }
+                Action::Spawn { worker, generation } => {
+                    let now = Instant::now();
+                    inner.workers.insert(
+                        worker,
+                        WorkerInfo {
+                            pid: None,
+                            generation,
+                            spawn_started: now,
+                            ready_at: None,
+                            spawn_duration: None,
+                            processed: 0,
+                            last_used: now,
+                            conn: None,
+                            memory: None,
+                            cpu: None,
+                            cpu_percent: None,
+                        },
+                    );
+                    self.spawner.send(super::spawner::Command::Spawn(worker));
+                }
+                Action::Stop { worker, reason } => {
+                    // Closing its connection tells an idle worker to exit
+                    // gracefully (stopping_worker_process, at_exit).
+                    if let Some(info) = inner.workers.remove(&worker) {
+                        tracing::info!(
+                            worker,
+                            pid = info.pid,
+                            processed = info.processed,
+                            "retiring worker ({})",
+                            reason.as_str()
+                        );
+                        if let Some(pid) = info.pid {
+                            self.processes.expect_exit(pid);
+                        }
+                        *inner.restarts_by_reason.entry(reason.as_str()).or_default() += 1;
+                        self.metrics.observe_restart(reason.as_str());
+                    }
+                }
+                Action::Abandon { worker } => {
+                    inner.workers.remove(&worker);
+                    self.processes.signal_worker(worker, Signal::SIGKILL);
+                    let msg = format!(
+                        "worker {worker} did not start within {:?} (--start-timeout)",
+                        inner.machine.config().start_timeout.unwrap_or_default()
+                    );
+                    tracing::error!("{msg}");
+                    self.spawn_error(inner, msg);
+                }
+                Action::StopPreloader => {
+                    self.spawner.send(super::spawner::Command::StopPreloader);
+                }
+                Action::CrashLoop { deaths } => {
+                    let msg = format!(
+                        "workers died within {:?} of starting {deaths} times in a row; \
+                         not respawning for a minute (see the app's errors above)",
+                        machine::QUICK_DEATH
+                    );
+                    tracing::error!("{msg}");
+                    inner.last_spawn_error = Some(msg);
+                }
+            }
+        }
+    }
+
+    fn spawn_error(&self, inner: &mut Inner, msg: String) {
+        inner.last_spawn_error = Some(msg.clone());
+        self.readiness.send_if_modified(|r| {
+            if *r == Readiness::Starting {
+                *r = Readiness::Failed(msg);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub(super) fn on_event(self: &Arc<Self>, event: Event) {
+        match event {
+            Event::Forked { worker, pid } => {
+                let mut inner = self.inner.lock().unwrap();
+                match inner.workers.get_mut(&worker) {
+                    Some(info) => info.pid = Some(pid),
+                    None => {
+                        // Abandoned (too slow) or the pool is stopping.
+                        drop(inner);
+                        tracing::info!(worker, pid, "stopping a worker nobody waits for");
+                        self.processes.signal_worker(worker, Signal::SIGKILL);
+                    }
+                }
+            }
+            Event::SpawnFailed { worker, message } => self.spawn_failed(worker, message),
+            Event::Hello { hello, conn } => self.hello(hello, conn),
+            Event::PreloaderUp { .. } => self.machine_event(machine::Event::PreloaderUp),
+            Event::Exits(exits) => {
+                for exit in exits {
+                    self.exited(exit);
+                }
+            }
+            Event::Samples(samples) => self.samples(samples),
+        }
+    }
+
+    fn spawn_failed(self: &Arc<Self>, worker: WorkerId, msg: String) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.machine.state_of(worker) != Some(SlotState::Spawning) {
+            return;
+        }
+        tracing::error!(worker, "spawning a worker failed: {msg}");
+        inner.workers.remove(&worker);
+        self.processes.signal_worker(worker, Signal::SIGKILL);
+        self.spawn_error(&mut inner, msg);
+        let actions = inner
+            .machine
+            .handle(Instant::now(), machine::Event::SpawnFailed(worker));
+        self.apply(&mut inner, actions);
+    }
+
+    fn hello(self: &Arc<Self>, hello: crate::protocol::Hello, conn: WorkerConn) {
+        let worker = hello.worker_id;
+        if hello.version != crate::protocol::VERSION {
+            tracing::error!(
+                worker,
+                pid = hello.pid,
+                "worker speaks protocol version {} (the front end speaks {}): is an old binary running?",
+                hello.version,
+                crate::protocol::VERSION
+            );
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap();
+        let spawning = inner.machine.state_of(worker) == Some(SlotState::Spawning);
+        let Some(info) = inner.workers.get_mut(&worker).filter(|_| spawning) else {
+            tracing::warn!(
+                worker,
+                pid = hello.pid,
+                "a worker greeted that no spawn waits for; closing it"
+            );
+            return;
+        };
+        let now = Instant::now();
+        info.pid.get_or_insert(hello.pid);
+        info.conn = Some(conn);
+        info.ready_at = Some(now);
+        let took = now - info.spawn_started;
+        info.spawn_duration = Some(took);
+        tracing::info!(
+            worker,
+            pid = info.pid,
+            generation = info.generation,
+            method = self.method.as_str(),
+            "worker ready in {:.1} ms",
+            took.as_secs_f64() * 1000.0
+        );
+        inner.last_spawn_error = None;
+        self.metrics
+            .observe_spawn(self.method.as_str(), took.as_secs_f64());
+        let actions = inner.machine.handle(now, machine::Event::Ready(worker));
+        self.apply(&mut inner, actions);
+        drop(inner);
+        self.readiness.send_if_modified(|r| {
+            let changed = *r != Readiness::Ready;
+            *r = Readiness::Ready;
+            changed
+        });
+        self.sample_now.notify_one();
+    }
+
+    fn exited(self: &Arc<Self>, exit: Exit) {
+        let how = describe_exit(exit.code, exit.signal);
+        let pid = exit.pid;
+        let worker = match exit.role {
+            Role::Preloader => {
+                let stopping = self.inner.lock().unwrap().machine.shutting_down();
+                if exit.expected || stopping {
+                    tracing::info!(pid, "the preloader {how} (asked to stop)");
+                } else {
+                    tracing::warn!(pid, "the preloader {how}; the next spawn starts a new one");
+                }
+                return;
+            }
+            Role::Worker(id) => id,
+        };
+        let state = self.inner.lock().unwrap().machine.state_of(worker);
+        let stopping = self.inner.lock().unwrap().machine.shutting_down();
+        match state {
+            Some(SlotState::Spawning) => self.spawn_failed(
+                worker,
+                format!("worker {worker} (pid {pid}) {how} before it was ready"),
+            ),
+            Some(_) => {
+                if stopping || (exit.code == Some(0) && exit.signal.is_none()) {
+                    tracing::info!(worker, pid, "worker {how}");
+                } else {
+                    tracing::warn!(worker, pid, "worker {how}");
+                }
+                self.lost(worker, "died");
+            }
+            None if exit.expected || stopping || exit.code == Some(0) => {
+                tracing::info!(worker, pid, "worker {how}")
+            }
+            None => tracing::warn!(worker, pid, "worker {how}"),
+        }
+    }
+
+    /// Fresh memory and CPU figures from the sampler; a worker over the
+    /// memory limit is retired (after its request, if it has one).
+    fn samples(self: &Arc<Self>, samples: Samples) {
+        let limit_on = self.options.machine.memory_limit.is_some();
+        let mut inner = self.inner.lock().unwrap();
+        inner.preloader_memory = samples.preloader;
+        let mut events = Vec::new();
+        for s in samples.workers {
+            let Some(info) = inner.workers.get_mut(&s.worker) else {
+                continue;
+            };
+            if let Some(m) = s.memory {
+                info.memory = Some(m);
+                if limit_on {
+                    events.push(machine::Event::Memory(s.worker, m.private_dirty + m.swap));
+                }
+            }
+            if let Some(ticks) = s.cpu_ticks {
+                // CPU % over the timer's window: samples are taken only on
+                // the timer, so a status scrape never shortens it.
+                if let Some((before, at)) = info.cpu {
+                    let secs = samples.at.duration_since(at).as_secs_f64();
+                    if secs > 0.0 {
+                        let used =
+                            ticks.saturating_sub(before) as f64 / crate::procfs::ticks_per_second();
+                        info.cpu_percent = Some(100.0 * used / secs);
+                    }
+                }
+                info.cpu = Some((ticks, samples.at));
+            }
+        }
+        for event in events {
+            let actions = inner.machine.handle(samples.at, event);
+            self.apply(&mut inner, actions);
+        }
+    }
+}

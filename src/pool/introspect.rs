@@ -1,0 +1,113 @@
+//! The reports `rustrack status`, `memory` and `/metrics` are built from.
+//!
+//! `status` is a snapshot of the driver's bookkeeping with the memory and
+//! CPU figures the sampler cached: it reads no `/proc` file, so a scrape
+//! costs the event loop a lock and a copy. `memory` reads every process's
+//! `smaps_rollup` fresh (it is asked for rarely, by a person), on a
+//! blocking thread.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::machine::SlotState;
+use super::Pool;
+use crate::report::{
+    MemoryReport, ProcessMemory, ProcessRole, StatusReport, WorkerState, WorkerStatus,
+};
+
+impl Pool {
+    pub fn status(self: &Arc<Self>) -> StatusReport {
+        let inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        let cfg = inner.machine.config();
+        let workers = inner
+            .workers
+            .iter()
+            .map(|(id, w)| {
+                let state = match inner.machine.state_of(*id) {
+                    _ if inner.machine.retiring(*id) => WorkerState::Retiring,
+                    Some(SlotState::Spawning) | None => WorkerState::Spawning,
+                    Some(SlotState::Idle) => WorkerState::Ready,
+                    Some(SlotState::Busy) => WorkerState::Busy,
+                };
+                WorkerStatus {
+                    id: *id,
+                    pid: w.pid,
+                    generation: w.generation,
+                    spawn_method: self.method.as_str().to_string(),
+                    state,
+                    sessions: u32::from(matches!(state, WorkerState::Busy | WorkerState::Retiring)),
+                    processed: w.processed,
+                    uptime_secs: w.ready_at.map(|t| (now - t).as_secs_f64()).unwrap_or(0.0),
+                    last_used_secs_ago: (now - w.last_used).as_secs_f64(),
+                    spawn_ms: w.spawn_duration.map(|d| d.as_secs_f64() * 1000.0),
+                    cpu_percent: w.cpu_percent,
+                    memory: w.memory,
+                }
+            })
+            .collect();
+        let preloader_pid = self.spawner.preloader_pid();
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            app_root: self.app_root.clone(),
+            spawn_method: self.method.as_str().to_string(),
+            min_instances: cfg.min_instances,
+            max_pool_size: cfg.max_pool_size,
+            desired_instances: inner.machine.desired(),
+            generation: inner.machine.generation(),
+            restarting: inner.machine.restarting(),
+            processes: inner.workers.len(),
+            requests_in_queue: inner.machine.queue_len(),
+            processed_total: inner.processed_total,
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            started_at: self
+                .started_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            preloader_pid,
+            preloader_memory: inner
+                .preloader_memory
+                .filter(|(pid, _)| Some(*pid) == preloader_pid)
+                .map(|(_, m)| m),
+            last_spawn_error: inner.last_spawn_error.clone(),
+            last_restart_error: inner.last_restart_error.clone(),
+            worker_restarts: inner
+                .restarts_by_reason
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            workers,
+        }
+    }
+
+    /// Every process of the instance with its memory, read now.
+    pub async fn memory_report(self: &Arc<Self>) -> MemoryReport {
+        let mut list = vec![(std::process::id(), ProcessRole::FrontEnd, None)];
+        if let Some(pid) = self.spawner.preloader_pid() {
+            list.push((pid, ProcessRole::Preloader, None));
+        }
+        for (id, w) in &self.inner.lock().unwrap().workers {
+            if let Some(pid) = w.pid {
+                list.push((pid, ProcessRole::Worker, Some(*id)));
+            }
+        }
+        let method = self.method.as_str().to_string();
+        let read = tokio::task::spawn_blocking(move || {
+            let processes = list
+                .into_iter()
+                .map(|(pid, role, worker_id)| ProcessMemory {
+                    pid,
+                    ppid: crate::procfs::stat(pid).ok().map(|s| s.ppid),
+                    role,
+                    worker_id,
+                    memory: crate::procfs::memory(pid).ok(),
+                })
+                .collect();
+            MemoryReport::new(method.clone(), processes)
+        });
+        read.await
+            .unwrap_or_else(|_| MemoryReport::new(self.method.as_str().to_string(), Vec::new()))
+    }
+}

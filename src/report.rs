@@ -1,0 +1,241 @@
+//! What a running instance reports over its admin socket: the types the
+//! server builds (`pool::introspect`) and the clients print (`client`).
+//! Neither side depends on the other; both depend on this.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::procfs::Memory;
+
+/// The admin protocol: one JSON request line, one JSON response line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum AdminRequest {
+    Status,
+    Memory,
+    Restart,
+    Stop { graceful: bool },
+    Scale { delta: i32 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub app_root: PathBuf,
+    pub spawn_method: String,
+    pub min_instances: usize,
+    pub max_pool_size: usize,
+    /// The count TTIN/TTOU moved the minimum to.
+    pub desired_instances: usize,
+    /// Code generation: bumped by each rolling restart.
+    pub generation: u64,
+    pub restarting: bool,
+    pub processes: usize,
+    pub requests_in_queue: usize,
+    pub processed_total: u64,
+    pub uptime_secs: f64,
+    pub started_at: u64,
+    pub preloader_pid: Option<u32>,
+    /// At the last sample (`--sample-interval`).
+    pub preloader_memory: Option<Memory>,
+    pub last_spawn_error: Option<String>,
+    pub last_restart_error: Option<String>,
+    /// Workers stopped or lost, by reason (idle, max requests, died, …).
+    pub worker_restarts: BTreeMap<String, u64>,
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Started, not yet greeted.
+    Spawning,
+    /// Idle, waiting for a request.
+    Ready,
+    Busy,
+    /// Busy, and stops after its request.
+    Retiring,
+}
+
+impl WorkerState {
+    pub const ALL: [WorkerState; 4] = [
+        WorkerState::Spawning,
+        WorkerState::Ready,
+        WorkerState::Busy,
+        WorkerState::Retiring,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Spawning => "spawning",
+            WorkerState::Ready => "ready",
+            WorkerState::Busy => "busy",
+            WorkerState::Retiring => "retiring",
+        }
+    }
+
+    /// Serving: greeted and not leaving.
+    pub fn serves(self) -> bool {
+        matches!(self, WorkerState::Ready | WorkerState::Busy)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub id: u64,
+    pub pid: Option<u32>,
+    pub generation: u64,
+    pub spawn_method: String,
+    pub state: WorkerState,
+    /// Requests in progress (0 or 1).
+    pub sessions: u32,
+    pub processed: u64,
+    pub uptime_secs: f64,
+    pub last_used_secs_ago: f64,
+    /// Time from the spawn decision to the worker's greeting.
+    pub spawn_ms: Option<f64>,
+    /// CPU use over the last sampling period, in percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// At the last sample.
+    pub memory: Option<Memory>,
+}
+
+/// What a process is to the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcessRole {
+    #[serde(rename = "front end")]
+    FrontEnd,
+    #[serde(rename = "preloader")]
+    Preloader,
+    #[serde(rename = "worker")]
+    Worker,
+}
+
+impl ProcessRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessRole::FrontEnd => "front end",
+            ProcessRole::Preloader => "preloader",
+            ProcessRole::Worker => "worker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessMemory {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub role: ProcessRole,
+    pub worker_id: Option<u64>,
+    pub memory: Option<Memory>,
+}
+
+/// `rustrack memory`: every process of an instance, read when asked. PSS
+/// is the fair share of each page (a page shared by five processes counts
+/// a fifth in each), so the PSS total is what the app really costs; private
+/// dirty is what copy-on-write could not share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoryReport {
+    pub spawn_method: String,
+    pub processes: Vec<ProcessMemory>,
+    pub total_pss: u64,
+    pub total_private_dirty: u64,
+}
+
+impl MemoryReport {
+    pub fn new(spawn_method: String, processes: Vec<ProcessMemory>) -> Self {
+        let sum = |f: fn(&Memory) -> u64| {
+            processes
+                .iter()
+                .filter_map(|p| p.memory.as_ref())
+                .map(f)
+                .sum()
+        };
+        MemoryReport {
+            total_pss: sum(|m| m.pss),
+            total_private_dirty: sum(|m| m.private_dirty),
+            spawn_method,
+            processes,
+        }
+    }
+
+    pub fn preloader(&self) -> Option<&ProcessMemory> {
+        self.processes
+            .iter()
+            .find(|p| p.role == ProcessRole::Preloader)
+    }
+
+    /// The fraction of the preloader's resident memory a worker shares
+    /// with it (shared pages / preloader RSS).
+    pub fn sharing(&self, worker: &ProcessMemory) -> Option<f64> {
+        let preloader = self.preloader()?;
+        if worker.ppid != Some(preloader.pid) {
+            return None;
+        }
+        let (w, p) = (worker.memory?, preloader.memory?);
+        (p.rss > 0).then(|| w.shared() as f64 / p.rss as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem(rss: u64, shared: u64, pss: u64, dirty: u64) -> Option<Memory> {
+        Some(Memory {
+            rss,
+            pss,
+            shared_clean: shared,
+            private_dirty: dirty,
+            ..Memory::default()
+        })
+    }
+
+    #[test]
+    fn totals_and_sharing() {
+        let report = MemoryReport::new(
+            "smart".into(),
+            vec![
+                ProcessMemory {
+                    pid: 10,
+                    ppid: Some(1),
+                    role: ProcessRole::Preloader,
+                    worker_id: None,
+                    memory: mem(100, 90, 40, 10),
+                },
+                ProcessMemory {
+                    pid: 11,
+                    ppid: Some(10),
+                    role: ProcessRole::Worker,
+                    worker_id: Some(1),
+                    memory: mem(100, 75, 45, 25),
+                },
+            ],
+        );
+        assert_eq!(report.total_pss, 85);
+        assert_eq!(report.total_private_dirty, 35);
+        assert_eq!(report.sharing(&report.processes[1]), Some(0.75));
+    }
+
+    #[test]
+    fn states_and_roles_keep_their_wire_names() {
+        assert_eq!(
+            serde_json::to_string(&WorkerState::Retiring).unwrap(),
+            "\"retiring\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ProcessRole::FrontEnd).unwrap(),
+            "\"front end\""
+        );
+        for s in WorkerState::ALL {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+    }
+}

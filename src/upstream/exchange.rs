@@ -1,0 +1,332 @@
+//! One request/response exchange with a lent worker.
+//!
+//! The exchange runs in its own task, not in the client's connection task,
+//! so it always reads the worker's response to the end, even when the
+//! client has gone away: the worker's connection is never left in the
+//! middle of a frame, and the worker is free as soon as it has written.
+//! The response goes to the client as one buffered body when it arrived in
+//! one piece (the common case: the worker writes head, body and end with a
+//! single write), and otherwise as a stream fed by this task through
+//! memory and then a file (`spool.rs`), so the worker never waits for a
+//! slow client.
+//!
+//! Limits, all enforced here because only the exchange sees a request's
+//! whole life:
+//! - `--worker-timeout` covers the whole exchange, writing the request
+//!   included (a worker that stopped reading is as stuck as one that stopped
+//!   answering): past it the client gets 504 and the pool replaces the
+//!   worker;
+//! - `--memory-limit-hard`: while waiting for the worker, its RSS is read
+//!   from `/proc/PID/statm` every `HARD_LIMIT_POLL`; only an RSS over the
+//!   limit is worth a precise (and dearer) `smaps_rollup` read; a worker
+//!   over it is killed and the client gets 503;
+//! - `--memory-limit`: checked the same cheap way right after each request,
+//!   so a worker that crossed it is retired before it takes another.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::Response;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::request::WireRequest;
+use super::response::{head_to_http, ResponseBody};
+use super::spool;
+use super::UpstreamError;
+use crate::pool::{Lease, Outcome, WorkerConn};
+use crate::protocol::{self, kind, ResponseHead};
+
+/// How often a busy worker's RSS is looked at under `--memory-limit-hard`.
+const HARD_LIMIT_POLL: Duration = Duration::from_millis(100);
+
+/// What an exchange needs to know besides the request.
+#[derive(Debug, Clone)]
+pub struct ExchangeOptions {
+    pub timeout: Option<Duration>,
+    /// Bytes of a streamed response kept in memory before spilling to disk.
+    pub response_buffer: usize,
+    pub spool_dir: std::path::PathBuf,
+    /// Bytes of private dirty + swap (`--memory-limit`).
+    pub memory_limit: Option<u64>,
+    /// Bytes of private dirty + swap (`--memory-limit-hard`).
+    pub memory_limit_hard: Option<u64>,
+}
+
+/// What the client's side hears back.
+pub type Reply = oneshot::Sender<Result<Response<ResponseBody>, Failed>>;
+
+/// How an exchange failed, from the client's side.
+pub enum Failed {
+    /// Nothing reached the worker: the request may go to another.
+    Unsent(WireRequest),
+    Error(UpstreamError),
+}
+
+/// Why reading from the worker stopped.
+enum ReadError {
+    Timeout,
+    Broken(String),
+    OverHardLimit(u64),
+}
+
+/// Watches a busy worker's memory against the hard limit.
+struct Watch {
+    pid: Option<u32>,
+    hard: Option<u64>,
+}
+
+impl Watch {
+    /// Waits until the worker passes the hard limit (forever without one).
+    async fn over_hard_limit(&self) -> u64 {
+        let (Some(pid), Some(limit)) = (self.pid, self.hard) else {
+            return std::future::pending().await;
+        };
+        let mut poll = tokio::time::interval(HARD_LIMIT_POLL);
+        poll.tick().await;
+        loop {
+            poll.tick().await;
+            if let Some(bytes) = over_limit(pid, limit).await {
+                return bytes;
+            }
+        }
+    }
+}
+
+/// Private dirty + swap of `pid` when it is over `limit`. RSS (a counter
+/// the kernel keeps, cheap to read) bounds private dirty from above, so
+/// the page-table walk of `smaps_rollup` happens only when RSS is over.
+async fn over_limit(pid: u32, limit: u64) -> Option<u64> {
+    let rss = crate::procfs::rss(pid).ok()?;
+    if rss <= limit {
+        return None;
+    }
+    let precise = tokio::task::spawn_blocking(move || crate::procfs::memory(pid))
+        .await
+        .ok()?
+        .ok()?;
+    let bytes = precise.private_dirty + precise.swap;
+    (bytes > limit).then_some(bytes)
+}
+
+/// Reads until the buffer starts with a whole frame and returns it. EOF is
+/// an error: a response ends with an END or ABORT frame.
+async fn next_frame(
+    conn: &mut WorkerConn,
+    deadline: Option<Instant>,
+    watch: &Watch,
+) -> Result<(u8, Bytes), ReadError> {
+    loop {
+        if let Some(frame) = buffered_frame(conn).map_err(ReadError::Broken)? {
+            return Ok(frame);
+        }
+        conn.buf.reserve(64 * 1024);
+        let read = conn.stream.read_buf(&mut conn.buf);
+        let read = async {
+            match deadline {
+                Some(at) => tokio::time::timeout_at(at, read)
+                    .await
+                    .map_err(|_| ReadError::Timeout),
+                None => Ok(read.await),
+            }
+        };
+        let read = tokio::select! {
+            r = read => r?,
+            bytes = watch.over_hard_limit() => return Err(ReadError::OverHardLimit(bytes)),
+        };
+        match read {
+            Ok(0) => {
+                return Err(ReadError::Broken(
+                    "the worker closed its connection mid-request".to_string(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Broken(format!("reading from the worker: {e}"))),
+        }
+    }
+}
+
+/// A frame already in the buffer, without reading.
+fn buffered_frame(conn: &mut WorkerConn) -> Result<Option<(u8, Bytes)>, String> {
+    match protocol::decode_frame(&conn.buf) {
+        Ok(Some(frame)) => {
+            let kind = frame.kind;
+            let mut whole = conn.buf.split_to(frame.wire_len());
+            whole.advance(protocol::FRAME_HEADER_LEN);
+            Ok(Some((kind, whole.freeze())))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("protocol error from worker: {e}")),
+    }
+}
+
+/// Writes the request, bounded by the deadline.
+async fn send(
+    conn: &mut WorkerConn,
+    wire: &[u8],
+    deadline: Option<Instant>,
+) -> Result<(), io::Error> {
+    let write = conn.stream.write_all(wire);
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, write)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+        None => write.await,
+    }
+}
+
+/// Sends `req` to the lent worker, relays the response to `reply`, and
+/// hands the worker back with how it went.
+pub async fn run(mut lease: Lease, req: WireRequest, reply: Reply, options: &ExchangeOptions) {
+    let outcome = exchange(&mut lease, req, reply, options).await;
+    let outcome = match outcome {
+        Outcome::Done { .. } => Outcome::Done {
+            memory: match (lease.pid(), options.memory_limit) {
+                (Some(pid), Some(limit)) => over_limit(pid, limit).await,
+                _ => None,
+            },
+        },
+        other => other,
+    };
+    lease.finish(outcome);
+}
+
+async fn exchange(
+    lease: &mut Lease,
+    req: WireRequest,
+    reply: Reply,
+    options: &ExchangeOptions,
+) -> Outcome {
+    let deadline = options.timeout.map(|t| Instant::now() + t);
+    let watch = Watch {
+        pid: lease.pid(),
+        hard: options.memory_limit_hard,
+    };
+    if lease.peek().closed_while_idle() {
+        let _ = reply.send(Err(Failed::Unsent(req)));
+        return Outcome::Unsent;
+    }
+    let conn = lease.conn();
+    if let Err(e) = send(conn, &req.wire, deadline).await {
+        return match e.kind() {
+            // The worker closed before reading anything.
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                let _ = reply.send(Err(Failed::Unsent(req)));
+                Outcome::Unsent
+            }
+            io::ErrorKind::TimedOut => {
+                let _ = reply.send(Err(Failed::Error(UpstreamError::Timeout)));
+                Outcome::TimedOut
+            }
+            _ => {
+                let msg = format!("writing the request to the worker: {e}");
+                let _ = reply.send(Err(Failed::Error(UpstreamError::WorkerFailed)));
+                Outcome::Broken(msg)
+            }
+        };
+    }
+    let failed = |reply: Reply, error: ReadError| match error {
+        ReadError::Broken(msg) => {
+            let _ = reply.send(Err(Failed::Error(UpstreamError::WorkerFailed)));
+            Outcome::Broken(msg)
+        }
+        ReadError::Timeout => {
+            let _ = reply.send(Err(Failed::Error(UpstreamError::Timeout)));
+            Outcome::TimedOut
+        }
+        ReadError::OverHardLimit(bytes) => {
+            let _ = reply.send(Err(Failed::Error(UpstreamError::MemoryLimit)));
+            Outcome::OverHardLimit(bytes)
+        }
+    };
+    let (kind, payload) = match next_frame(conn, deadline, &watch).await {
+        Ok(f) => f,
+        Err(e) => return failed(reply, e),
+    };
+    if kind != kind::RESPONSE_HEAD {
+        let msg = format!("worker sent frame 0x{kind:02x} instead of a response head");
+        return failed(reply, ReadError::Broken(msg));
+    }
+    let builder = match ResponseHead::decode(&payload).and_then(|h| head_to_http(&h)) {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = format!("bad response head from worker: {e}");
+            return failed(reply, ReadError::Broken(msg));
+        }
+    };
+
+    // Take whatever body is already buffered; if that includes the end,
+    // answer with a complete body.
+    let mut chunks = VecDeque::new();
+    loop {
+        match buffered_frame(conn) {
+            Err(msg) => return failed(reply, ReadError::Broken(msg)),
+            Ok(None) => break,
+            Ok(Some((kind::RESPONSE_BODY, data))) => chunks.push_back(data),
+            Ok(Some((kind::RESPONSE_END, _))) => {
+                let response = builder
+                    .body(ResponseBody::Chunks(chunks))
+                    .expect("valid parts");
+                let _ = reply.send(Ok(response));
+                drop(req);
+                return Outcome::Done { memory: None };
+            }
+            Ok(Some((kind::ABORT, _))) => {
+                // The worker reported and logged the error, and is fine.
+                let _ = reply.send(Err(Failed::Error(UpstreamError::AppFailed)));
+                return Outcome::Done { memory: None };
+            }
+            Ok(Some((other, _))) => {
+                let msg = format!("unexpected frame 0x{other:02x} in a response");
+                return failed(reply, ReadError::Broken(msg));
+            }
+        }
+    }
+
+    // Stream the rest as it comes, through memory and then a file, so the
+    // worker never waits for the client.
+    let (tx, rx) = spool::spool(options.response_buffer, options.spool_dir.clone());
+    for c in chunks {
+        tx.push(c);
+    }
+    let _ = reply.send(Ok(builder
+        .body(ResponseBody::Spooled(rx))
+        .expect("valid parts")));
+    loop {
+        match next_frame(conn, deadline, &watch).await {
+            // The client may be gone; keep draining the worker anyway.
+            Ok((kind::RESPONSE_BODY, data)) => tx.push(data),
+            Ok((kind::RESPONSE_END, _)) => {
+                tx.finish(Ok(()));
+                return Outcome::Done { memory: None };
+            }
+            Ok((kind::ABORT, _)) => {
+                tx.finish(Err("the app failed while streaming the body".into()));
+                // The worker finished its side of the exchange: it is fine.
+                return Outcome::Done { memory: None };
+            }
+            Ok((other, _)) => {
+                let msg = format!("unexpected frame 0x{other:02x} in a response");
+                tx.finish(Err(msg.clone()));
+                return Outcome::Broken(msg);
+            }
+            Err(ReadError::Broken(msg)) => {
+                tx.finish(Err(msg.clone()));
+                return Outcome::Broken(msg);
+            }
+            Err(ReadError::Timeout) => {
+                tx.finish(Err("the worker timed out mid-response".into()));
+                return Outcome::TimedOut;
+            }
+            Err(ReadError::OverHardLimit(bytes)) => {
+                tx.finish(Err(
+                    "the worker passed --memory-limit-hard mid-response".into()
+                ));
+                return Outcome::OverHardLimit(bytes);
+            }
+        }
+    }
+}

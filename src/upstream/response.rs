@@ -1,0 +1,138 @@
+//! Worker protocol → HTTP: a worker's response head becomes an
+//! `http::Response`, and its body frames a [`ResponseBody`] hyper sends.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+
+use super::spool::SpoolReader;
+use crate::protocol::{ProtocolError, ResponseHead};
+
+/// The body of a response the front end sends.
+pub enum ResponseBody {
+    /// Complete in memory (the common case: a worker writes head, body and
+    /// end in one write, and error pages are short).
+    Chunks(VecDeque<Bytes>),
+    /// Still arriving from the worker, through memory then a file.
+    Spooled(SpoolReader),
+}
+
+impl ResponseBody {
+    pub fn text(s: &'static str) -> Self {
+        ResponseBody::Chunks(VecDeque::from([Bytes::from_static(s.as_bytes())]))
+    }
+
+    pub fn bytes(b: impl Into<Bytes>) -> Self {
+        ResponseBody::Chunks(VecDeque::from([b.into()]))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Chunks(chunks) => {
+                Poll::Ready(chunks.pop_front().map(|c| Ok(Frame::data(c))))
+            }
+            ResponseBody::Spooled(reader) => Pin::new(reader).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ResponseBody::Chunks(c) if c.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Chunks(c) => SizeHint::with_exact(c.iter().map(|b| b.len() as u64).sum()),
+            ResponseBody::Spooled(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// Response headers that describe the worker connection, not the response;
+/// hyper sets its own framing.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"transfer-encoding",
+        b"proxy-connection",
+        b"upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// The `http` response for a worker's head (the body is added by the
+/// caller). Headers hyper cannot carry are dropped with a warning.
+pub fn head_to_http(head: &ResponseHead<'_>) -> Result<http::response::Builder, ProtocolError> {
+    let mut builder = Response::builder().status(
+        StatusCode::from_u16(head.status).map_err(|_| ProtocolError::BadStatus(head.status))?,
+    );
+    let headers = builder.headers_mut().expect("fresh builder");
+    headers.reserve(head.headers.len());
+    for &(name, value) in &head.headers {
+        if is_hop_by_hop(name) {
+            continue;
+        }
+        match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            (Ok(n), Ok(v)) => {
+                headers.append(n, v);
+            }
+            _ => tracing::warn!(
+                "dropping invalid response header {:?}",
+                String::from_utf8_lossy(name)
+            ),
+        }
+    }
+    Ok(builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_and_the_rest_kept_in_order() {
+        assert!(is_hop_by_hop(b"Transfer-Encoding"));
+        assert!(!is_hop_by_hop(b"content-length"));
+        let head = ResponseHead {
+            status: 201,
+            headers: [
+                ("Connection", "close"),
+                ("set-cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+                ("x bad", "v"),
+            ]
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect(),
+        };
+        let r = head_to_http(&head).unwrap().body(()).unwrap();
+        assert_eq!(r.status(), 201);
+        assert!(r.headers().get("connection").is_none());
+        let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(r.headers().len(), 2);
+    }
+
+    #[test]
+    fn a_status_http_cannot_carry_is_a_protocol_error() {
+        let head = ResponseHead {
+            status: 1000,
+            headers: vec![],
+        };
+        assert!(head_to_http(&head).is_err());
+    }
+}

@@ -175,12 +175,32 @@ module Rustrack
       end
     end
 
+    # Threads libraries start at load time that are known to do no harm by
+    # being missing in a forked worker, and why. Not warned about.
+    KNOWN_HARMLESS_THREADS = {
+      # Every Rails 6.1 app on Debian 12 has it. In a worker it is missing,
+      # so thread-local slots of dead threads are not recycled there: a
+      # little memory per thread the app starts, nothing else.
+      "Concurrent::RubyThreadLocalVar::THREAD" => "concurrent-ruby 1.1's thread-local cleanup thread"
+    }.freeze
+
+    def known_harmless_thread?(thread)
+      KNOWN_HARMLESS_THREADS.each_key.any? do |name|
+        Object.const_get(name).equal?(thread)
+      rescue NameError
+        false
+      end
+    end
+
     # Ruby threads other than the main one that are alive in the preloader,
     # described by name or by where they were started. They do not survive
     # fork. Threads that declare themselves fork-safe (ActiveRecord's pool
-    # reaper sets the :fork_safe thread variable, as Puma honours) are left out.
+    # reaper sets the :fork_safe thread variable, as Puma honours) and the
+    # known harmless ones are left out.
     def threads_at_fork
-      Thread.list.reject { |t| t == Thread.main || !t.alive? || t.thread_variable_get(:fork_safe) }.map do |t|
+      Thread.list.reject do |t|
+        t == Thread.main || !t.alive? || t.thread_variable_get(:fork_safe) || known_harmless_thread?(t)
+      end.map do |t|
         # Thread#inspect: #<Thread:0x…[@name] FILE:LINE STATUS>
         started = t.inspect[/ (\S+:\d+) \S+>\z/, 1]
         label = t.name ? "thread #{t.name.inspect}" : "a thread"
@@ -235,6 +255,52 @@ module Rustrack
     attr_accessor :role # :preloader or :worker, set by the Rust side
   end
 
+  # The stream a Rack 3 streaming body writes to: each write goes to the
+  # client as it is made. Reading is not supported (the request body is in
+  # rack.input), so read returns nil as at end of input.
+  class Stream
+    def initialize
+      @closed = false
+    end
+
+    def write(*chunks)
+      raise IOError, "closed stream" if @closed
+
+      chunks.sum do |chunk|
+        chunk = chunk.to_s
+        Native.write_body(chunk)
+        chunk.bytesize
+      end
+    end
+
+    def <<(chunk)
+      write(chunk)
+      self
+    end
+
+    def flush
+      self
+    end
+
+    def read(*)
+      nil
+    end
+
+    def close_read; end
+
+    def close_write
+      @closed = true
+    end
+
+    def close
+      @closed = true
+    end
+
+    def closed?
+      @closed
+    end
+  end
+
   # The call sequence of one request. The Rust worker loop builds `env`
   # and calls `handle`; everything reaches the socket through Native.
   module RequestHandler
@@ -244,9 +310,18 @@ module Rustrack
       # Arrays (and bodies that say they are finite via to_ary) are written
       # in one go; anything else may be a stream, so each chunk is flushed
       # as it is produced.
-      streaming = !(body.is_a?(Array) || body.respond_to?(:to_ary))
-      Native.write_head(status, headers, streaming)
-      body.each { |chunk| Native.write_body(chunk) }
+      if body.respond_to?(:each)
+        streaming = !(body.is_a?(Array) || body.respond_to?(:to_ary))
+        Native.write_head(status, headers, streaming)
+        body.each { |chunk| Native.write_body(chunk) }
+      elsif body.respond_to?(:call)
+        # A Rack 3 streaming body: it writes to a stream we hand it. The
+        # response ends when call returns (or the body closes the stream).
+        Native.write_head(status, headers, true)
+        body.call(Stream.new)
+      else
+        raise TypeError, "the Rack body responds to neither each nor call (#{body.class})"
+      end
       Native.finish
     rescue Exception => e # rubocop:disable Lint/RescueException
       $stderr.puts "[rustrack] error in #{env["REQUEST_METHOD"]} #{env["REQUEST_URI"]}: #{Rustrack.describe_exception(e)}"

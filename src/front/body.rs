@@ -7,7 +7,6 @@ use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
 pub use crate::upstream::Buffered;
@@ -16,25 +15,34 @@ pub use crate::upstream::Buffered;
 pub enum BodyError {
     #[error("request body larger than {0} bytes")]
     TooLarge(u64),
+    /// The client broke the body's framing or went away.
     #[error("reading the request body: {0}")]
-    Client(#[from] hyper::Error),
+    Client(String),
     #[error("buffering the request body to disk: {0}")]
     Io(#[from] std::io::Error),
 }
 
-pub async fn buffer(
-    mut body: Incoming,
+/// Reads `body` to its end: into memory up to `threshold` bytes, past that
+/// into a file in `dir` (owned by `owner`, so a `--user` worker can read
+/// it). More than `max` bytes in all is an error.
+pub async fn buffer<B>(
+    mut body: B,
     max: u64,
     threshold: usize,
     dir: &Path,
     owner: Option<(u32, u32)>,
-) -> Result<Buffered, BodyError> {
+) -> Result<Buffered, BodyError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let mut first: Option<Bytes> = None;
     let mut mem = BytesMut::new();
     let mut file: Option<(tokio::fs::File, tempfile::TempPath)> = None;
     let mut total: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
+        let frame = frame.map_err(|e| BodyError::Client(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
         total += data.len() as u64;
@@ -75,5 +83,73 @@ pub async fn buffer(
             Ok(Buffered::File { path, len: total })
         }
         None => Ok(Buffered::Memory(first.unwrap_or_else(|| mem.freeze()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A body that arrives in the given pieces.
+    struct Pieces(VecDeque<Bytes>);
+
+    impl http_body::Body for Pieces {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+        }
+    }
+
+    fn pieces(parts: &[&'static [u8]]) -> Pieces {
+        Pieces(parts.iter().map(|p| Bytes::from_static(p)).collect())
+    }
+
+    #[tokio::test]
+    async fn a_small_body_stays_in_memory_in_one_piece() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = buffer(pieces(&[b"ab", b"cd", b"e"]), 100, 10, dir.path(), None)
+            .await
+            .unwrap();
+        match b {
+            Buffered::Memory(bytes) => assert_eq!(&bytes[..], b"abcde"),
+            Buffered::File { .. } => panic!("a 5-byte body went to a file"),
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn past_the_threshold_the_whole_body_goes_to_a_file_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = buffer(pieces(&[b"0123", b"4567", b"89"]), 100, 5, dir.path(), None)
+            .await
+            .unwrap();
+        match b {
+            Buffered::File { path, len } => {
+                assert_eq!(len, 10);
+                assert_eq!(std::fs::read(&path).unwrap(), b"0123456789");
+                assert!(path.starts_with(dir.path()));
+            }
+            Buffered::Memory(_) => panic!("a body over the threshold stayed in memory"),
+        }
+        // The file goes with the value.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_maximum_is_refused_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = buffer(pieces(&[b"0123", b"4567", b"89"]), 9, 5, dir.path(), None).await;
+        assert!(matches!(r, Err(BodyError::TooLarge(9))));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

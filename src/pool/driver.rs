@@ -507,3 +507,153 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::super::machine::Config;
+    use super::super::processes::{Exit, Role};
+    use super::super::testing::FakePool;
+    use super::super::{Event, Outcome, Rejection};
+    use crate::report::WorkerState;
+
+    /// A pool of one, with its worker greeted.
+    async fn one_worker(config: Config) -> (FakePool, tokio::net::UnixStream) {
+        let mut fake = FakePool::start(config);
+        let id = fake.spawn_asked().await;
+        assert_eq!(id, 1);
+        let worker = fake.greet(id);
+        fake.until("worker 1 ready", |s| {
+            s.workers.len() == 1 && s.workers[0].state == WorkerState::Ready
+        })
+        .await;
+        (fake, worker)
+    }
+
+    #[tokio::test]
+    async fn a_checkout_waits_for_the_first_worker_and_gets_it_back_after() {
+        let mut fake = FakePool::start(Config::new(1, 1, 10));
+        let pool = fake.pool.clone();
+        let waiting = tokio::spawn(async move { pool.checkout().await.map(|l| l.worker()) });
+        let id = fake.spawn_asked().await;
+        let _worker = fake.greet(id);
+        let lease_worker = waiting.await.unwrap().unwrap();
+        assert_eq!(lease_worker, id);
+        // Busy until handed back; then the next checkout gets it at once.
+        let lease = fake.pool.checkout().await.unwrap();
+        let status = fake.pool.status();
+        assert_eq!(status.workers[0].state, WorkerState::Busy);
+        lease.finish(Outcome::Done { memory: None });
+        let status = fake.pool.status();
+        assert_eq!(status.workers[0].state, WorkerState::Ready);
+        assert_eq!(status.workers[0].processed, 1);
+    }
+
+    #[tokio::test]
+    async fn a_lease_dropped_unused_leaves_the_worker_idle_and_unserved() {
+        let (fake, _worker) = one_worker(Config::new(1, 1, 10)).await;
+        let lease = fake.pool.checkout().await.unwrap();
+        drop(lease);
+        let status = fake.pool.status();
+        assert_eq!(status.workers[0].state, WorkerState::Ready);
+        assert_eq!(status.workers[0].processed, 0);
+        assert_eq!(status.processed_total, 0);
+    }
+
+    #[tokio::test]
+    async fn a_lease_dropped_mid_exchange_costs_the_worker() {
+        let (mut fake, mut worker) = one_worker(Config::new(1, 1, 10)).await;
+        let mut lease = fake.pool.checkout().await.unwrap();
+        let _ = lease.conn(); // as if a request had started going out
+        drop(lease);
+        // Its connection is closed, and a replacement is asked for.
+        let mut buf = [0u8; 1];
+        assert_eq!(worker.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(fake.spawn_asked().await, 2);
+        assert_eq!(fake.pool.status().worker_restarts["died"], 1);
+    }
+
+    #[tokio::test]
+    async fn with_no_worker_and_a_back_off_a_checkout_is_refused_at_once() {
+        let mut fake = FakePool::start(Config::new(1, 1, 10));
+        let id = fake.spawn_asked().await;
+        fake.event(Event::SpawnFailed {
+            worker: id,
+            message: "the app failed to load".into(),
+        });
+        fake.until("the failure to be recorded", |s| {
+            s.last_spawn_error.is_some()
+        })
+        .await;
+        let refused = tokio::time::timeout(Duration::from_secs(1), fake.pool.checkout())
+            .await
+            .expect("an answer at once");
+        assert!(matches!(
+            refused,
+            Err(Rejection::Unavailable { retry_after: 1 })
+        ));
+        // After the back-off, the pool tries again.
+        assert_eq!(fake.spawn_asked().await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_exits_while_busy_is_replaced_and_its_lease_is_harmless() {
+        let (mut fake, _worker) = one_worker(Config::new(1, 2, 10)).await;
+        let lease = fake.pool.checkout().await.unwrap();
+        fake.event(Event::Exits(vec![Exit {
+            pid: 4242,
+            role: Role::Worker(1),
+            code: None,
+            signal: Some(9),
+            expected: false,
+        }]));
+        assert_eq!(fake.spawn_asked().await, 2);
+        // The exchange notices afterwards; handing the lease back is a no-op.
+        lease.finish(Outcome::Broken("EOF".into()));
+        let status = fake.pool.status();
+        assert_eq!(status.workers.len(), 1);
+        assert_eq!(status.worker_restarts["died"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_worker_is_counted_and_replaced() {
+        let (mut fake, _worker) = one_worker(Config::new(1, 1, 10)).await;
+        let lease = fake.pool.checkout().await.unwrap();
+        lease.finish(Outcome::TimedOut);
+        assert_eq!(fake.spawn_asked().await, 2);
+        assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_crossed_the_memory_limit_retires_its_worker_at_once() {
+        let mut config = Config::new(1, 1, 10);
+        config.memory_limit = Some(100);
+        let (mut fake, mut worker) = one_worker(config).await;
+        // Someone else waits: the over-limit worker must not serve them.
+        let lease = fake.pool.checkout().await.unwrap();
+        let pool = fake.pool.clone();
+        let next = tokio::spawn(async move { pool.checkout().await.map(|l| l.worker()) });
+        fake.until("a waiting request", |s| s.requests_in_queue == 1)
+            .await;
+        lease.finish(Outcome::Done { memory: Some(500) });
+        let mut buf = [0u8; 1];
+        assert_eq!(worker.read(&mut buf).await.unwrap(), 0, "retired");
+        let id = fake.spawn_asked().await;
+        assert_eq!(id, 2);
+        let _second = fake.greet(id);
+        assert_eq!(next.await.unwrap().unwrap(), 2);
+        assert_eq!(fake.pool.status().worker_restarts["memory limit"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_greeting_nobody_waits_for_is_closed() {
+        let (fake, _worker) = one_worker(Config::new(1, 1, 10)).await;
+        let mut stranger = fake.greet(77);
+        let mut buf = [0u8; 1];
+        assert_eq!(stranger.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(fake.pool.status().workers.len(), 1);
+    }
+}

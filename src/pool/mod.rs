@@ -33,6 +33,8 @@ pub mod processes;
 pub mod reaper;
 mod sampler;
 pub mod spawner;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -205,13 +207,36 @@ impl Pool {
         let method = setup.launcher.method;
         let app_root = setup.launcher.spec.app_root.clone();
         let spawner = spawner::start(setup.launcher, processes.clone(), events.clone());
-        let pool = Arc::new(Pool {
-            inner: Mutex::new(Inner::new(setup.options.machine)),
+        let pool = Pool::new(
+            setup.options,
+            setup.metrics,
+            (method, app_root),
+            spawner,
+            processes,
+            events,
+        );
+        tokio::spawn(reaper::run(pool.processes.clone(), pool.events.clone()));
+        tokio::spawn(acceptor::run(worker_listener, pool.events.clone()));
+        pool.run(rx);
+        pool
+    }
+
+    /// The pool around a given spawner (the real one, or a test's fake).
+    fn new(
+        options: PoolOptions,
+        metrics: Arc<Metrics>,
+        (method, app_root): (SpawnMethod, std::path::PathBuf),
+        spawner: SpawnerHandle,
+        processes: Arc<Processes>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Arc<Pool> {
+        Arc::new(Pool {
+            inner: Mutex::new(Inner::new(options.machine)),
             processes,
             spawner,
             events,
-            metrics: setup.metrics,
-            options: setup.options,
+            metrics,
+            options,
             method,
             app_root,
             readiness: watch::channel(Readiness::Starting).0,
@@ -219,13 +244,14 @@ impl Pool {
             restart_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             started_at: SystemTime::now(),
-        });
-        tokio::spawn(driver::run(pool.clone(), rx));
-        tokio::spawn(reaper::run(pool.processes.clone(), pool.events.clone()));
-        tokio::spawn(acceptor::run(worker_listener, pool.events.clone()));
-        tokio::spawn(sampler::run(pool.clone()));
-        pool.machine_event(machine::Event::Start);
-        pool
+        })
+    }
+
+    /// Starts the driver's event loop and the sampler, then the machine.
+    fn run(self: &Arc<Self>, events: mpsc::UnboundedReceiver<Event>) {
+        tokio::spawn(driver::run(self.clone(), events));
+        tokio::spawn(sampler::run(self.clone()));
+        self.machine_event(machine::Event::Start);
     }
 
     /// Waits until the first worker is ready, or the first spawn failed.

@@ -106,6 +106,17 @@ impl SpawnerHandle {
     }
 }
 
+impl SpawnerHandle {
+    /// A handle whose commands go to the returned receiver: a test plays
+    /// the spawner.
+    #[cfg(test)]
+    pub fn fake() -> (SpawnerHandle, mpsc::UnboundedReceiver<Command>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_, current) = watch::channel(None);
+        (SpawnerHandle { tx, current }, rx)
+    }
+}
+
 /// Starts the spawner task.
 pub fn start(
     launcher: Launcher,

@@ -330,3 +330,226 @@ async fn exchange(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::pool::machine::Config;
+    use crate::pool::testing::FakePool;
+    use crate::protocol::{kind, put_frame, ResponseHeadWriter};
+    use crate::report::WorkerState;
+
+    fn options(timeout_ms: Option<u64>) -> ExchangeOptions {
+        ExchangeOptions {
+            timeout: timeout_ms.map(Duration::from_millis),
+            response_buffer: 1 << 20,
+            spool_dir: std::env::temp_dir(),
+            memory_limit: None,
+            memory_limit_hard: None,
+        }
+    }
+
+    fn request(body: usize) -> WireRequest {
+        let mut wire = Vec::new();
+        put_frame(&mut wire, kind::REQUEST_HEAD, b"head");
+        crate::protocol::put_chunked(&mut wire, kind::BODY, &vec![b'b'; body]);
+        put_frame(&mut wire, kind::END, b"");
+        WireRequest {
+            wire: Bytes::from(wire),
+            body_file: None,
+        }
+    }
+
+    fn head(status: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = ResponseHeadWriter::begin(&mut out, status);
+        w.header(&mut out, b"content-type", b"text/plain");
+        w.finish(&mut out).unwrap();
+        out
+    }
+
+    /// Reads one whole request (up to END) as a worker would.
+    async fn read_request(worker: &mut UnixStream) -> usize {
+        let mut buf = Vec::new();
+        loop {
+            let mut at = 0;
+            while let Ok(Some(f)) = crate::protocol::decode_frame(&buf[at..]) {
+                at += f.wire_len();
+                if f.kind == kind::END {
+                    return at;
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = worker.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the front end closed mid-request");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn setup() -> (FakePool, UnixStream) {
+        let mut fake = FakePool::start(Config::new(1, 1, 10));
+        let id = fake.spawn_asked().await;
+        let worker = fake.greet(id);
+        fake.until("a ready worker", |s| {
+            s.workers
+                .first()
+                .is_some_and(|w| w.state == WorkerState::Ready)
+        })
+        .await;
+        (fake, worker)
+    }
+
+    async fn exchange_with(
+        fake: &FakePool,
+        req: WireRequest,
+        opts: ExchangeOptions,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        oneshot::Receiver<Result<Response<ResponseBody>, Failed>>,
+    ) {
+        let lease = fake.pool.checkout().await.unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move { run(lease, req, tx, &opts).await });
+        (task, rx)
+    }
+
+    async fn body_text(r: Response<ResponseBody>) -> String {
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_response_written_at_once_comes_back_whole_and_frees_the_worker() {
+        let (fake, mut worker) = setup().await;
+        let (task, rx) = exchange_with(&fake, request(10), options(None)).await;
+        read_request(&mut worker).await;
+        let mut out = head(200);
+        put_frame(&mut out, kind::RESPONSE_BODY, b"hello");
+        put_frame(&mut out, kind::RESPONSE_END, b"");
+        worker.write_all(&out).await.unwrap();
+        let r = rx.await.unwrap().ok().unwrap();
+        assert!(matches!(r.body(), ResponseBody::Chunks(_)));
+        assert_eq!(r.status(), 200);
+        assert_eq!(body_text(r).await, "hello");
+        task.await.unwrap();
+        let status = fake.pool.status();
+        assert_eq!(status.workers[0].state, WorkerState::Ready);
+        assert_eq!(status.workers[0].processed, 1);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_response_is_relayed_chunk_by_chunk() {
+        let (fake, mut worker) = setup().await;
+        let (task, rx) = exchange_with(&fake, request(0), options(None)).await;
+        read_request(&mut worker).await;
+        worker.write_all(&head(200)).await.unwrap();
+        let r = rx.await.unwrap().ok().unwrap();
+        assert!(matches!(r.body(), ResponseBody::Spooled(_)));
+        for part in ["a", "b", "c"] {
+            let mut out = Vec::new();
+            put_frame(&mut out, kind::RESPONSE_BODY, part.as_bytes());
+            worker.write_all(&out).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut end = Vec::new();
+        put_frame(&mut end, kind::RESPONSE_END, b"");
+        worker.write_all(&end).await.unwrap();
+        assert_eq!(body_text(r).await, "abc");
+        task.await.unwrap();
+        assert_eq!(fake.pool.status().workers[0].processed, 1);
+    }
+
+    #[tokio::test]
+    async fn an_app_error_before_the_body_is_a_500_and_the_worker_lives() {
+        let (fake, mut worker) = setup().await;
+        let (task, rx) = exchange_with(&fake, request(0), options(None)).await;
+        read_request(&mut worker).await;
+        let mut out = Vec::new();
+        put_frame(&mut out, kind::ABORT, b"");
+        // An ABORT where a head belongs is out of step: that is broken.
+        worker.write_all(&out).await.unwrap();
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(Failed::Error(UpstreamError::WorkerFailed))
+        ));
+        task.await.unwrap();
+        // A head then ABORT is the app failing: the worker is fine.
+        let (mut fake, mut worker) = setup().await;
+        let (task, rx) = exchange_with(&fake, request(0), options(None)).await;
+        read_request(&mut worker).await;
+        let mut out = head(200);
+        put_frame(&mut out, kind::ABORT, b"");
+        worker.write_all(&out).await.unwrap();
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(Failed::Error(UpstreamError::AppFailed))
+        ));
+        task.await.unwrap();
+        assert_eq!(fake.pool.status().workers[0].state, WorkerState::Ready);
+        assert!(fake.commands.try_recv().is_err(), "no replacement needed");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_dies_mid_request_gives_a_502_and_is_replaced() {
+        let (mut fake, mut worker) = setup().await;
+        let (task, rx) = exchange_with(&fake, request(0), options(None)).await;
+        read_request(&mut worker).await;
+        drop(worker);
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(Failed::Error(UpstreamError::WorkerFailed))
+        ));
+        task.await.unwrap();
+        assert_eq!(fake.spawn_asked().await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_worker_gone_before_the_request_gets_it_back_to_resend() {
+        let (fake, worker) = setup().await;
+        drop(worker);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (task, rx) = exchange_with(&fake, request(5), options(None)).await;
+        match rx.await.unwrap() {
+            Err(Failed::Unsent(back)) => assert_eq!(back.wire, request(5).wire),
+            _ => panic!("expected the request back"),
+        }
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_timeout_covers_writing_to_a_worker_that_does_not_read() {
+        let (mut fake, _worker) = setup().await;
+        // Bigger than any socket buffer, and nobody reads it.
+        let (task, rx) = exchange_with(&fake, request(8 << 20), options(Some(300))).await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("an answer after the timeout");
+        assert!(matches!(
+            answer.unwrap(),
+            Err(Failed::Error(UpstreamError::Timeout))
+        ));
+        task.await.unwrap();
+        assert_eq!(fake.spawn_asked().await, 2);
+        assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
+    }
+
+    #[tokio::test]
+    async fn the_timeout_covers_waiting_for_the_response() {
+        let (fake, mut worker) = setup().await;
+        let (task, rx) = exchange_with(&fake, request(0), options(Some(200))).await;
+        read_request(&mut worker).await;
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(Failed::Error(UpstreamError::Timeout))
+        ));
+        task.await.unwrap();
+    }
+}

@@ -8,7 +8,6 @@
 //! with no runtime, shared by both sides.
 
 use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -24,13 +23,10 @@ pub fn redirect_output(path: &Path) -> Result<()> {
         .append(true)
         .open(path)
         .with_context(|| format!("opening the log file {}", path.display()))?;
-    for fd in [1, 2] {
-        // SAFETY: dup2 onto the standard fds replaces them atomically; the
-        // file stays open through the duplicates after `file` is dropped.
-        if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("redirecting output to the log file");
-        }
-    }
+    // dup2 onto the standard fds replaces them atomically; the file stays
+    // open through the duplicates after `file` is dropped.
+    nix::unistd::dup2_stdout(&file)
+        .and_then(|()| nix::unistd::dup2_stderr(&file))
+        .context("redirecting output to the log file")?;
     Ok(())
 }

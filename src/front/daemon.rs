@@ -8,7 +8,7 @@
 //! error in the log file) when it could not start.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -38,8 +38,8 @@ pub fn daemonize() -> Result<OwnedFd> {
             drop(read);
             nix::unistd::setsid().context("setsid")?;
             let devnull = std::fs::File::open("/dev/null")?;
-            // SAFETY: replacing stdin with /dev/null; the daemon reads nothing.
-            unsafe { libc::dup2(devnull.as_raw_fd(), 0) };
+            // The daemon reads nothing from a terminal it has left.
+            nix::unistd::dup2_stdin(&devnull).context("stdin from /dev/null")?;
             Ok(write)
         }
     }

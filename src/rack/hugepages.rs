@@ -44,16 +44,12 @@ pub fn collapse_heap() -> HugePages {
         sparse: 0,
         millis: 0,
     };
-    // SAFETY: PR_GET_THP_DISABLE takes no pointers; it returns the flag or -1.
-    let was_disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
-    if was_disabled < 0 {
+    use nix::sys::prctl::{get_thp_disable, set_thp_disable};
+    let Ok(was_disabled) = get_thp_disable() else {
         return outcome;
-    }
-    if was_disabled == 1 {
-        // SAFETY: PR_SET_THP_DISABLE takes an integer flag, no pointers.
-        if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) } != 0 {
-            return outcome;
-        }
+    };
+    if was_disabled && set_thp_disable(false).is_err() {
+        return outcome;
     }
     for (start, end) in heap_ranges() {
         let mut at = align_up(start, HUGE);
@@ -66,10 +62,10 @@ pub fn collapse_heap() -> HugePages {
             at += HUGE;
         }
     }
-    if was_disabled == 1 {
-        // SAFETY: as above. Restores Ruby's choice for everything that
-        // follows; the huge pages made above stay.
-        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if was_disabled {
+        // Restores Ruby's choice for everything that follows; the huge
+        // pages made above stay.
+        let _ = set_thp_disable(true);
     }
     outcome.millis = started.elapsed().as_millis() as u64;
     outcome
@@ -79,10 +75,12 @@ pub fn collapse_heap() -> HugePages {
 /// the kernel made it a huge page.
 fn collapse_range(at: usize) -> Option<bool> {
     let mut resident = [0u8; HUGE / PAGE];
-    // SAFETY: `at` is page-aligned and [at, at + HUGE) lies inside one of
-    // our own mappings (from /proc/self/maps, and this process has one
-    // thread, so nothing unmaps it meanwhile); `resident` holds one byte
-    // per page of that range, as mincore requires.
+    // SAFETY: mincore reads no memory of ours in the range: it asks the
+    // kernel which pages are resident, writing one byte per page into
+    // `resident`, which is exactly HUGE / PAGE bytes long. `at` is
+    // page-aligned. If an app thread (libraries start some at load time;
+    // they may run native code without the GVL) unmapped the range after
+    // we read /proc/self/maps, the call fails with ENOMEM and we skip it.
     let rc = unsafe { libc::mincore(at as *mut libc::c_void, HUGE, resident.as_mut_ptr()) };
     if rc != 0 {
         return None;
@@ -91,10 +89,12 @@ fn collapse_range(at: usize) -> Option<bool> {
     if missing > MAX_MISSING {
         return None;
     }
-    // SAFETY: madvise only changes how the kernel backs this range of our
-    // own anonymous memory; its contents stay the same, so no Rust or Ruby
-    // reference into it is affected. MADV_HUGEPAGE marks the range
-    // eligible, MADV_COLLAPSE copies it into a huge page synchronously.
+    // SAFETY: neither advice changes what the memory holds, only how the
+    // kernel backs it: MADV_HUGEPAGE marks the range eligible for huge
+    // pages, MADV_COLLAPSE copies it into one synchronously, contents kept.
+    // So no Rust or Ruby reference into the range is affected, whoever
+    // owns it. A range unmapped meanwhile by another thread fails with
+    // ENOMEM; one mapped anew there is merely backed differently.
     let ok = unsafe {
         libc::madvise(at as *mut libc::c_void, HUGE, libc::MADV_HUGEPAGE) == 0
             && libc::madvise(at as *mut libc::c_void, HUGE, libc::MADV_COLLAPSE) == 0

@@ -129,15 +129,19 @@ fn write_head(ruby: &Ruby, status: Value, headers: Value, streaming: bool) -> Re
                     format!("header name {} is not a String", name.inspect()),
                 )
             })?;
-            // SAFETY: the slices are copied into `buf` before any other Ruby
-            // call can run and move or free the strings.
+            // SAFETY: no Ruby code runs while this slice (and `bytes` below)
+            // is borrowed, so nothing can modify, move or free the strings:
+            // meanwhile we only convert values (RString/RArray::from_value),
+            // read array elements, and build errors, which copy the bytes
+            // before calling anything (`header_type_error`). GC cannot free
+            // them either: the hash holds them and they are on our stack.
             let name_bytes = unsafe { name.as_slice() };
             if name_bytes.starts_with(b"rack.") {
                 return Ok(magnus::r_hash::ForEach::Continue);
             }
             check_header_name(name_bytes).map_err(|m| arg_error(ruby, m))?;
             let mut put = |v: RString| -> Result<(), Error> {
-                // SAFETY: as above, copied before any Ruby call.
+                // SAFETY: as for `name_bytes`.
                 let bytes = unsafe { v.as_slice() };
                 for line in bytes.split(|&b| b == b'\n') {
                     check_header_value(name_bytes, line).map_err(|m| arg_error(ruby, m))?;
@@ -189,7 +193,8 @@ fn write_body(ruby: &Ruby, chunk: Value) -> Result<(), Error> {
                 "body written before the head or after the end",
             ));
         };
-        // SAFETY: copied into the buffer before any other Ruby call.
+        // SAFETY: copied into the buffer right away; no Ruby code runs
+        // while the slice is borrowed.
         let bytes = unsafe { chunk.as_slice() };
         protocol::put_chunked(&mut conn.buf, kind::RESPONSE_BODY, bytes);
         if streaming || conn.buf.len() >= 256 * 1024 {
@@ -268,11 +273,12 @@ fn arg_error(ruby: &Ruby, msg: String) -> Error {
 }
 
 fn header_type_error(ruby: &Ruby, name: &[u8], value: Value) -> Error {
+    // Copied before `inspect`, which may run app code.
+    let name = String::from_utf8_lossy(name).into_owned();
     Error::new(
         ruby.exception_type_error(),
         format!(
-            "value of header {:?} must be a String (or an Array of them), got {}",
-            String::from_utf8_lossy(name),
+            "value of header {name:?} must be a String (or an Array of them), got {}",
             value.class().inspect()
         ),
     )

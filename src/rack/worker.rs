@@ -330,12 +330,12 @@ pub fn exit(ruby: &Ruby, code: i32) -> ! {
     let _: Result<Value, _> =
         rustrack.funcall("call_event", (ruby.to_symbol("stopping_worker_process"),));
     let _ = std::io::stderr().flush();
-    // SAFETY: called on the Ruby thread, once, after which nothing touches
-    // Ruby: `_exit` follows immediately. ruby_cleanup runs at_exit blocks and
-    // flushes Ruby's IO buffers; `_exit` then skips Rust's and libc's exit
-    // handlers, which belong to the process we were forked from.
-    unsafe {
-        let cleaned = rb_sys::ruby_cleanup(code);
-        libc::_exit(if code != 0 { code } else { cleaned });
-    }
+    // SAFETY: called on the thread that runs Ruby (the worker's main one),
+    // once, and nothing touches Ruby after it: `_exit` follows. It runs the
+    // at_exit blocks and flushes Ruby's IO buffers.
+    let cleaned = unsafe { rb_sys::ruby_cleanup(code) };
+    // `_exit` skips Rust's and libc's exit handlers, which belong to the
+    // process we were forked from.
+    // SAFETY: _exit(2) ends the process at once; it takes an integer.
+    unsafe { libc::_exit(if code != 0 { code } else { cleaned }) }
 }

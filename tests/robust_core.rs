@@ -69,71 +69,167 @@ fn host_pid(ns_init: u32, ns_pid: u32) -> Option<u32> {
     None
 }
 
-/// Defect 1: a worker that exited is never signalled afterwards, even once
-/// another process holds its PID. rustrack runs as PID 1 of its own PID
-/// namespace, where the test can hand a dead worker's PID to a `sleep` of
-/// its own (`ns_last_pid`). A worker that exits on TERM after
-/// `--worker-timeout` is due a KILL 2 s later; that KILL must not reach
-/// the `sleep` now wearing its PID.
-#[test]
-fn a_worker_that_exited_is_never_signalled_even_when_its_pid_is_reused() {
-    let test = "a_worker_that_exited_is_never_signalled_even_when_its_pid_is_reused";
-    let tools = Path::new("/usr/bin/unshare").exists() && Path::new("/usr/bin/nsenter").exists();
-    if !require(is_root(), test, "needs root (PID namespaces)")
-        || !require(tools, test, "needs unshare and nsenter (util-linux)")
-    {
-        return;
-    }
-    let registry = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("/usr/bin/unshare");
-    cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc"])
-        .arg(bin())
-        .arg("start")
-        .arg(edges())
-        .args(["--address", "127.0.0.1", "--port", "0"])
-        .args(["--worker-timeout", "1", "--min-instances", "1"])
-        .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path());
-    let server = start_command(cmd, registry, 60);
-    let init = children_of(server.pid)[0]; // rustrack, PID 1 inside
-    let victim = server.status()["workers"][0]["pid"].as_u64().unwrap() as u32;
-    let victim_host = host_pid(init, victim).expect("the worker's host PID");
+/// rustrack as PID 1 of a PID namespace of its own, where a test can hand
+/// a dead worker's PID to a process of its choosing.
+struct Namespaced {
+    server: Server,
+    /// rustrack's PID outside the namespace.
+    init: u32,
+}
 
+impl Namespaced {
+    fn start(test: &str, extra: &[&str]) -> Option<Namespaced> {
+        let tools =
+            Path::new("/usr/bin/unshare").exists() && Path::new("/usr/bin/nsenter").exists();
+        if !require(is_root(), test, "needs root (PID namespaces)")
+            || !require(tools, test, "needs unshare and nsenter (util-linux)")
+        {
+            return None;
+        }
+        let registry = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("/usr/bin/unshare");
+        cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+            .arg(bin())
+            .arg("start")
+            .arg(edges())
+            .args(["--address", "127.0.0.1", "--port", "0"])
+            .args(extra)
+            .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path());
+        let server = start_command(cmd, registry, 60);
+        let init = children_of(server.pid)[0];
+        Some(Namespaced { server, init })
+    }
+
+    /// Starts `sleep 60` inside the namespace with PID `pid` (which must be
+    /// free); returns its PID outside, and the command to reap at the end.
+    fn plant(&self, pid: u32) -> (u32, std::process::Child) {
+        let mut stranger = Command::new("/usr/bin/nsenter")
+            .args(["-t", &self.init.to_string(), "-p", "--", "sh", "-c"])
+            .arg(format!(
+                "echo {} > /proc/sys/kernel/ns_last_pid; sleep 60 & echo $!; wait",
+                pid - 1
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 16];
+        let n = stranger.stdout.as_mut().unwrap().read(&mut first).unwrap();
+        let got: u32 = String::from_utf8_lossy(&first[..n]).trim().parse().unwrap();
+        assert_eq!(got, pid, "the stranger did not get the PID");
+        (
+            host_pid(self.init, pid).expect("the stranger's host PID"),
+            stranger,
+        )
+    }
+
+    /// The PID a process has inside the namespace.
+    fn inner_pid(host: u32) -> u32 {
+        let status = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Defect 1: a worker that exited is never signalled afterwards, even once
+/// another process holds its PID. Here a smart spawn fails (the worker
+/// exits before greeting); the front end hears of it only after the
+/// preloader has reaped it, and the PID has gone to a stranger meanwhile
+/// (the front end is frozen with SIGSTOP to make that window wide). Before
+/// pidfds, the failed spawn's clean-up SIGKILLed the stranger.
+#[test]
+fn a_worker_that_failed_to_start_is_never_signalled_once_its_pid_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("fail");
+    let Some(ns) = Namespaced::start(
+        "a_worker_that_failed_to_start_is_never_signalled_once_its_pid_is_reused",
+        &[
+            "--envvar",
+            &format!("EDGES_FAIL_FLAG={}", flag.display()),
+            "--envvar",
+            "EDGES_FAIL_DELAY=1",
+        ],
+    ) else {
+        return;
+    };
+    let server = &ns.server;
+    let preloader = server.status()["preloader_pid"].as_u64().unwrap() as u32;
+    let preloader_host = host_pid(ns.init, preloader).unwrap();
+    let before = children_of(preloader_host);
+    std::fs::write(&flag, "").unwrap();
+    // (`server.signal` would reach unshare, not rustrack.)
+    kill(ns.init, libc::SIGTTIN);
+    // The doomed worker is forked and reported; then the front end freezes.
+    server.wait_until(10, "the doomed worker", |_| {
+        children_of(preloader_host).len() > before.len()
+    });
+    let doomed_host = *children_of(preloader_host)
+        .iter()
+        .find(|p| !before.contains(p))
+        .unwrap();
+    let doomed = Namespaced::inner_pid(doomed_host);
+    server.wait_until(10, "the front end to know its PID", |s| {
+        s.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["pid"].as_u64() == Some(doomed as u64))
+    });
+    kill(ns.init, libc::SIGSTOP);
+    // It exits after its 1 s delay; the preloader reaps it at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{doomed_host}")).exists() {
+        assert!(Instant::now() < deadline, "the doomed worker lives on");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (stranger_host, mut stranger) = ns.plant(doomed);
+    kill(ns.init, libc::SIGCONT);
+    server.wait_until(10, "the failed spawn to be noticed", |s| {
+        s.logs().contains("before it was ready")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        alive(stranger_host),
+        "the stranger holding a dead worker's PID was killed\n{}",
+        server.logs()
+    );
+    kill(stranger_host, libc::SIGKILL);
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}
+
+/// Defect 1, the timeout path: a worker that exits on TERM after
+/// `--worker-timeout` is due a KILL 2 s later; that KILL must not reach a
+/// stranger that took its PID meanwhile.
+#[test]
+fn a_timed_out_worker_that_exited_is_not_killed_later_under_its_old_pid() {
+    let Some(ns) = Namespaced::start(
+        "a_timed_out_worker_that_exited_is_not_killed_later_under_its_old_pid",
+        &["--worker-timeout", "1", "--min-instances", "1"],
+    ) else {
+        return;
+    };
+    let server = &ns.server;
+    let victim = server.status()["workers"][0]["pid"].as_u64().unwrap() as u32;
+    let victim_host = host_pid(ns.init, victim).expect("the worker's host PID");
     let started = Instant::now();
     let r = server.get("/exit-on-term");
     assert_eq!(r.status, 504, "{}", r.text());
     // TERM made it exit; its replacement is up (no more forks follow).
     server.wait_until(10, "the timed-out worker to exit", |_| !alive(victim_host));
     server.wait_until(10, "its replacement", |s| s.ready_count() == 1);
-    let status = server.status();
-    assert_ne!(status["workers"][0]["pid"].as_u64(), Some(victim as u64));
-
-    // A stranger takes the dead worker's PID.
-    let mut stranger = Command::new("/usr/bin/nsenter")
-        .args(["-t", &init.to_string(), "-p", "--", "sh", "-c"])
-        .arg(format!(
-            "echo {} > /proc/sys/kernel/ns_last_pid; sleep 60 & echo $!; wait",
-            victim - 1
-        ))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 16];
-    let n = stranger.stdout.as_mut().unwrap().read(&mut first).unwrap();
-    let got: u32 = String::from_utf8_lossy(&first[..n]).trim().parse().unwrap();
-    assert_eq!(
-        got, victim,
-        "the stranger did not get the dead worker's PID"
-    );
-    let stranger_host = host_pid(init, victim).expect("the stranger's host PID");
+    let (stranger_host, mut stranger) = ns.plant(victim);
     assert!(
         started.elapsed() < Duration::from_millis(2_800),
         "too slow to plant the stranger before the KILL was due ({:?})",
         started.elapsed()
     );
     // The KILL was due 2 s after the timeout; wait past it.
-    std::thread::sleep(
-        Duration::from_secs(3).saturating_sub(started.elapsed()) + Duration::from_secs(1),
-    );
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
     assert!(
         alive(stranger_host),
         "the stranger holding a dead worker's PID was killed\n{}",
@@ -205,19 +301,21 @@ fn requests_during_a_spawn_back_off_get_503_at_once_and_the_pool_recovers() {
     let pid = server.worker_pids()[0];
     std::fs::write(&flag, "").unwrap();
     kill(pid, libc::SIGKILL);
-    server.wait_until(20, "a failed respawn", |s| {
-        s.status()["last_spawn_error"].is_string()
+    // Four failures in a row: the next try is 4 s away (0.5 s doubling).
+    server.wait_until(30, "four failed respawns", |s| {
+        s.logs().matches("spawning a worker failed").count() >= 4
             && s.status()["workers"].as_array().unwrap().is_empty()
     });
     let started = Instant::now();
     let r = server.get("/");
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(1),
         "{:?}",
         started.elapsed()
     );
-    assert!(r.header("retry-after").is_some());
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=4).contains(&retry), "Retry-After {retry}");
     std::fs::remove_file(&flag).unwrap();
     server.wait_until(60, "the pool to recover", |s| s.ready_count() == 1);
     assert_eq!(server.get("/").status, 200);
@@ -411,7 +509,17 @@ fn a_socket_in_use_is_refused_and_a_stale_one_replaced() {
     let path = dir.path().join("app.sock");
     let first = start(&edges(), &["--socket", path.to_str().unwrap()]);
     let (mut second, _registry, logs) = spawn(&edges(), &["--socket", path.to_str().unwrap()], &[]);
-    let status = second.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second server took over a socket in use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(!status.success());
     let log = logs.lock().unwrap().join("\n");
     assert!(log.contains("in use"), "{log}");

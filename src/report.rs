@@ -181,11 +181,11 @@ impl MemoryReport {
     }
 }
 
+/// A preloader and one worker sharing 75 of its 100 bytes, for tests here
+/// and of the client's rendering.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mem(rss: u64, shared: u64, pss: u64, dirty: u64) -> Option<Memory> {
+pub(crate) fn sample_memory_report() -> MemoryReport {
+    let mem = |rss, shared, pss, dirty| {
         Some(Memory {
             rss,
             pss,
@@ -193,32 +193,39 @@ mod tests {
             private_dirty: dirty,
             ..Memory::default()
         })
-    }
+    };
+    MemoryReport::new(
+        "smart".into(),
+        vec![
+            ProcessMemory {
+                pid: 10,
+                ppid: Some(1),
+                role: ProcessRole::Preloader,
+                worker_id: None,
+                memory: mem(100, 90, 40, 10),
+            },
+            ProcessMemory {
+                pid: 11,
+                ppid: Some(10),
+                role: ProcessRole::Worker,
+                worker_id: Some(1),
+                memory: mem(100, 75, 45, 25),
+            },
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn totals_and_sharing() {
-        let report = MemoryReport::new(
-            "smart".into(),
-            vec![
-                ProcessMemory {
-                    pid: 10,
-                    ppid: Some(1),
-                    role: ProcessRole::Preloader,
-                    worker_id: None,
-                    memory: mem(100, 90, 40, 10),
-                },
-                ProcessMemory {
-                    pid: 11,
-                    ppid: Some(10),
-                    role: ProcessRole::Worker,
-                    worker_id: Some(1),
-                    memory: mem(100, 75, 45, 25),
-                },
-            ],
-        );
+        let report = sample_memory_report();
         assert_eq!(report.total_pss, 85);
         assert_eq!(report.total_private_dirty, 35);
         assert_eq!(report.sharing(&report.processes[1]), Some(0.75));
+        assert_eq!(report.sharing(&report.processes[0]), None);
     }
 
     #[test]

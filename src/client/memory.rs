@@ -63,39 +63,12 @@ pub fn render(report: &MemoryReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procfs::Memory;
-    use crate::report::{ProcessMemory, ProcessRole};
 
     #[test]
     fn the_table_shows_sharing_with_the_preloader() {
-        let mem = |rss, shared| {
-            Some(Memory {
-                rss,
-                shared_clean: shared,
-                ..Memory::default()
-            })
-        };
-        let report = MemoryReport::new(
-            "smart".into(),
-            vec![
-                ProcessMemory {
-                    pid: 10,
-                    ppid: Some(1),
-                    role: ProcessRole::Preloader,
-                    worker_id: None,
-                    memory: mem(100, 90),
-                },
-                ProcessMemory {
-                    pid: 11,
-                    ppid: Some(10),
-                    role: ProcessRole::Worker,
-                    worker_id: Some(1),
-                    memory: mem(100, 75),
-                },
-            ],
-        );
-        let table = render(&report);
+        let table = render(&crate::report::sample_memory_report());
         assert!(table.contains("worker 1"), "{table}");
         assert!(table.contains("75%"), "{table}");
+        assert!(table.contains("COW"), "{table}");
     }
 }

@@ -644,6 +644,19 @@ mod tests {
         Action::Stop { worker, reason }
     }
 
+    /// Workers 1..=`deaths` each become ready and die 10 ms later; returns
+    /// the time of the last death (ms).
+    fn quick_deaths(m: &mut Machine, c: &Clock, deaths: u64) -> u64 {
+        let mut t = 0;
+        for id in 1..=deaths {
+            t += 10;
+            m.handle(c.at(t), Event::Ready(id));
+            t += 10;
+            m.handle(c.at(t), Event::Lost(id));
+        }
+        t
+    }
+
     /// A machine with `n` ready workers (ids 1..=n) at time 0–n ms.
     fn ready(cfg: Config, n: u64, c: &Clock) -> Machine {
         let mut m = Machine::new(cfg);
@@ -947,13 +960,7 @@ mod tests {
         let c = Clock(Instant::now());
         let mut m = Machine::new(Config::new(1, 3, 10));
         m.handle(c.at(0), Event::Start);
-        let mut t = 0;
-        for id in 1..=CRASH_LOOP as u64 {
-            t += 10;
-            m.handle(c.at(t), Event::Ready(id));
-            t += 10;
-            m.handle(c.at(t), Event::Lost(id));
-        }
+        let t = quick_deaths(&mut m, &c, CRASH_LOOP as u64);
         assert_eq!(m.count(SlotState::Spawning), 0);
         let out = m.handle(c.at(t + 1_000), Event::Request(1));
         assert_eq!(
@@ -971,13 +978,7 @@ mod tests {
         let c = Clock(Instant::now());
         let mut m = Machine::new(Config::new(1, 1, 10));
         m.handle(c.at(0), Event::Start);
-        let mut t = 0;
-        for id in 1..CRASH_LOOP as u64 {
-            t += 10;
-            m.handle(c.at(t), Event::Ready(id));
-            t += 10;
-            m.handle(c.at(t), Event::Lost(id));
-        }
+        let t = quick_deaths(&mut m, &c, CRASH_LOOP as u64 - 1);
         let last = CRASH_LOOP as u64;
         m.handle(c.at(t + 10), Event::Ready(last));
         m.handle(c.at(t + 11), Event::Request(1)); // dispatched to the last

@@ -215,13 +215,17 @@ fn smart_workers_share_memory_with_the_preloader_and_direct_ones_do_not() {
 
 #[test]
 fn the_preloaders_heap_goes_into_huge_pages_and_workers_still_share_it() {
+    // Transparent huge pages are a setting of the host kernel, which a CI
+    // machine (a container on someone else's kernel) may have off or lack,
+    // and no package installs: a loud skip even under CI=true, not a
+    // failure.
     let thp =
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-    if thp.is_empty() || thp.contains("[never]") {
-        skip_loudly(
-            "the_preloaders_heap_goes_into_huge_pages_and_workers_still_share_it",
-            "transparent huge pages are off on this kernel",
-        );
+    if !optional_dep(
+        !thp.is_empty() && !thp.contains("[never]"),
+        "transparent huge pages are off or missing on this kernel \
+         (/sys/kernel/mm/transparent_hugepage/enabled)",
+    ) {
         return;
     }
     let args = ["--min-instances", "2", "--max-pool-size", "2"];

@@ -371,10 +371,82 @@ pub fn concurrent_gets(server: &Server, path: &str, n: usize) -> Vec<Response> {
 // rustrack through another command (`bundle exec rustrack start`).
 // ---------------------------------------------------------------------
 
-/// Prints a skip notice that cannot be missed in the test output.
+/// Whether we run under CI (`CI=true`, as CI services set it; `1` too).
+/// There a missing test dependency is a failure, not a skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The running test's name: libtest runs each test on a thread named
+/// after it.
+pub fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_string()
+}
+
+/// Prints a skip notice that cannot be missed in the test output. It
+/// writes to the stderr handle, not with `eprintln!`, which libtest
+/// captures and shows only for failing tests: a skipped test passes.
 pub fn skip_loudly(test: &str, why: &str) {
     let bar = "!".repeat(78);
-    eprintln!("\n{bar}\n!!! SKIPPED {test}: {why}\n{bar}\n");
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\nSKIPPED: {test}: {why}\n{bar}\n"
+    );
+}
+
+/// For a dependency CI must have (script/setup installs it): returns
+/// `ok`. When it is missing (`ok` false), under CI (`CI=true`) the test
+/// fails, naming `what` and the Debian package to install; elsewhere it
+/// prints a loud `SKIPPED` notice and the caller returns:
+///
+/// ```ignore
+/// if !require_dep(sinatra_installed(), "Sinatra", "ruby-sinatra") {
+///     return;
+/// }
+/// ```
+pub fn require_dep(ok: bool, what: &str, debian_package: &str) -> bool {
+    if ok {
+        return true;
+    }
+    let test = current_test();
+    let why = format!(
+        "{what} is not installed (apt-get install {debian_package}; script/setup installs it)"
+    );
+    if under_ci() {
+        panic!("{test}: {why}. CI=true: a missing test dependency fails the test instead of skipping it");
+    }
+    skip_loudly(&test, &why);
+    false
+}
+
+/// For something a CI machine may legitimately lack (a kernel feature of
+/// the host, say): returns `ok`; when it is false, prints a loud `SKIPPED`
+/// notice with `why`, even under CI, and the caller returns.
+pub fn optional_dep(ok: bool, why: &str) -> bool {
+    if !ok {
+        skip_loudly(&current_test(), why);
+    }
+    ok
+}
+
+/// Where `name` is on PATH, like `command -v`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether `cmd ARGS` runs and exits 0 (a tool is installed, a Ruby
+/// library loads).
+pub fn runs_ok(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
@@ -405,19 +477,14 @@ pub struct Memcached {
 }
 
 impl Memcached {
-    /// Starts one, or returns `None` (after a loud skip notice naming
-    /// `test`) when memcached is not installed.
-    pub fn start(test: &str) -> Option<Memcached> {
-        let bin = ["/usr/bin/memcached", "/usr/local/bin/memcached"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let Some(bin) = bin else {
-            skip_loudly(
-                test,
-                "memcached is not installed (apt-get install memcached; script/setup does)",
-            );
+    /// Starts one, or returns `None` when memcached is not on PATH: see
+    /// `require_dep` (a skip, or under CI a failure).
+    pub fn start() -> Option<Memcached> {
+        let bin = on_path("memcached");
+        if !require_dep(bin.is_some(), "memcached", "memcached") {
             return None;
-        };
+        }
+        let bin = bin.unwrap();
         let port = free_port();
         let child = Command::new(bin)
             .args(["-l", "127.0.0.1", "-U", "0", "-m", "64", "-c", "1024"])
@@ -456,12 +523,15 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    pub fn start(test: &str) -> Option<Postgres> {
-        if !Path::new(PG_BIN).join("initdb").exists() {
-            skip_loudly(
-                test,
-                "PostgreSQL 15 is not installed (apt-get install postgresql; script/setup does)",
-            );
+    /// Starts one, or returns `None` when PostgreSQL 15 is not installed:
+    /// see `require_dep` (a skip, or under CI a failure).
+    pub fn start() -> Option<Postgres> {
+        let installed = Path::new(PG_BIN).join("initdb").exists();
+        if !require_dep(
+            installed,
+            &format!("PostgreSQL 15 ({PG_BIN})"),
+            "postgresql",
+        ) {
             return None;
         }
         let dir = tempfile::Builder::new()

@@ -55,9 +55,10 @@ fn one_per_worker(server: &Server, method: &str, path: &str, n: usize) -> Vec<Re
 }
 
 /// The local ports of the TCP connections `pid` holds to PostgreSQL.
+/// Panics if they cannot be read: an empty list must mean "none".
 fn pg_client_ports(pid: u32, pg_port: u16) -> Vec<u16> {
     inherited::connections(&pid.to_string(), &[])
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("reading the connections of {pid}: {e:#}"))
         .into_iter()
         .filter_map(|c| match c.peer {
             Peer::Tcp { local, remote } if remote.port() == pg_port => Some(local.port()),

@@ -112,16 +112,7 @@ fn an_exception_in_the_app_gives_500_and_the_worker_lives_on() {
 
 fn assert_broken_fixture_fails(extra: &[&str]) {
     let (mut child, _registry, logs) = spawn(&fixture("broken"), extra, &[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "start did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::thread::sleep(Duration::from_millis(100));
-    let out = logs.lock().unwrap().join("\n");
+    let (status, out) = wait_for_exit(&mut child, &logs, 60);
     assert!(!status.success(), "exit status {status}: {out}");
     assert!(
         out.contains("ArgumentError: broken fixture: settings are missing"),

@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,39 @@ pub struct Server {
     pub pid: u32,
     pub registry: tempfile::TempDir,
     pub instance: PathBuf,
-    pub logs: Arc<Mutex<Vec<String>>>,
+    pub logs: Arc<Logs>,
+}
+
+/// The output lines of a spawned command (stderr and stdout, as they
+/// arrive), and how many of its two output pipes are still open. Derefs to
+/// the lines' mutex.
+#[derive(Default)]
+pub struct Logs {
+    lines: Mutex<Vec<String>>,
+    open_pipes: AtomicUsize,
+}
+
+impl std::ops::Deref for Logs {
+    type Target = Mutex<Vec<String>>;
+    fn deref(&self) -> &Self::Target {
+        &self.lines
+    }
+}
+
+impl Logs {
+    /// Waits until both output pipes reached EOF (everything the command
+    /// and the processes it started wrote has been collected), for at most
+    /// `secs`; returns whether they did.
+    pub fn wait_for_eof(&self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.open_pipes.load(Ordering::SeqCst) > 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
 }
 
 /// Starts rustrack and returns once it has announced its port, or panics
@@ -49,7 +82,7 @@ pub fn spawn(
     app: &Path,
     extra: &[&str],
     env: &[(&str, &str)],
-) -> (Child, tempfile::TempDir, Arc<Mutex<Vec<String>>>) {
+) -> (Child, tempfile::TempDir, Arc<Logs>) {
     let (cmd, registry) = start_cmd(app, extra, env);
     let (child, logs) = spawn_command(cmd);
     (child, registry, logs)
@@ -71,7 +104,7 @@ fn start_cmd(app: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Command, temp
     (cmd, registry)
 }
 
-pub fn find_log(logs: &Arc<Mutex<Vec<String>>>, needle: &str) -> Option<String> {
+pub fn find_log(logs: &Logs, needle: &str) -> Option<String> {
     logs.lock()
         .unwrap()
         .iter()
@@ -167,7 +200,8 @@ impl Server {
         pids
     }
 
-    /// Polls `f` until it returns true or `secs` pass.
+    /// Polls `f` until it returns true; panics naming `what`, with the
+    /// server's logs, if `secs` pass first.
     pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut(&Server) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !f(self) {
@@ -645,13 +679,14 @@ impl Drop for Postgres {
 
 /// Runs `cmd` (which must end up running `rustrack start` with
 /// `--address 127.0.0.1 --port 0`) and collects its output like `spawn`.
-pub fn spawn_command(mut cmd: Command) -> (Child, Arc<Mutex<Vec<String>>>) {
+pub fn spawn_command(mut cmd: Command) -> (Child, Arc<Logs>) {
     cmd.env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawning the command");
-    let logs = Arc::new(Mutex::new(Vec::new()));
+    let logs = Arc::new(Logs::default());
+    logs.open_pipes.store(2, Ordering::SeqCst);
     for stream in [
         Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
         Box::new(child.stdout.take().unwrap()),
@@ -665,6 +700,7 @@ pub fn spawn_command(mut cmd: Command) -> (Child, Arc<Mutex<Vec<String>>>) {
                 }
                 logs.lock().unwrap().push(line);
             }
+            logs.open_pipes.fetch_sub(1, Ordering::SeqCst);
         });
     }
     (child, logs)
@@ -701,7 +737,8 @@ pub fn start_command(cmd: Command, registry: tempfile::TempDir, secs: u64) -> Se
             };
         }
         if let Ok(Some(status)) = child.try_wait() {
-            std::thread::sleep(Duration::from_millis(100));
+            // Failing anyway: collect what it wrote, if that comes soon.
+            logs.wait_for_eof(2);
             panic!(
                 "the command exited early ({status}):\n{}",
                 logs.lock().unwrap().join("\n")
@@ -722,7 +759,7 @@ pub fn start_command(cmd: Command, registry: tempfile::TempDir, secs: u64) -> Se
 /// and its output.
 pub fn wait_for_exit(
     child: &mut Child,
-    logs: &Arc<Mutex<Vec<String>>>,
+    logs: &Logs,
     secs: u64,
 ) -> (std::process::ExitStatus, String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -739,8 +776,16 @@ pub fn wait_for_exit(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // Let the reader threads take the last lines.
-    std::thread::sleep(Duration::from_millis(150));
+    // Callers also assert what the output lacks: take every last line,
+    // up to EOF on both pipes. A process still holding them 10 s after
+    // the command exited is one it left behind.
+    if !logs.wait_for_eof(10) {
+        panic!(
+            "exited ({status}), but its output pipes are still open 10 s later: \
+             a process it started outlived it\n{}",
+            logs.lock().unwrap().join("\n")
+        );
+    }
     (status, logs.lock().unwrap().join("\n"))
 }
 

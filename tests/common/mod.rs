@@ -212,6 +212,39 @@ impl Server {
         }
     }
 
+    /// The state (`ready`, `busy`, `spawning`, `retiring`) of each worker
+    /// in `rustrack status`.
+    pub fn worker_states(&self) -> Vec<String> {
+        self.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["state"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
+    /// How many workers are busy with a request.
+    pub fn busy_count(&self) -> usize {
+        self.worker_states().iter().filter(|s| *s == "busy").count()
+    }
+
+    /// `processed_total` from `rustrack status`. The pool counts a request
+    /// when the worker's side of the exchange ends, which can be a moment
+    /// after the client has its response: wait with `wait_processed`
+    /// before comparing.
+    pub fn processed_total(&self) -> u64 {
+        self.status()["processed_total"].as_u64().unwrap()
+    }
+
+    /// Waits until `processed_total` reaches `n`, then returns it (which
+    /// may be more than `n`: callers assert the exact figure).
+    pub fn wait_processed(&self, secs: u64, n: u64) -> u64 {
+        self.wait_until(secs, &format!("processed_total to reach {n}"), |s| {
+            s.processed_total() >= n
+        });
+        self.processed_total()
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's PID.
         unsafe { libc::kill(self.pid as i32, sig) };

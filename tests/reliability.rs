@@ -151,10 +151,51 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
     );
 }
 
+/// Whether the server still holds `s` open: nothing to read yet, and no
+/// EOF or reset. Err says what came instead.
+fn still_open(s: &TcpStream) -> Result<(), String> {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    let result = match (&*s).read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Ok(0) => Err("closed by the server (EOF)".to_string()),
+        Ok(n) => Err(format!(
+            "the server sent {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        )),
+        Err(e) => Err(format!("closed by the server ({e})")),
+    };
+    s.set_nonblocking(false).unwrap();
+    result
+}
+
 #[test]
 fn slow_and_idle_clients_neither_block_others_nor_use_workers() {
+    // Long enough for the setup (1000 connections; a connect now and then
+    // takes a 1 s SYN retransmission) and the slowloris phase to run
+    // with every connection still open: with 3 s the earliest slow
+    // clients had been closed before the phase ended.
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(8);
     raise_fd_limit();
-    let server = start(&fixture("events"), &["--header-timeout", "3"]);
+    let server = start(
+        &fixture("events"),
+        &["--header-timeout", &HEADER_TIMEOUT.as_secs().to_string()],
+    );
+    let setup = Instant::now();
+    // A connection found closed: before the header timeout the server did
+    // it too early; after it, this test was too slow to hold it open.
+    let closed = |what: String| -> ! {
+        let t = setup.elapsed();
+        panic!(
+            "{what} {t:?} after the first connect, --header-timeout {HEADER_TIMEOUT:?}: {}\n{}",
+            if t < HEADER_TIMEOUT {
+                "the server closed it before its header timeout"
+            } else {
+                "the setup outlasted the header timeout; the test could not hold its clients open"
+            },
+            server.logs()
+        )
+    };
     let mut slow: Vec<TcpStream> = (0..500)
         .map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap())
         .collect();
@@ -166,19 +207,31 @@ fn slow_and_idle_clients_neither_block_others_nor_use_workers() {
         read_response(&mut BufReader::new(&s)).unwrap();
         idle.push(s);
     }
-    let processed_before = server.status()["processed_total"].as_u64().unwrap();
+    let processed_before = server.wait_processed(10, 500);
+    assert_eq!(processed_before, 500);
     // Slowloris: one header byte at a time.
     let mut worst = Duration::ZERO;
     for (i, byte) in b"GET / HTTP/1.1\r\nX".iter().enumerate() {
-        for s in &mut slow {
-            let _ = s.write_all(&[*byte]);
+        for (k, s) in slow.iter_mut().enumerate() {
+            if let Err(e) = s.write_all(&[*byte]) {
+                closed(format!("slow client {k}: writing byte {i} failed ({e})"));
+            }
         }
         let t = Instant::now();
         let r = server.get("/");
         worst = worst.max(t.elapsed());
         assert_eq!(r.status, 200);
         if i > 1 {
+            // The scenario: a slow client's pause between bytes.
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Every slow and idle client was held open through all of it.
+    for (kind, conns) in [("slow", &slow), ("idle", &idle)] {
+        for (k, s) in conns.iter().enumerate() {
+            if let Err(e) = still_open(s) {
+                closed(format!("{kind} client {k}: {e}"));
+            }
         }
     }
     eprintln!(
@@ -188,24 +241,25 @@ fn slow_and_idle_clients_neither_block_others_nor_use_workers() {
         worst < Duration::from_secs(2),
         "fast requests were held up: {worst:?}"
     );
-    let status = server.status();
     // Only the fast requests reached a worker.
-    assert_eq!(
-        status["processed_total"].as_u64().unwrap() - processed_before,
-        17
-    );
-    assert_eq!(status["processes"], 1);
-    // The header timeout closes both kinds.
-    std::thread::sleep(Duration::from_secs(4));
-    for s in slow.iter_mut().chain(idle.iter_mut()).step_by(50) {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 256];
-        let n = s.read(&mut buf).unwrap_or(0);
-        let text = String::from_utf8_lossy(&buf[..n]);
-        assert!(
-            n == 0 || text.starts_with("HTTP/1.1 408"),
-            "connection still open: {text:?}"
-        );
+    assert_eq!(server.wait_processed(10, 517) - processed_before, 17);
+    assert_eq!(server.status()["processes"], 1);
+    // The header timeout closes both kinds (a 408 first is fine): each is
+    // closed by the server, not just silent, within the timeout and a
+    // margin from now.
+    let deadline = Instant::now() + HEADER_TIMEOUT + Duration::from_secs(5);
+    for (kind, conns) in [("slow", &mut slow), ("idle", &mut idle)] {
+        for (k, s) in conns.iter_mut().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let got = read_to_close(s, &format!("{kind} client {k} past --header-timeout"));
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                got.is_empty() || text.starts_with("HTTP/1.1 408"),
+                "{kind} client {k} got {text:?} instead of a close"
+            );
+        }
     }
 }
 
@@ -274,7 +328,8 @@ fn a_200_mb_upload_reaches_rack_input_intact() {
 #[test]
 fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
     let server = start(&fixture("events"), &[]);
-    let before = server.status()["processed_total"].as_u64().unwrap();
+    wait_for_ready_workers(&server, 1, 30);
+    let before = server.processed_total();
     let cases: &[(&str, &[u8], u16)] = &[
         ("two CLs", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
         ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
@@ -289,9 +344,9 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
         let mut reader = BufReader::new(s);
         let r = read_response(&mut reader).unwrap();
         assert_eq!(r.status, *want, "{name}: {}", r.text());
-        // The connection is closed after the error.
-        let mut rest = Vec::new();
-        let _ = reader.read_to_end(&mut rest);
+        // The connection is closed after the error (within the 5 s read
+        // timeout), with no second response.
+        let rest = read_to_close(&mut reader, &format!("{name}: after the 400"));
         assert!(
             rest.is_empty() || !rest.starts_with(b"HTTP/"),
             "{name}: a second response followed"
@@ -313,8 +368,7 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
         first.status == 400 || first.header("connection") == Some("close"),
         "{first:?}"
     );
-    let mut rest = Vec::new();
-    let _ = reader.read_to_end(&mut rest);
+    let rest = read_to_close(&mut reader, "after the CL+TE request");
     assert!(
         rest.is_empty(),
         "the smuggled request was answered: {}",
@@ -327,7 +381,7 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
     big.extend_from_slice(b"\r\n\r\n");
     assert_eq!(server.raw(&big).status, 431);
     assert_eq!(
-        server.status()["processed_total"].as_u64().unwrap(),
+        server.wait_processed(10, before),
         before,
         "a bad request reached a worker"
     );

@@ -7,11 +7,11 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -347,7 +347,14 @@ pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
     } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         loop {
             line.clear();
-            r.read_line(&mut line)?;
+            if r.read_line(&mut line)? == 0 {
+                // EOF where the next chunk should be: a body cut off, which
+                // callers tell from a malformed one by the kind.
+                return Err(std::io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "chunked body cut off",
+                ));
+            }
             let size = usize::from_str_radix(line.trim(), 16).map_err(std::io::Error::other)?;
             if size == 0 {
                 line.clear();
@@ -368,6 +375,67 @@ pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
         headers,
         body,
     })
+}
+
+/// Whether a read error means the peer closed the connection (as opposed
+/// to a read timeout, which means it is still open and silent).
+pub fn is_closed_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
+/// Whether a read error is a read timeout (`set_read_timeout` reports it
+/// as WouldBlock on Linux).
+pub fn is_timeout_error(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Reads `r` until the peer closes the connection (EOF, or a reset) and
+/// returns every byte that arrived first. The caller's read timeout bounds
+/// how long a silent connection may stay open: a read that times out
+/// panics, naming `what`, because the connection was not closed.
+pub fn read_to_close(r: &mut impl Read, what: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if is_closed_error(&e) => return got,
+            Err(e) if is_timeout_error(&e) => panic!(
+                "{what}: the connection is still open (read timed out) after {} bytes: {:?}",
+                got.len(),
+                String::from_utf8_lossy(&got[..got.len().min(300)])
+            ),
+            Err(e) => panic!("{what}: reading failed: {e}"),
+        }
+    }
+}
+
+/// Polls `f` until it returns true; panics naming `what` if `secs` pass
+/// first. (`Server::wait_until` adds the server's logs to the message.)
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        if Instant::now() > deadline {
+            panic!("timed out after {secs} s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sets the flag when dropped: load threads in a `thread::scope` loop
+/// until a flag is set, and an assertion failing in the scope's body would
+/// otherwise leave them looping and the test hanging instead of failing.
+pub struct SetOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Direct children of `pid`, from /proc.

@@ -437,32 +437,32 @@ fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy() {
     ];
     for (path, want, log) in cases {
         let started = Instant::now();
-        let r = match *path {
-            // A streamed body cut off by the app's error is not a success.
+        let (status, text) = match *path {
+            // /never-ends starts streaming before it stalls: the head is
+            // 200, then the body is cut off at the timeout. A cut-off body
+            // counts as the 504 it would have been; a complete one (the
+            // last chunk sent) is a truncated body passed off as whole.
             "/never-ends" => {
                 let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 s.write_all(b"GET /never-ends HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                     .unwrap();
-                let mut reader = BufReader::new(s);
-                match read_response(&mut reader) {
-                    Ok(r) => r,
-                    Err(_) => Response {
-                        status: 504,
-                        headers: vec![],
-                        body: vec![],
-                    },
+                let raw = read_to_close(&mut s, "/never-ends past --worker-timeout");
+                let head = String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
+                match read_response(&mut raw.as_slice()) {
+                    Ok(r) => (r.status, r.text()),
+                    Err(e) if is_closed_error(&e) && raw.starts_with(b"HTTP/1.1 200 ") => {
+                        (504, format!("cut off after {} bytes: {head:?}", raw.len()))
+                    }
+                    Err(e) => panic!("/never-ends: {e}: {head:?}"),
                 }
             }
-            _ => server.get(path),
+            _ => {
+                let r = server.get(path);
+                (r.status, r.text())
+            }
         };
-        // /never-ends starts streaming before it stalls: the head is 200,
-        // then the body is cut off at the timeout.
-        let status = if *path == "/never-ends" && r.status == 200 {
-            504
-        } else {
-            r.status
-        };
-        assert_eq!(status, *want, "{path}: {}", r.text());
+        assert_eq!(status, *want, "{path}: {text}");
         server.wait_until(15, &format!("log line for {path}"), |s| {
             s.logs().contains(log)
         });
@@ -473,17 +473,25 @@ fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy() {
     // A body that raises after a chunk went out: the client sees a cut-off
     // response, never a complete one.
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(b"GET /raise-after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     // Depending on timing the front end has either already started the
-    // response (the client sees it cut off) or not (a clean 500).
-    if let Ok(r) = read_response(&mut BufReader::new(s)) {
-        assert_eq!(
+    // response (the client sees it cut off) or not (a clean 500). The
+    // connection must close either way: a read timeout is neither.
+    let raw = read_to_close(&mut s, "/raise-after");
+    match read_response(&mut raw.as_slice()) {
+        Ok(r) => assert_eq!(
             r.status,
             500,
             "a truncated body looked complete: {}",
             r.text()
-        );
+        ),
+        Err(e) => assert!(
+            is_closed_error(&e) && raw.starts_with(b"HTTP/1.1 200 "),
+            "/raise-after: neither a 500 nor a cut-off 200 ({e}): {:?}",
+            String::from_utf8_lossy(&raw)
+        ),
     }
     server.wait_until(5, "log line", |s| {
         s.logs().contains("body raised in each after 1 chunk(s)")
@@ -577,62 +585,98 @@ fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_process() {
     let mut pids = server.worker_pids();
     pids.push(server.status()["preloader_pid"].as_u64().unwrap() as u32);
     let stop = AtomicBool::new(false);
+    // Set just before the SIGTERM is sent.
+    let signalled = AtomicBool::new(false);
     let (ok, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    // Requests sent before the SIGTERM and answered 200 after it.
+    let in_flight_finished = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
     let port = server.port;
     let exit_time = std::thread::scope(|s| {
+        let _stop = SetOnDrop(&stop);
         for _ in 0..8 {
             s.spawn(|| {
+                // Not served: fine once the server was told to stop (it
+                // stops listening), a failure before.
+                let unserved = |why: &str| {
+                    if signalled.load(Ordering::SeqCst) {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("before SIGTERM: {why}"));
+                    }
+                };
                 while !stop.load(Ordering::SeqCst) {
                     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-                        refused.fetch_add(1, Ordering::SeqCst);
+                        unserved("connection refused");
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
                     };
                     stream
                         .set_read_timeout(Some(Duration::from_secs(30)))
                         .unwrap();
-                    if stream
-                        .write_all(
-                            b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                        )
-                        .is_err()
-                    {
-                        refused.fetch_add(1, Ordering::SeqCst);
+                    if let Err(e) = stream.write_all(
+                        b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    ) {
+                        unserved(&format!("writing the request: {e}"));
                         continue;
                     }
-                    match read_response(&mut BufReader::new(stream)) {
+                    let sent_before_signal = !signalled.load(Ordering::SeqCst);
+                    let raw = read_to_close(&mut stream, "a request under SIGTERM");
+                    if raw.is_empty() {
+                        // Accepted by the kernel but closed unserved.
+                        unserved("closed without a response");
+                        continue;
+                    }
+                    match read_response(&mut raw.as_slice()) {
                         Ok(r) if r.status == 200 => {
                             ok.fetch_add(1, Ordering::SeqCst);
+                            if sent_before_signal && signalled.load(Ordering::SeqCst) {
+                                in_flight_finished.fetch_add(1, Ordering::SeqCst);
+                            }
                         }
                         Ok(r) => failed
                             .lock()
                             .unwrap()
                             .push(format!("{} {}", r.status, r.text())),
-                        // Accepted by the kernel but closed unserved once the
-                        // server stopped listening: a refusal, not a failure.
-                        Err(_) => {
-                            refused.fetch_add(1, Ordering::SeqCst);
-                        }
+                        // A response cut off is a request that did not finish.
+                        Err(e) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{e}: {:?}", String::from_utf8_lossy(&raw))),
                     }
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(1000));
+        wait_for(20, "the load to be served", || {
+            ok.load(Ordering::SeqCst) >= 8
+        });
         let t = Instant::now();
+        signalled.store(true, Ordering::SeqCst);
         server.signal(libc::SIGTERM);
         let status = server.wait_exit(35);
         let took = t.elapsed();
-        stop.store(true, Ordering::SeqCst);
         assert!(status.success());
         took
     });
     eprintln!(
-        "graceful stop under load: {} ok, {} refused after stop, exit in {exit_time:?}",
+        "graceful stop under load: {} ok ({} of them in flight at SIGTERM), {} refused after stop, exit in {exit_time:?}",
         ok.load(Ordering::SeqCst),
+        in_flight_finished.load(Ordering::SeqCst),
         refused.load(Ordering::SeqCst)
     );
-    assert!(failed.into_inner().unwrap().is_empty());
+    let failed = failed.into_inner().unwrap();
+    assert!(failed.is_empty(), "{failed:?}\n{}", server.logs());
+    // 8 clients on 4 workers: at the SIGTERM four requests were on the
+    // workers and more were queued. Each of those finishes.
+    assert!(
+        in_flight_finished.load(Ordering::SeqCst) >= 4,
+        "only {} requests in flight at SIGTERM finished\n{}",
+        in_flight_finished.load(Ordering::SeqCst),
+        server.logs()
+    );
     assert!(exit_time < Duration::from_secs(30));
     for pid in pids {
         assert!(!alive(pid), "pid {pid} survived");

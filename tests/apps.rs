@@ -11,38 +11,29 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn sinatra_available(test: &str) -> bool {
-    let ok = Command::new("ruby")
-        .args(["-e", "require 'sinatra/base'"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip_loudly(
-            test,
-            "Sinatra is not installed (apt-get install ruby-sinatra; script/setup does)",
-        );
-    }
-    ok
+/// Whether plain Ruby (no bundle) can require `lib`.
+fn requirable(lib: &str) -> bool {
+    runs_ok("ruby", &["-e", &format!("require '{lib}'")])
 }
 
-fn bundler_available(test: &str) -> bool {
-    let ok = Command::new("bundle")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip_loudly(
-            test,
-            "Bundler is not installed (apt-get install bundler; script/setup does)",
-        );
-    }
-    ok
+/// Sinatra (ruby-sinatra), which CI must have: see `require_dep`.
+fn sinatra_available() -> bool {
+    require_dep(requirable("sinatra/base"), "Sinatra", "ruby-sinatra")
+}
+
+/// Dalli (ruby-dalli), which CI must have: see `require_dep`.
+fn dalli_available() -> bool {
+    require_dep(requirable("dalli"), "Dalli", "ruby-dalli")
+}
+
+/// Bundler, which CI must have: see `require_dep`.
+fn bundler_available() -> bool {
+    require_dep(runs_ok("bundle", &["--version"]), "Bundler", "bundler")
 }
 
 #[test]
 fn sinatra_params_redirects_and_404() {
-    let test = "sinatra_params_redirects_and_404";
-    if !sinatra_available(test) {
+    if !sinatra_available() {
         return;
     }
     let server = start(&fixture("sinatra"), &[]);
@@ -86,8 +77,7 @@ fn sinatra_params_redirects_and_404() {
 /// reaches the client long before the last one is produced.
 #[test]
 fn sinatra_streams_chunks_as_they_are_produced() {
-    let test = "sinatra_streams_chunks_as_they_are_produced";
-    if !sinatra_available(test) {
+    if !sinatra_available() {
         return;
     }
     let server = start(&fixture("sinatra"), &[]);
@@ -148,8 +138,7 @@ fn sinatra_streams_chunks_as_they_are_produced() {
 
 #[test]
 fn environment_and_envvars_reach_the_app() {
-    let test = "environment_and_envvars_reach_the_app";
-    if !sinatra_available(test) {
+    if !sinatra_available() {
         return;
     }
     let server = start(
@@ -178,8 +167,7 @@ fn environment_and_envvars_reach_the_app() {
 
 #[test]
 fn the_default_environment_is_development_under_direct_spawning_too() {
-    let test = "the_default_environment_is_development_under_direct_spawning_too";
-    if !sinatra_available(test) {
+    if !sinatra_available() {
         return;
     }
     let server = start(
@@ -249,8 +237,9 @@ fn bundle_install(dir: &Path) {
 
 #[test]
 fn the_apps_gemfile_is_activated_before_config_ru() {
-    let test = "the_apps_gemfile_is_activated_before_config_ru";
-    if !bundler_available(test) {
+    // Dalli and Sinatra must be installed for "not requirable in the
+    // bundle" below to show the bundle hiding them.
+    if !bundler_available() || !dalli_available() || !sinatra_available() {
         return;
     }
     let app = copy_app("bundled");
@@ -277,8 +266,9 @@ fn the_apps_gemfile_is_activated_before_config_ru() {
 
 #[test]
 fn bundle_gemfile_points_at_a_gemfile_elsewhere() {
-    let test = "bundle_gemfile_points_at_a_gemfile_elsewhere";
-    if !bundler_available(test) {
+    // The other Gemfile bundles the installed Dalli; Sinatra must be
+    // installed for "not requirable" to mean the bundle hid it.
+    if !bundler_available() || !dalli_available() || !sinatra_available() {
         return;
     }
     // The app has no Gemfile of its own; BUNDLE_GEMFILE names one (with
@@ -306,8 +296,7 @@ fn bundle_gemfile_points_at_a_gemfile_elsewhere() {
 
 #[test]
 fn a_missing_gem_stops_start_with_its_name() {
-    let test = "a_missing_gem_stops_start_with_its_name";
-    if !bundler_available(test) {
+    if !bundler_available() {
         return;
     }
     let app = copy_app("bundled");
@@ -333,8 +322,7 @@ fn a_missing_gem_stops_start_with_its_name() {
 
 #[test]
 fn a_bundle_without_rack_is_explained() {
-    let test = "a_bundle_without_rack_is_explained";
-    if !bundler_available(test) {
+    if !bundler_available() {
         return;
     }
     let app = copy_app("bundled");

@@ -13,20 +13,13 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tools_available(test: &str) -> bool {
-    let ok = ["gem", "bundle"].iter().all(|tool| {
-        Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !ok {
-        skip_loudly(
-            test,
-            "RubyGems or Bundler is missing (apt-get install ruby bundler; script/setup does)",
-        );
-    }
-    ok
+/// RubyGems and Bundler, which CI must have: see `require_dep`.
+fn tools_available() -> bool {
+    require_dep(
+        runs_ok("gem", &["--version"]),
+        "RubyGems (gem)",
+        "ruby-rubygems",
+    ) && require_dep(runs_ok("bundle", &["--version"]), "Bundler", "bundler")
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -57,8 +50,7 @@ fn exe_of(pid: u32) -> PathBuf {
 
 #[test]
 fn the_gem_packs_the_source_the_executable_and_the_extension() {
-    let test = "the_gem_packs_the_source_the_executable_and_the_extension";
-    if !tools_available(test) {
+    if !tools_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -102,8 +94,10 @@ fn the_gem_packs_the_source_the_executable_and_the_extension() {
 /// build itself and execs it: the process bundle started is the server.
 #[test]
 fn bundle_exec_rustrack_start_serves_an_app_from_a_path_gemfile() {
-    let test = "bundle_exec_rustrack_start_serves_an_app_from_a_path_gemfile";
-    if !tools_available(test) {
+    // Dalli must be installed for "not requirable" below to show the
+    // bundle hiding it.
+    let dalli = runs_ok("ruby", &["-e", "require 'dalli'"]);
+    if !tools_available() || !require_dep(dalli, "Dalli", "ruby-dalli") {
         return;
     }
     let app = tempfile::Builder::new()
@@ -175,8 +169,7 @@ fn bundle_exec_rustrack_start_serves_an_app_from_a_path_gemfile() {
 /// under target/ that later runs reuse, to keep the suite's time down.
 #[test]
 fn gem_install_builds_the_server_with_cargo() {
-    let test = "gem_install_builds_the_server_with_cargo";
-    if !tools_available(test) {
+    if !tools_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -29,7 +29,18 @@ fn status_json_is_consistent_with_proc_and_the_requests_sent() {
     for _ in 0..9 {
         assert_eq!(server.get("/").status, 200);
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Until every request is counted (the count follows the worker's side
+    // of the exchange) and every worker has the two samples a CPU figure
+    // takes.
+    server.wait_until(10, "9 requests counted and a CPU figure per worker", |s| {
+        let st = s.status();
+        st["processed_total"].as_u64().unwrap() >= 9
+            && st["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| !w["cpu_percent"].is_null())
+    });
     let status = json_of(&server, &["status", "--json"]);
     for key in [
         "version",

@@ -98,8 +98,7 @@ fn still_shares_warnings(server: &Server) -> Vec<String> {
 /// report the shared connection, and values come back wrong).
 #[test]
 fn memcached_hammer_with_the_reconnect_hook_gets_every_value_right() {
-    let test = "memcached_hammer_with_the_reconnect_hook_gets_every_value_right";
-    let Some(mc) = Memcached::start(test) else {
+    let Some(mc) = Memcached::start() else {
         return;
     };
     let server = start_memcached_app(&mc, &[("DALLI_FORK_CHECK", "off")]);
@@ -138,8 +137,7 @@ fn memcached_hammer_with_the_reconnect_hook_gets_every_value_right() {
 /// from different workers interleave on the one connection.
 #[test]
 fn memcached_without_the_hook_is_detected_in_every_worker() {
-    let test = "memcached_without_the_hook_is_detected_in_every_worker";
-    let Some(mc) = Memcached::start(test) else {
+    let Some(mc) = Memcached::start() else {
         return;
     };
     let server = start_memcached_app(
@@ -166,8 +164,7 @@ fn memcached_without_the_hook_is_detected_in_every_worker() {
 /// error naming the peer.
 #[test]
 fn strict_fork_refuses_to_start_with_an_inherited_connection() {
-    let test = "strict_fork_refuses_to_start_with_an_inherited_connection";
-    let Some(mc) = Memcached::start(test) else {
+    let Some(mc) = Memcached::start() else {
         return;
     };
     let servers = format!("MEMCACHED_SERVERS={}", mc.servers());
@@ -190,8 +187,7 @@ fn strict_fork_refuses_to_start_with_an_inherited_connection() {
 /// the hook never runs and the workers are reported as sharing.
 #[test]
 fn passenger_style_hooks_run_with_passenger_compat() {
-    let test = "passenger_style_hooks_run_with_passenger_compat";
-    let Some(mc) = Memcached::start(test) else {
+    let Some(mc) = Memcached::start() else {
         return;
     };
     let servers = format!("MEMCACHED_SERVERS={}", mc.servers());
@@ -221,8 +217,7 @@ fn passenger_style_hooks_run_with_passenger_compat() {
 /// Under direct spawning the Passenger-style hook fires with false.
 #[test]
 fn passenger_style_hooks_get_false_under_direct_spawning() {
-    let test = "passenger_style_hooks_get_false_under_direct_spawning";
-    let Some(mc) = Memcached::start(test) else {
+    let Some(mc) = Memcached::start() else {
         return;
     };
     let servers = format!("MEMCACHED_SERVERS={}", mc.servers());

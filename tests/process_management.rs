@@ -115,6 +115,8 @@ fn rolling_restarts_under_load_lose_no_request() {
         );
     };
     std::thread::scope(|s| {
+        // Stops the load even if an assertion below fails.
+        let _stop = SetOnDrop(&stop);
         for _ in 0..8 {
             s.spawn(|| {
                 while !stop.load(Ordering::SeqCst) {
@@ -126,7 +128,10 @@ fn rolling_restarts_under_load_lose_no_request() {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(500));
+        // Restart under load: once requests are flowing.
+        wait_for(10, "the load to be served", || {
+            sent.load(Ordering::SeqCst) >= 16
+        });
         write_app(app.path(), "v2");
         restart();
         server.wait_until(30, "generation 2 everywhere", |s| {
@@ -151,8 +156,11 @@ fn rolling_restarts_under_load_lose_no_request() {
                     .iter()
                     .all(|w| w["generation"] == 3 && w["state"] != "spawning")
         });
-        std::thread::sleep(Duration::from_millis(300));
-        stop.store(true, Ordering::SeqCst);
+        // And the load runs on for a while on generation 3.
+        let at_generation_3 = sent.load(Ordering::SeqCst);
+        wait_for(10, "requests served by generation 3", || {
+            sent.load(Ordering::SeqCst) >= at_generation_3 + 16
+        });
     });
     let failures = failures.into_inner().unwrap();
     eprintln!(
@@ -205,7 +213,8 @@ fn quit_drains_an_in_flight_request_before_exiting() {
     let mut server = start(&fixture("events"), &[]);
     let r = std::thread::scope(|s| {
         let slow = s.spawn(|| server.get("/sleep?s=2"));
-        std::thread::sleep(Duration::from_millis(500));
+        // QUIT once the request is on the worker, in flight.
+        server.wait_until(10, "the worker to be busy", |s| s.busy_count() == 1);
         server.signal(libc::SIGQUIT);
         slow.join().unwrap()
     });
@@ -221,9 +230,26 @@ fn ttin_and_ttou_change_the_process_count() {
     server.signal(libc::SIGTTIN);
     server.wait_until(10, "two workers", |s| s.ready_count() == 2);
     server.signal(libc::SIGTTIN);
-    server.signal(libc::SIGTTIN); // capped at --max-pool-size
     server.wait_until(10, "three workers", |s| s.ready_count() == 3);
-    std::thread::sleep(Duration::from_millis(500));
+    // One more is capped at --max-pool-size. (Sent on its own: signals
+    // sent back to back can be delivered as one.) Once the server has
+    // handled it, no fourth process is on its way.
+    let ttin_lines = |s: &Server| -> Vec<String> {
+        s.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("SIGTTIN: desired process count"))
+            .cloned()
+            .collect()
+    };
+    server.wait_until(10, "two SIGTTINs logged", |s| ttin_lines(s).len() == 2);
+    server.signal(libc::SIGTTIN);
+    server.wait_until(10, "the third SIGTTIN to be handled", |s| {
+        ttin_lines(s).len() == 3
+    });
+    let last = ttin_lines(&server).pop().unwrap();
+    assert!(last.ends_with("desired process count 3"), "{last}");
     assert_eq!(server.status()["processes"], 3);
     server.signal(libc::SIGTTOU);
     server.wait_until(10, "two workers", |s| s.status()["processes"] == 2);
@@ -261,6 +287,8 @@ fn a_crash_loop_stops_respawning() {
         s.logs().contains("not respawning")
     });
     let spawned = server.logs().matches("worker ready").count();
+    // The scenario: time passes, and nothing respawns. (There is nothing
+    // to wait for; a respawn would show up as another "worker ready".)
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         server.logs().matches("worker ready").count(),

@@ -10,28 +10,27 @@ use std::collections::{HashMap, HashSet};
 use common::*;
 use rustrack::rack::inherited::{self, Peer};
 
-fn rails_available(test: &str) -> bool {
-    let ok = std::process::Command::new("ruby")
-        .args(["-e", "require 'rails'; require 'pg'"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip_loudly(
-            test,
-            "Rails or ruby-pg is not installed (apt-get install ruby-rails ruby-pg; script/setup does)",
-        );
-    }
-    ok
+/// Rails and ruby-pg, which CI must have: see `require_dep`.
+fn rails_available() -> bool {
+    require_dep(
+        runs_ok("ruby", &["-e", "require 'rails'"]),
+        "Rails",
+        "ruby-rails",
+    ) && require_dep(
+        runs_ok("ruby", &["-e", "require 'pg'"]),
+        "ruby-pg",
+        "ruby-pg",
+    )
 }
 
 /// PostgreSQL plus the Rails fixture with three ready smart workers, or
-/// None (said loudly) when Rails or PostgreSQL is missing. Keep the
-/// Postgres value alive for the test's duration.
-fn three_smart_workers(test: &str) -> Option<(Postgres, Server)> {
-    if !rails_available(test) {
+/// None (skipped loudly; under CI a failure) when Rails or PostgreSQL is
+/// missing. Keep the Postgres value alive for the test's duration.
+fn three_smart_workers() -> Option<(Postgres, Server)> {
+    if !rails_available() {
         return None;
     }
-    let pg = Postgres::start(test)?;
+    let pg = Postgres::start()?;
     let server = start_rails(&pg, &["--min-instances", "3", "--max-pool-size", "3"]);
     wait_for_ready_workers(&server, 3, 60);
     Some((pg, server))
@@ -56,9 +55,10 @@ fn one_per_worker(server: &Server, method: &str, path: &str, n: usize) -> Vec<Re
 }
 
 /// The local ports of the TCP connections `pid` holds to PostgreSQL.
+/// Panics if they cannot be read: an empty list must mean "none".
 fn pg_client_ports(pid: u32, pg_port: u16) -> Vec<u16> {
     inherited::connections(&pid.to_string(), &[])
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("reading the connections of {pid}: {e:#}"))
         .into_iter()
         .filter_map(|c| match c.peer {
             Peer::Tcp { local, remote } if remote.port() == pg_port => Some(local.port()),
@@ -69,8 +69,7 @@ fn pg_client_ports(pid: u32, pg_port: u16) -> Vec<u16> {
 
 #[test]
 fn rails_smart_workers_each_get_their_own_database_connection() {
-    let test = "rails_smart_workers_each_get_their_own_database_connection";
-    let Some((pg, server)) = three_smart_workers(test) else {
+    let Some((pg, server)) = three_smart_workers() else {
         return;
     };
 
@@ -149,11 +148,10 @@ fn rails_smart_workers_each_get_their_own_database_connection() {
 
 #[test]
 fn rails_boots_and_serves_under_direct_spawning() {
-    let test = "rails_boots_and_serves_under_direct_spawning";
-    if !rails_available(test) {
+    if !rails_available() {
         return;
     }
-    let Some(pg) = Postgres::start(test) else {
+    let Some(pg) = Postgres::start() else {
         return;
     };
     let server = start_rails(
@@ -195,8 +193,7 @@ fn rails_boots_and_serves_under_direct_spawning() {
 /// workers forked from one preloader draw different numbers.
 #[test]
 fn rails_workers_draw_different_random_numbers() {
-    let test = "rails_workers_draw_different_random_numbers";
-    let Some((_pg, server)) = three_smart_workers(test) else {
+    let Some((_pg, server)) = three_smart_workers() else {
         return;
     };
     let values: HashSet<String> = one_per_worker(&server, "GET", "/rand?sleep=0.5", 3)
@@ -214,19 +211,13 @@ fn rails_workers_draw_different_random_numbers() {
 /// inside the bundle.
 #[test]
 fn a_rails_app_with_a_gemfile_runs_through_bin_rustrack() {
-    let test = "a_rails_app_with_a_gemfile_runs_through_bin_rustrack";
-    if !rails_available(test) {
+    if !rails_available() {
         return;
     }
-    if !std::process::Command::new("bundle")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        skip_loudly(test, "Bundler is not installed (apt-get install bundler)");
+    if !require_dep(runs_ok("bundle", &["--version"]), "Bundler", "bundler") {
         return;
     }
-    let Some(pg) = Postgres::start(test) else {
+    let Some(pg) = Postgres::start() else {
         return;
     };
     let app = tempfile::Builder::new()

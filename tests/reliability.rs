@@ -45,6 +45,8 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
     let kills = AtomicUsize::new(0);
     let recoveries = Mutex::new(Vec::new());
     std::thread::scope(|s| {
+        // Stops the load even if an assertion below fails.
+        let _stop = SetOnDrop(&stop);
         for _ in 0..8 {
             s.spawn(|| {
                 while !stop.load(Ordering::SeqCst) {
@@ -64,6 +66,7 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
         let started = Instant::now();
         let mut seed = 0x2545F4914F6CDD1Du64;
         while started.elapsed() < Duration::from_secs(10) {
+            // The scenario: one kill a second, under load.
             std::thread::sleep(Duration::from_secs(1));
             let pids = server.worker_pids();
             if pids.is_empty() {
@@ -78,14 +81,16 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
             kills.fetch_add(1, Ordering::SeqCst);
             // Time until the pool is back to four ready workers.
             while server.ready_count() < 4 || server.worker_pids().contains(&victim) {
-                if killed_at.elapsed() > Duration::from_secs(10) {
-                    break;
-                }
+                assert!(
+                    killed_at.elapsed() < Duration::from_secs(10),
+                    "the pool was not back to 4 workers 10 s after killing {victim}: {:?}\n{}",
+                    server.status()["workers"],
+                    server.logs()
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
             recoveries.lock().unwrap().push(killed_at.elapsed());
         }
-        stop.store(true, Ordering::SeqCst);
     });
     let recoveries = recoveries.into_inner().unwrap();
     let worst = recoveries.iter().max().copied().unwrap_or_default();
@@ -97,6 +102,8 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
         kills.load(Ordering::SeqCst),
         worst
     );
+    // A run that killed nothing would pass every check below.
+    assert!(kills.load(Ordering::SeqCst) > 0, "no worker was killed");
     let other = other.into_inner().unwrap();
     assert!(
         other.is_empty(),
@@ -119,26 +126,34 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
     // The preloader dies under load: serving continues, spawns still work.
     let preloader = server.status()["preloader_pid"].as_u64().unwrap() as u32;
     let stop = AtomicBool::new(false);
-    let failures = AtomicUsize::new(0);
+    let (served, failures) = (AtomicUsize::new(0), AtomicUsize::new(0));
     std::thread::scope(|s| {
+        let _stop = SetOnDrop(&stop);
         for _ in 0..4 {
             s.spawn(|| {
                 while !stop.load(Ordering::SeqCst) {
-                    if server.get("/").status != 200 {
+                    if server.get("/").status == 200 {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    } else {
                         failures.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for(10, "the load to be served", || {
+            served.load(Ordering::SeqCst) >= 20
+        });
         kill(preloader, libc::SIGKILL);
-        std::thread::sleep(Duration::from_millis(300));
+        // The worker is killed once the server knows the preloader is
+        // gone, so its replacement must come from a new preloader.
+        server.wait_until(10, "the preloader's death to be noticed", |s| {
+            s.status()["preloader_pid"].is_null()
+        });
         let victim = server.worker_pids()[0];
         kill(victim, libc::SIGKILL);
         server.wait_until(20, "a replacement from a new preloader", |s| {
             s.ready_count() == 4 && !s.worker_pids().contains(&victim)
         });
-        stop.store(true, Ordering::SeqCst);
     });
     assert!(
         failures.load(Ordering::SeqCst) <= 2,
@@ -151,10 +166,51 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
     );
 }
 
+/// Whether the server still holds `s` open: nothing to read yet, and no
+/// EOF or reset. Err says what came instead.
+fn still_open(s: &TcpStream) -> Result<(), String> {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    let result = match (&*s).read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Ok(0) => Err("closed by the server (EOF)".to_string()),
+        Ok(n) => Err(format!(
+            "the server sent {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        )),
+        Err(e) => Err(format!("closed by the server ({e})")),
+    };
+    s.set_nonblocking(false).unwrap();
+    result
+}
+
 #[test]
 fn slow_and_idle_clients_neither_block_others_nor_use_workers() {
+    // Long enough for the setup (1000 connections; a connect now and then
+    // takes a 1 s SYN retransmission) and the slowloris phase to run
+    // with every connection still open: with 3 s the earliest slow
+    // clients had been closed before the phase ended.
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(8);
     raise_fd_limit();
-    let server = start(&fixture("events"), &["--header-timeout", "3"]);
+    let server = start(
+        &fixture("events"),
+        &["--header-timeout", &HEADER_TIMEOUT.as_secs().to_string()],
+    );
+    let setup = Instant::now();
+    // A connection found closed: before the header timeout the server did
+    // it too early; after it, this test was too slow to hold it open.
+    let closed = |what: String| -> ! {
+        let t = setup.elapsed();
+        panic!(
+            "{what} {t:?} after the first connect, --header-timeout {HEADER_TIMEOUT:?}: {}\n{}",
+            if t < HEADER_TIMEOUT {
+                "the server closed it before its header timeout"
+            } else {
+                "the setup outlasted the header timeout; the test could not hold its clients open"
+            },
+            server.logs()
+        )
+    };
     let mut slow: Vec<TcpStream> = (0..500)
         .map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap())
         .collect();
@@ -166,19 +222,31 @@ fn slow_and_idle_clients_neither_block_others_nor_use_workers() {
         read_response(&mut BufReader::new(&s)).unwrap();
         idle.push(s);
     }
-    let processed_before = server.status()["processed_total"].as_u64().unwrap();
+    let processed_before = server.wait_processed(10, 500);
+    assert_eq!(processed_before, 500);
     // Slowloris: one header byte at a time.
     let mut worst = Duration::ZERO;
     for (i, byte) in b"GET / HTTP/1.1\r\nX".iter().enumerate() {
-        for s in &mut slow {
-            let _ = s.write_all(&[*byte]);
+        for (k, s) in slow.iter_mut().enumerate() {
+            if let Err(e) = s.write_all(&[*byte]) {
+                closed(format!("slow client {k}: writing byte {i} failed ({e})"));
+            }
         }
         let t = Instant::now();
         let r = server.get("/");
         worst = worst.max(t.elapsed());
         assert_eq!(r.status, 200);
         if i > 1 {
+            // The scenario: a slow client's pause between bytes.
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Every slow and idle client was held open through all of it.
+    for (kind, conns) in [("slow", &slow), ("idle", &idle)] {
+        for (k, s) in conns.iter().enumerate() {
+            if let Err(e) = still_open(s) {
+                closed(format!("{kind} client {k}: {e}"));
+            }
         }
     }
     eprintln!(
@@ -188,36 +256,49 @@ fn slow_and_idle_clients_neither_block_others_nor_use_workers() {
         worst < Duration::from_secs(2),
         "fast requests were held up: {worst:?}"
     );
-    let status = server.status();
     // Only the fast requests reached a worker.
-    assert_eq!(
-        status["processed_total"].as_u64().unwrap() - processed_before,
-        17
-    );
-    assert_eq!(status["processes"], 1);
-    // The header timeout closes both kinds.
-    std::thread::sleep(Duration::from_secs(4));
-    for s in slow.iter_mut().chain(idle.iter_mut()).step_by(50) {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 256];
-        let n = s.read(&mut buf).unwrap_or(0);
-        let text = String::from_utf8_lossy(&buf[..n]);
-        assert!(
-            n == 0 || text.starts_with("HTTP/1.1 408"),
-            "connection still open: {text:?}"
-        );
+    assert_eq!(server.wait_processed(10, 517) - processed_before, 17);
+    assert_eq!(server.status()["processes"], 1);
+    // The header timeout closes both kinds (a 408 first is fine): each is
+    // closed by the server, not just silent, within the timeout and a
+    // margin from now.
+    let deadline = Instant::now() + HEADER_TIMEOUT + Duration::from_secs(5);
+    for (kind, conns) in [("slow", &mut slow), ("idle", &mut idle)] {
+        for (k, s) in conns.iter_mut().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let got = read_to_close(s, &format!("{kind} client {k} past --header-timeout"));
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                got.is_empty() || text.starts_with("HTTP/1.1 408"),
+                "{kind} client {k} got {text:?} instead of a close"
+            );
+        }
     }
 }
 
 #[test]
 fn a_slow_reader_of_a_large_response_does_not_hold_the_worker() {
     let server = start(&fixture("events"), &["--max-pool-size", "1"]);
+    wait_for_ready_workers(&server, 1, 30);
+    let spooled = || {
+        std::fs::read_dir(server.instance.join("bodies"))
+            .unwrap()
+            .count()
+    };
     let mut reader = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     reader
         .write_all(b"GET /big?mb=50 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    // Not reading: the response sits in the front end's buffers.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Not reading: the response goes into the front end's buffers, past
+    // --response-buffer-size into a temp file, and the worker is free
+    // while the client has read nothing. (Held by the slow reader, it
+    // would stay busy and this times out.)
+    server.wait_until(15, "the worker to be free with the response spooled", |s| {
+        s.processed_total() == 1 && s.worker_states() == ["ready"]
+    });
+    assert_eq!(spooled(), 1, "the response was not spooled to disk");
     let t = Instant::now();
     let r = server.get("/");
     assert_eq!(r.status, 200);
@@ -225,14 +306,6 @@ fn a_slow_reader_of_a_large_response_does_not_hold_the_worker() {
         t.elapsed() < Duration::from_secs(2),
         "the only worker was held by a slow reader"
     );
-    assert_eq!(server.status()["workers"][0]["state"], "ready");
-    // Past --response-buffer-size the response waits in a temp file.
-    let spooled = || {
-        std::fs::read_dir(server.instance.join("bodies"))
-            .unwrap()
-            .count()
-    };
-    assert_eq!(spooled(), 1, "the response was not spooled to disk");
     // And the slow reader still gets every byte, in order.
     let r = read_response(&mut BufReader::new(reader)).unwrap();
     assert_eq!(r.body.len(), 50 << 20);
@@ -274,7 +347,8 @@ fn a_200_mb_upload_reaches_rack_input_intact() {
 #[test]
 fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
     let server = start(&fixture("events"), &[]);
-    let before = server.status()["processed_total"].as_u64().unwrap();
+    wait_for_ready_workers(&server, 1, 30);
+    let before = server.processed_total();
     let cases: &[(&str, &[u8], u16)] = &[
         ("two CLs", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
         ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
@@ -289,9 +363,9 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
         let mut reader = BufReader::new(s);
         let r = read_response(&mut reader).unwrap();
         assert_eq!(r.status, *want, "{name}: {}", r.text());
-        // The connection is closed after the error.
-        let mut rest = Vec::new();
-        let _ = reader.read_to_end(&mut rest);
+        // The connection is closed after the error (within the 5 s read
+        // timeout), with no second response.
+        let rest = read_to_close(&mut reader, &format!("{name}: after the 400"));
         assert!(
             rest.is_empty() || !rest.starts_with(b"HTTP/"),
             "{name}: a second response followed"
@@ -313,8 +387,7 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
         first.status == 400 || first.header("connection") == Some("close"),
         "{first:?}"
     );
-    let mut rest = Vec::new();
-    let _ = reader.read_to_end(&mut rest);
+    let rest = read_to_close(&mut reader, "after the CL+TE request");
     assert!(
         rest.is_empty(),
         "the smuggled request was answered: {}",
@@ -327,7 +400,7 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
     big.extend_from_slice(b"\r\n\r\n");
     assert_eq!(server.raw(&big).status, 431);
     assert_eq!(
-        server.status()["processed_total"].as_u64().unwrap(),
+        server.wait_processed(10, before),
         before,
         "a bad request reached a worker"
     );
@@ -366,32 +439,32 @@ fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy() {
     ];
     for (path, want, log) in cases {
         let started = Instant::now();
-        let r = match *path {
-            // A streamed body cut off by the app's error is not a success.
+        let (status, text) = match *path {
+            // /never-ends starts streaming before it stalls: the head is
+            // 200, then the body is cut off at the timeout. A cut-off body
+            // counts as the 504 it would have been; a complete one (the
+            // last chunk sent) is a truncated body passed off as whole.
             "/never-ends" => {
                 let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 s.write_all(b"GET /never-ends HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                     .unwrap();
-                let mut reader = BufReader::new(s);
-                match read_response(&mut reader) {
-                    Ok(r) => r,
-                    Err(_) => Response {
-                        status: 504,
-                        headers: vec![],
-                        body: vec![],
-                    },
+                let raw = read_to_close(&mut s, "/never-ends past --worker-timeout");
+                let head = String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
+                match read_response(&mut raw.as_slice()) {
+                    Ok(r) => (r.status, r.text()),
+                    Err(e) if is_closed_error(&e) && raw.starts_with(b"HTTP/1.1 200 ") => {
+                        (504, format!("cut off after {} bytes: {head:?}", raw.len()))
+                    }
+                    Err(e) => panic!("/never-ends: {e}: {head:?}"),
                 }
             }
-            _ => server.get(path),
+            _ => {
+                let r = server.get(path);
+                (r.status, r.text())
+            }
         };
-        // /never-ends starts streaming before it stalls: the head is 200,
-        // then the body is cut off at the timeout.
-        let status = if *path == "/never-ends" && r.status == 200 {
-            504
-        } else {
-            r.status
-        };
-        assert_eq!(status, *want, "{path}: {}", r.text());
+        assert_eq!(status, *want, "{path}: {text}");
         server.wait_until(15, &format!("log line for {path}"), |s| {
             s.logs().contains(log)
         });
@@ -402,17 +475,25 @@ fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy() {
     // A body that raises after a chunk went out: the client sees a cut-off
     // response, never a complete one.
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(b"GET /raise-after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     // Depending on timing the front end has either already started the
-    // response (the client sees it cut off) or not (a clean 500).
-    if let Ok(r) = read_response(&mut BufReader::new(s)) {
-        assert_eq!(
+    // response (the client sees it cut off) or not (a clean 500). The
+    // connection must close either way: a read timeout is neither.
+    let raw = read_to_close(&mut s, "/raise-after");
+    match read_response(&mut raw.as_slice()) {
+        Ok(r) => assert_eq!(
             r.status,
             500,
             "a truncated body looked complete: {}",
             r.text()
-        );
+        ),
+        Err(e) => assert!(
+            is_closed_error(&e) && raw.starts_with(b"HTTP/1.1 200 "),
+            "/raise-after: neither a 500 nor a cut-off 200 ({e}): {:?}",
+            String::from_utf8_lossy(&raw)
+        ),
     }
     server.wait_until(5, "log line", |s| {
         s.logs().contains("body raised in each after 1 chunk(s)")
@@ -471,8 +552,9 @@ fn the_control_plane_is_private_and_workers_can_drop_privileges() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Secrets in requests stay out of the log.
-    server.request(
+    // Secrets in requests stay out of the log (of a request that was
+    // served, and so logged).
+    let r = server.request(
         "POST",
         "/echo",
         &[
@@ -481,6 +563,14 @@ fn the_control_plane_is_private_and_workers_can_drop_privileges() {
         ],
         b"SECRET-BODY-789",
     );
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"SECRET-BODY-789"[..])
+    );
+    // Its access log line (the second POST /echo) is in before we look.
+    server.wait_until(10, "the access log line for the POST", |s| {
+        s.logs().matches("POST /echo 200").count() == 2
+    });
     let logs = server.logs();
     for secret in ["SECRET-TOKEN-123", "SECRET-COOKIE-456", "SECRET-BODY-789"] {
         assert!(!logs.contains(secret), "{secret} was logged");
@@ -497,62 +587,98 @@ fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_process() {
     let mut pids = server.worker_pids();
     pids.push(server.status()["preloader_pid"].as_u64().unwrap() as u32);
     let stop = AtomicBool::new(false);
+    // Set just before the SIGTERM is sent.
+    let signalled = AtomicBool::new(false);
     let (ok, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    // Requests sent before the SIGTERM and answered 200 after it.
+    let in_flight_finished = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
     let port = server.port;
     let exit_time = std::thread::scope(|s| {
+        let _stop = SetOnDrop(&stop);
         for _ in 0..8 {
             s.spawn(|| {
+                // Not served: fine once the server was told to stop (it
+                // stops listening), a failure before.
+                let unserved = |why: &str| {
+                    if signalled.load(Ordering::SeqCst) {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("before SIGTERM: {why}"));
+                    }
+                };
                 while !stop.load(Ordering::SeqCst) {
                     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-                        refused.fetch_add(1, Ordering::SeqCst);
+                        unserved("connection refused");
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
                     };
                     stream
                         .set_read_timeout(Some(Duration::from_secs(30)))
                         .unwrap();
-                    if stream
-                        .write_all(
-                            b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                        )
-                        .is_err()
-                    {
-                        refused.fetch_add(1, Ordering::SeqCst);
+                    if let Err(e) = stream.write_all(
+                        b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    ) {
+                        unserved(&format!("writing the request: {e}"));
                         continue;
                     }
-                    match read_response(&mut BufReader::new(stream)) {
+                    let sent_before_signal = !signalled.load(Ordering::SeqCst);
+                    let raw = read_to_close(&mut stream, "a request under SIGTERM");
+                    if raw.is_empty() {
+                        // Accepted by the kernel but closed unserved.
+                        unserved("closed without a response");
+                        continue;
+                    }
+                    match read_response(&mut raw.as_slice()) {
                         Ok(r) if r.status == 200 => {
                             ok.fetch_add(1, Ordering::SeqCst);
+                            if sent_before_signal && signalled.load(Ordering::SeqCst) {
+                                in_flight_finished.fetch_add(1, Ordering::SeqCst);
+                            }
                         }
                         Ok(r) => failed
                             .lock()
                             .unwrap()
                             .push(format!("{} {}", r.status, r.text())),
-                        // Accepted by the kernel but closed unserved once the
-                        // server stopped listening: a refusal, not a failure.
-                        Err(_) => {
-                            refused.fetch_add(1, Ordering::SeqCst);
-                        }
+                        // A response cut off is a request that did not finish.
+                        Err(e) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{e}: {:?}", String::from_utf8_lossy(&raw))),
                     }
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(1000));
+        wait_for(20, "the load to be served", || {
+            ok.load(Ordering::SeqCst) >= 8
+        });
         let t = Instant::now();
+        signalled.store(true, Ordering::SeqCst);
         server.signal(libc::SIGTERM);
         let status = server.wait_exit(35);
         let took = t.elapsed();
-        stop.store(true, Ordering::SeqCst);
         assert!(status.success());
         took
     });
     eprintln!(
-        "graceful stop under load: {} ok, {} refused after stop, exit in {exit_time:?}",
+        "graceful stop under load: {} ok ({} of them in flight at SIGTERM), {} refused after stop, exit in {exit_time:?}",
         ok.load(Ordering::SeqCst),
+        in_flight_finished.load(Ordering::SeqCst),
         refused.load(Ordering::SeqCst)
     );
-    assert!(failed.into_inner().unwrap().is_empty());
+    let failed = failed.into_inner().unwrap();
+    assert!(failed.is_empty(), "{failed:?}\n{}", server.logs());
+    // 8 clients on 4 workers: at the SIGTERM four requests were on the
+    // workers and more were queued. Each of those finishes.
+    assert!(
+        in_flight_finished.load(Ordering::SeqCst) >= 4,
+        "only {} requests in flight at SIGTERM finished\n{}",
+        in_flight_finished.load(Ordering::SeqCst),
+        server.logs()
+    );
     assert!(exit_time < Duration::from_secs(30));
     for pid in pids {
         assert!(!alive(pid), "pid {pid} survived");

@@ -7,10 +7,11 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,39 @@ pub struct Server {
     pub pid: u32,
     pub registry: tempfile::TempDir,
     pub instance: PathBuf,
-    pub logs: Arc<Mutex<Vec<String>>>,
+    pub logs: Arc<Logs>,
+}
+
+/// The output lines of a spawned command (stderr and stdout, as they
+/// arrive), and how many of its two output pipes are still open. Derefs to
+/// the lines' mutex.
+#[derive(Default)]
+pub struct Logs {
+    lines: Mutex<Vec<String>>,
+    open_pipes: AtomicUsize,
+}
+
+impl std::ops::Deref for Logs {
+    type Target = Mutex<Vec<String>>;
+    fn deref(&self) -> &Self::Target {
+        &self.lines
+    }
+}
+
+impl Logs {
+    /// Waits until both output pipes reached EOF (everything the command
+    /// and the processes it started wrote has been collected), for at most
+    /// `secs`; returns whether they did.
+    pub fn wait_for_eof(&self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.open_pipes.load(Ordering::SeqCst) > 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
 }
 
 /// Starts rustrack and returns once it has announced its port, or panics
@@ -49,7 +82,7 @@ pub fn spawn(
     app: &Path,
     extra: &[&str],
     env: &[(&str, &str)],
-) -> (Child, tempfile::TempDir, Arc<Mutex<Vec<String>>>) {
+) -> (Child, tempfile::TempDir, Arc<Logs>) {
     let (cmd, registry) = start_cmd(app, extra, env);
     let (child, logs) = spawn_command(cmd);
     (child, registry, logs)
@@ -71,7 +104,7 @@ fn start_cmd(app: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Command, temp
     (cmd, registry)
 }
 
-pub fn find_log(logs: &Arc<Mutex<Vec<String>>>, needle: &str) -> Option<String> {
+pub fn find_log(logs: &Logs, needle: &str) -> Option<String> {
     logs.lock()
         .unwrap()
         .iter()
@@ -167,7 +200,8 @@ impl Server {
         pids
     }
 
-    /// Polls `f` until it returns true or `secs` pass.
+    /// Polls `f` until it returns true; panics naming `what`, with the
+    /// server's logs, if `secs` pass first.
     pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut(&Server) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !f(self) {
@@ -176,6 +210,39 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The state (`ready`, `busy`, `spawning`, `retiring`) of each worker
+    /// in `rustrack status`.
+    pub fn worker_states(&self) -> Vec<String> {
+        self.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["state"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
+    /// How many workers are busy with a request.
+    pub fn busy_count(&self) -> usize {
+        self.worker_states().iter().filter(|s| *s == "busy").count()
+    }
+
+    /// `processed_total` from `rustrack status`. The pool counts a request
+    /// when the worker's side of the exchange ends, which can be a moment
+    /// after the client has its response: wait with `wait_processed`
+    /// before comparing.
+    pub fn processed_total(&self) -> u64 {
+        self.status()["processed_total"].as_u64().unwrap()
+    }
+
+    /// Waits until `processed_total` reaches `n`, then returns it (which
+    /// may be more than `n`: callers assert the exact figure).
+    pub fn wait_processed(&self, secs: u64, n: u64) -> u64 {
+        self.wait_until(secs, &format!("processed_total to reach {n}"), |s| {
+            s.processed_total() >= n
+        });
+        self.processed_total()
     }
 
     pub fn signal(&self, sig: i32) {
@@ -280,7 +347,14 @@ pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
     } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         loop {
             line.clear();
-            r.read_line(&mut line)?;
+            if r.read_line(&mut line)? == 0 {
+                // EOF where the next chunk should be: a body cut off, which
+                // callers tell from a malformed one by the kind.
+                return Err(std::io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "chunked body cut off",
+                ));
+            }
             let size = usize::from_str_radix(line.trim(), 16).map_err(std::io::Error::other)?;
             if size == 0 {
                 line.clear();
@@ -301,6 +375,67 @@ pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
         headers,
         body,
     })
+}
+
+/// Whether a read error means the peer closed the connection (as opposed
+/// to a read timeout, which means it is still open and silent).
+pub fn is_closed_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
+/// Whether a read error is a read timeout (`set_read_timeout` reports it
+/// as WouldBlock on Linux).
+pub fn is_timeout_error(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Reads `r` until the peer closes the connection (EOF, or a reset) and
+/// returns every byte that arrived first. The caller's read timeout bounds
+/// how long a silent connection may stay open: a read that times out
+/// panics, naming `what`, because the connection was not closed.
+pub fn read_to_close(r: &mut impl Read, what: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if is_closed_error(&e) => return got,
+            Err(e) if is_timeout_error(&e) => panic!(
+                "{what}: the connection is still open (read timed out) after {} bytes: {:?}",
+                got.len(),
+                String::from_utf8_lossy(&got[..got.len().min(300)])
+            ),
+            Err(e) => panic!("{what}: reading failed: {e}"),
+        }
+    }
+}
+
+/// Polls `f` until it returns true; panics naming `what` if `secs` pass
+/// first. (`Server::wait_until` adds the server's logs to the message.)
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        if Instant::now() > deadline {
+            panic!("timed out after {secs} s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sets the flag when dropped: load threads in a `thread::scope` loop
+/// until a flag is set, and an assertion failing in the scope's body would
+/// otherwise leave them looping and the test hanging instead of failing.
+pub struct SetOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Direct children of `pid`, from /proc.
@@ -371,10 +506,82 @@ pub fn concurrent_gets(server: &Server, path: &str, n: usize) -> Vec<Response> {
 // rustrack through another command (`bundle exec rustrack start`).
 // ---------------------------------------------------------------------
 
-/// Prints a skip notice that cannot be missed in the test output.
+/// Whether we run under CI (`CI=true`, as CI services set it; `1` too).
+/// There a missing test dependency is a failure, not a skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The running test's name: libtest runs each test on a thread named
+/// after it.
+pub fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_string()
+}
+
+/// Prints a skip notice that cannot be missed in the test output. It
+/// writes to the stderr handle, not with `eprintln!`, which libtest
+/// captures and shows only for failing tests: a skipped test passes.
 pub fn skip_loudly(test: &str, why: &str) {
     let bar = "!".repeat(78);
-    eprintln!("\n{bar}\n!!! SKIPPED {test}: {why}\n{bar}\n");
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\nSKIPPED: {test}: {why}\n{bar}\n"
+    );
+}
+
+/// For a dependency CI must have (script/setup installs it): returns
+/// `ok`. When it is missing (`ok` false), under CI (`CI=true`) the test
+/// fails, naming `what` and the Debian package to install; elsewhere it
+/// prints a loud `SKIPPED` notice and the caller returns:
+///
+/// ```ignore
+/// if !require_dep(sinatra_installed(), "Sinatra", "ruby-sinatra") {
+///     return;
+/// }
+/// ```
+pub fn require_dep(ok: bool, what: &str, debian_package: &str) -> bool {
+    if ok {
+        return true;
+    }
+    let test = current_test();
+    let why = format!(
+        "{what} is not installed (apt-get install {debian_package}; script/setup installs it)"
+    );
+    if under_ci() {
+        panic!("{test}: {why}. CI=true: a missing test dependency fails the test instead of skipping it");
+    }
+    skip_loudly(&test, &why);
+    false
+}
+
+/// For something a CI machine may legitimately lack (a kernel feature of
+/// the host, say): returns `ok`; when it is false, prints a loud `SKIPPED`
+/// notice with `why`, even under CI, and the caller returns.
+pub fn optional_dep(ok: bool, why: &str) -> bool {
+    if !ok {
+        skip_loudly(&current_test(), why);
+    }
+    ok
+}
+
+/// Where `name` is on PATH, like `command -v`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether `cmd ARGS` runs and exits 0 (a tool is installed, a Ruby
+/// library loads).
+pub fn runs_ok(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
@@ -405,19 +612,14 @@ pub struct Memcached {
 }
 
 impl Memcached {
-    /// Starts one, or returns `None` (after a loud skip notice naming
-    /// `test`) when memcached is not installed.
-    pub fn start(test: &str) -> Option<Memcached> {
-        let bin = ["/usr/bin/memcached", "/usr/local/bin/memcached"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let Some(bin) = bin else {
-            skip_loudly(
-                test,
-                "memcached is not installed (apt-get install memcached; script/setup does)",
-            );
+    /// Starts one, or returns `None` when memcached is not on PATH: see
+    /// `require_dep` (a skip, or under CI a failure).
+    pub fn start() -> Option<Memcached> {
+        let bin = on_path("memcached");
+        if !require_dep(bin.is_some(), "memcached", "memcached") {
             return None;
-        };
+        }
+        let bin = bin.unwrap();
         let port = free_port();
         let child = Command::new(bin)
             .args(["-l", "127.0.0.1", "-U", "0", "-m", "64", "-c", "1024"])
@@ -456,12 +658,15 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    pub fn start(test: &str) -> Option<Postgres> {
-        if !Path::new(PG_BIN).join("initdb").exists() {
-            skip_loudly(
-                test,
-                "PostgreSQL 15 is not installed (apt-get install postgresql; script/setup does)",
-            );
+    /// Starts one, or returns `None` when PostgreSQL 15 is not installed:
+    /// see `require_dep` (a skip, or under CI a failure).
+    pub fn start() -> Option<Postgres> {
+        let installed = Path::new(PG_BIN).join("initdb").exists();
+        if !require_dep(
+            installed,
+            &format!("PostgreSQL 15 ({PG_BIN})"),
+            "postgresql",
+        ) {
             return None;
         }
         let dir = tempfile::Builder::new()
@@ -575,13 +780,14 @@ impl Drop for Postgres {
 
 /// Runs `cmd` (which must end up running `rustrack start` with
 /// `--address 127.0.0.1 --port 0`) and collects its output like `spawn`.
-pub fn spawn_command(mut cmd: Command) -> (Child, Arc<Mutex<Vec<String>>>) {
+pub fn spawn_command(mut cmd: Command) -> (Child, Arc<Logs>) {
     cmd.env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawning the command");
-    let logs = Arc::new(Mutex::new(Vec::new()));
+    let logs = Arc::new(Logs::default());
+    logs.open_pipes.store(2, Ordering::SeqCst);
     for stream in [
         Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
         Box::new(child.stdout.take().unwrap()),
@@ -595,6 +801,7 @@ pub fn spawn_command(mut cmd: Command) -> (Child, Arc<Mutex<Vec<String>>>) {
                 }
                 logs.lock().unwrap().push(line);
             }
+            logs.open_pipes.fetch_sub(1, Ordering::SeqCst);
         });
     }
     (child, logs)
@@ -631,7 +838,8 @@ pub fn start_command(cmd: Command, registry: tempfile::TempDir, secs: u64) -> Se
             };
         }
         if let Ok(Some(status)) = child.try_wait() {
-            std::thread::sleep(Duration::from_millis(100));
+            // Failing anyway: collect what it wrote, if that comes soon.
+            logs.wait_for_eof(2);
             panic!(
                 "the command exited early ({status}):\n{}",
                 logs.lock().unwrap().join("\n")
@@ -652,7 +860,7 @@ pub fn start_command(cmd: Command, registry: tempfile::TempDir, secs: u64) -> Se
 /// and its output.
 pub fn wait_for_exit(
     child: &mut Child,
-    logs: &Arc<Mutex<Vec<String>>>,
+    logs: &Logs,
     secs: u64,
 ) -> (std::process::ExitStatus, String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -669,8 +877,16 @@ pub fn wait_for_exit(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // Let the reader threads take the last lines.
-    std::thread::sleep(Duration::from_millis(150));
+    // Callers also assert what the output lacks: take every last line,
+    // up to EOF on both pipes. A process still holding them 10 s after
+    // the command exited is one it left behind.
+    if !logs.wait_for_eof(10) {
+        panic!(
+            "exited ({status}), but its output pipes are still open 10 s later: \
+             a process it started outlived it\n{}",
+            logs.lock().unwrap().join("\n")
+        );
+    }
     (status, logs.lock().unwrap().join("\n"))
 }
 

@@ -509,8 +509,15 @@ fn the_control_plane_is_private_and_workers_can_drop_privileges() {
     let registry = tempfile::tempdir().unwrap();
     // Let an unprivileged worker reach its socket inside the registry.
     std::fs::set_permissions(registry.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The app where nobody can read it, wherever this checkout lives (a
+    // clone in a 0700 directory must pass too).
+    let apps = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(apps.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = apps.path().join("events");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::copy(fixture("events").join("config.ru"), app.join("config.ru")).unwrap();
     let server = start_with_env(
-        &fixture("events"),
+        &app,
         &["--user", "nobody"],
         &[(
             "RUSTRACK_INSTANCE_REGISTRY_DIR",

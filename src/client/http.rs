@@ -25,6 +25,12 @@ impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The body as JSON; panics with the body when it is not (for tests).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
 }
 
 /// Reads one response. A HEAD response, 204 and 304 have no body.
@@ -80,7 +86,14 @@ pub fn read_response_to(r: &mut impl BufRead, head: bool) -> io::Result<Response
     {
         loop {
             line.clear();
-            r.read_line(&mut line)?;
+            if r.read_line(&mut line)? == 0 {
+                // EOF where the next chunk should be: the body was cut off
+                // (callers tell that from a malformed one by the kind).
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "chunked body cut off",
+                ));
+            }
             let size = usize::from_str_radix(line.trim(), 16)
                 .map_err(|_| io::Error::other(format!("bad chunk size {line:?}")))?;
             if size == 0 {
@@ -151,5 +164,8 @@ mod tests {
             read_response(&mut r).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof
         );
+        let cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        let err = read_response(&mut BufReader::new(&cut[..])).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

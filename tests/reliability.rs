@@ -160,9 +160,11 @@ fn killing_workers_under_load_fails_only_their_in_flight_requests() {
         "{} failures",
         failures.load(Ordering::SeqCst)
     );
-    assert_ne!(
-        server.status()["preloader_pid"].as_u64().unwrap() as u32,
-        preloader
+    let now = server.status()["preloader_pid"].as_u64();
+    assert!(
+        now.is_some_and(|p| p as u32 != preloader),
+        "preloader {now:?} (was {preloader})\n{}",
+        server.logs()
     );
 }
 

@@ -266,9 +266,9 @@ fn path_string(path: &Path) -> String {
 }
 
 /// The warning for one inherited connection, as the preloader logs it.
-pub fn warning(conn: &Connection) -> String {
+pub fn warning(who: &str, conn: &Connection) -> String {
     format!(
-        "preloader holds a connection to {}; workers will share it unless you reconnect in starting_worker_process",
+        "{who} holds a connection to {}; workers will share it unless you reconnect in starting_worker_process",
         conn.peer
     )
 }
@@ -376,7 +376,7 @@ mod tests {
             },
         };
         assert_eq!(
-            warning(&conn),
+            warning("preloader", &conn),
             "preloader holds a connection to 127.0.0.1:11211; workers will share it unless you reconnect in starting_worker_process"
         );
         assert_eq!(

@@ -11,6 +11,7 @@ pub mod inherited;
 pub mod preloader;
 pub mod response;
 mod signals;
+pub mod template;
 mod vm;
 pub mod worker;
 

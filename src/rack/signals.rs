@@ -64,8 +64,9 @@ fn install_common() {
 /// The saved CHLD disposition Ruby installed, restored in forked workers.
 pub struct SavedChld(SigAction);
 
-/// Preloader: common signals plus CHLD → a byte on `pipe_write`.
-pub fn install_preloader(pipe_write: RawFd) -> SavedChld {
+/// A template (preloader or mold): common signals plus CHLD → a byte on
+/// `pipe_write`.
+pub fn install_template(pipe_write: RawFd) -> SavedChld {
     install_common();
     CHLD_PIPE.store(pipe_write, Ordering::SeqCst);
     SavedChld(set(Signal::SIGCHLD, SigHandler::Handler(on_chld)))

@@ -18,18 +18,20 @@ use rustrack::rack::env::rack_header_key;
 use rustrack::rack::response::{check_header_name, check_header_value};
 use rustrack::upstream::split_host;
 
-/// Every frame type of protocol version 1 (docs/protocol.md), written out
+/// Every frame type of protocol version 2 (docs/protocol.md), written out
 /// independently of the decoder's own list.
-const KINDS: [u8; 9] = [
+const KINDS: [u8; 11] = [
     kind::REQUEST_HEAD,
     kind::BODY,
     kind::BODY_FILE,
     kind::END,
+    kind::PROMOTE,
     kind::HELLO,
     kind::RESPONSE_HEAD,
     kind::RESPONSE_BODY,
     kind::RESPONSE_END,
     kind::ABORT,
+    kind::PROMOTED,
 ];
 
 /// Structured inputs never make the encoders write much more than this:

@@ -122,6 +122,15 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 0)]
     pub memory_limit_hard: u64,
 
+    /// Refork: once a worker has served this many requests, promote it to
+    /// be the template ("mold") new workers fork from, so they start with
+    /// its warm heap; its children then replace the other workers one by
+    /// one. A list (`--refork-after 500,2000`) sets the threshold for each
+    /// refork in turn, the last repeating. Smart spawning only; off by
+    /// default.
+    #[arg(long, value_delimiter = ',', value_name = "N[,N2,…]")]
+    pub refork_after: Vec<u64>,
+
     /// Seconds between samples of workers' memory and CPU.
     #[arg(long, default_value_t = 5.0)]
     pub sample_interval: f64,

@@ -38,6 +38,12 @@ pub struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateLabel {
+    pub kind: &'static str,
+    pub pid: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabel {
     pub worker: String,
     pub pid: String,
@@ -53,6 +59,8 @@ pub struct Metrics {
     queue_length: Gauge,
     processes: Family<StateLabel, Gauge>,
     pub restarts: Family<ReasonLabel, Counter>,
+    reforks: Counter,
+    template: Family<TemplateLabel, Gauge>,
     worker_pss: Family<WorkerLabel, Gauge<u64, AtomicU64>>,
     worker_private_dirty: Family<WorkerLabel, Gauge<u64, AtomicU64>>,
 }
@@ -113,6 +121,18 @@ impl Metrics {
             "Workers stopped or lost, by reason",
             restarts.clone(),
         );
+        let reforks = Counter::default();
+        registry.register(
+            "reforks",
+            "Workers promoted to be the template new workers fork from",
+            reforks.clone(),
+        );
+        let template = Family::<TemplateLabel, Gauge>::default();
+        registry.register(
+            "template",
+            "The template new workers fork from (1 for the current one), by kind",
+            template.clone(),
+        );
         let worker_pss = Family::<WorkerLabel, Gauge<u64, AtomicU64>>::default();
         registry.register(
             "worker_pss_bytes",
@@ -135,6 +155,8 @@ impl Metrics {
             queue_length,
             processes,
             restarts,
+            reforks,
+            template,
             worker_pss,
             worker_private_dirty,
         }
@@ -156,6 +178,10 @@ impl Metrics {
         self.restarts.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    pub fn observe_refork(&self) {
+        self.reforks.inc();
+    }
+
     pub fn observe_spawn(&self, method: &'static str, seconds: f64) {
         let label = MethodLabel { method };
         self.spawns.get_or_create(&label).inc();
@@ -172,6 +198,14 @@ impl Metrics {
                     state: state.as_str(),
                 })
                 .set(n as i64);
+        }
+        self.template.clear();
+        if let Some(t) = &status.template {
+            let label = TemplateLabel {
+                kind: t.kind.as_str(),
+                pid: t.pid.to_string(),
+            };
+            self.template.get_or_create(&label).set(1);
         }
         // Workers come and go: rebuild the per-worker series each scrape.
         self.worker_pss.clear();

@@ -17,7 +17,7 @@
 use thiserror::Error;
 
 /// Bumped whenever a frame's layout changes; sent in `HELLO`.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Bytes before a frame's payload: type (1) + length (4).
 pub const FRAME_HEADER_LEN: usize = 5;
@@ -34,12 +34,17 @@ pub mod kind {
     pub const BODY: u8 = 0x02;
     pub const BODY_FILE: u8 = 0x03;
     pub const END: u8 = 0x04;
+    /// Between requests: become a template (a mold) for new workers.
+    pub const PROMOTE: u8 = 0x05;
 
     pub const HELLO: u8 = 0x10;
     pub const RESPONSE_HEAD: u8 = 0x11;
     pub const RESPONSE_BODY: u8 = 0x12;
     pub const RESPONSE_END: u8 = 0x13;
     pub const ABORT: u8 = 0x14;
+    /// The answer to `PROMOTE`: JSON `{"ok": bool, "reason": "…"}`. After
+    /// an ok, the connection carries control lines (`control.rs`).
+    pub const PROMOTED: u8 = 0x15;
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -58,6 +63,8 @@ pub enum ProtocolError {
     TooManyHeaders(usize),
     #[error("invalid HELLO: {0}")]
     BadHello(String),
+    #[error("invalid PROMOTED: {0}")]
+    BadPromoted(String),
     #[error("invalid status code {0}")]
     BadStatus(u16),
 }
@@ -100,7 +107,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<Frame<'_>>, ProtocolError> {
 }
 
 fn is_known_kind(kind: u8) -> bool {
-    matches!(kind, 0x01..=0x04 | 0x10..=0x14)
+    matches!(kind, 0x01..=0x05 | 0x10..=0x15)
 }
 
 /// Appends a frame with the given payload.
@@ -336,6 +343,32 @@ impl ResponseHeadWriter {
         }
         out[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_be_bytes());
         finish_frame(out, self.start).inspect_err(|_| out.truncate(self.start))
+    }
+}
+
+/// A worker's answer to `PROMOTE`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Promoted {
+    pub ok: bool,
+    /// Why not, when not.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Promoted {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let json = serde_json::to_vec(self).expect("Promoted serializes");
+        put_frame(out, kind::PROMOTED, &json);
+    }
+
+    pub fn decode(frame: Frame<'_>) -> Result<Self, ProtocolError> {
+        if frame.kind != kind::PROMOTED {
+            return Err(ProtocolError::Unexpected {
+                got: frame.kind,
+                expected: "PROMOTED",
+            });
+        }
+        serde_json::from_slice(frame.payload).map_err(|e| ProtocolError::BadPromoted(e.to_string()))
     }
 }
 

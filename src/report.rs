@@ -38,14 +38,51 @@ pub struct StatusReport {
     pub processed_total: u64,
     pub uptime_secs: f64,
     pub started_at: u64,
+    /// The preloader's PID, when it is the template.
     pub preloader_pid: Option<u32>,
-    /// At the last sample (`--sample-interval`).
+    /// The preloader's memory at the last sample, when it is the template.
     pub preloader_memory: Option<Memory>,
+    /// The process new workers fork from (smart spawning), if one runs.
+    #[serde(default)]
+    pub template: Option<TemplateStatus>,
+    /// Workers promoted to mold so far (`--refork-after`).
+    #[serde(default)]
+    pub reforks: u32,
     pub last_spawn_error: Option<String>,
     pub last_restart_error: Option<String>,
     /// Workers stopped or lost, by reason (idle, max requests, died, …).
     pub worker_restarts: BTreeMap<String, u64>,
     pub workers: Vec<WorkerStatus>,
+}
+
+/// What kind of process a template is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateKind {
+    /// Loaded the app from scratch.
+    Preloader,
+    /// A worker promoted after serving traffic (refork).
+    Mold,
+}
+
+impl TemplateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateKind::Preloader => "preloader",
+            TemplateKind::Mold => "mold",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateStatus {
+    pub kind: TemplateKind,
+    pub pid: u32,
+    /// For a mold: the worker it was, and the requests it had served.
+    pub worker: Option<u64>,
+    pub promoted_after: Option<u64>,
+    /// At the last sample.
+    pub memory: Option<Memory>,
 }
 
 /// Where a worker is in its life.
@@ -59,14 +96,17 @@ pub enum WorkerState {
     Busy,
     /// Busy, and stops after its request.
     Retiring,
+    /// Becoming the mold new workers fork from.
+    Promoting,
 }
 
 impl WorkerState {
-    pub const ALL: [WorkerState; 4] = [
+    pub const ALL: [WorkerState; 5] = [
         WorkerState::Spawning,
         WorkerState::Ready,
         WorkerState::Busy,
         WorkerState::Retiring,
+        WorkerState::Promoting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +115,7 @@ impl WorkerState {
             WorkerState::Ready => "ready",
             WorkerState::Busy => "busy",
             WorkerState::Retiring => "retiring",
+            WorkerState::Promoting => "promoting",
         }
     }
 
@@ -113,6 +154,8 @@ pub enum ProcessRole {
     Preloader,
     #[serde(rename = "worker")]
     Worker,
+    #[serde(rename = "mold")]
+    Mold,
 }
 
 impl ProcessRole {
@@ -121,6 +164,7 @@ impl ProcessRole {
             ProcessRole::FrontEnd => "front end",
             ProcessRole::Preloader => "preloader",
             ProcessRole::Worker => "worker",
+            ProcessRole::Mold => "mold",
         }
     }
 }
@@ -169,14 +213,18 @@ impl MemoryReport {
             .find(|p| p.role == ProcessRole::Preloader)
     }
 
-    /// The fraction of the preloader's resident memory a worker shares
-    /// with it (shared pages / preloader RSS).
+    /// Templates: the preloader and molds.
+    pub fn templates(&self) -> impl Iterator<Item = &ProcessMemory> {
+        self.processes
+            .iter()
+            .filter(|p| matches!(p.role, ProcessRole::Preloader | ProcessRole::Mold))
+    }
+
+    /// The fraction of its template's resident memory a worker shares with
+    /// it (shared pages / template RSS); the template is its parent.
     pub fn sharing(&self, worker: &ProcessMemory) -> Option<f64> {
-        let preloader = self.preloader()?;
-        if worker.ppid != Some(preloader.pid) {
-            return None;
-        }
-        let (w, p) = (worker.memory?, preloader.memory?);
+        let template = self.templates().find(|t| worker.ppid == Some(t.pid))?;
+        let (w, p) = (worker.memory?, template.memory?);
         (p.rss > 0).then(|| w.shared() as f64 / p.rss as f64)
     }
 }

@@ -27,7 +27,7 @@ pub fn render(report: &MemoryReport) -> String {
     for p in &report.processes {
         let m = p.memory.unwrap_or_default();
         let role = match p.worker_id {
-            Some(id) => format!("worker {id}"),
+            Some(id) => format!("{} {id}", p.role.as_str()),
             None => p.role.as_str().to_string(),
         };
         let cow = report
@@ -54,8 +54,8 @@ pub fn render(report: &MemoryReport) -> String {
         report.spawn_method
     );
     out += "PSS counts each shared page once across processes: the total is what the app costs.\n";
-    if report.preloader().is_some() {
-        out += "COW: how much of the preloader's memory a worker still shares with it.\n";
+    if report.templates().next().is_some() {
+        out += "COW: how much of its template's (preloader's or mold's) memory a worker still shares.\n";
     }
     out
 }

@@ -51,21 +51,27 @@ fn render(r: &StatusReport, dir: &Path) -> String {
     );
     out += &format!("Requests in queue: {}\n", r.requests_in_queue);
     out += &format!("Processed        : {}\n", r.processed_total);
-    if let Some(pid) = r.preloader_pid {
-        let huge = r.preloader_memory.map(|m| m.anon_huge).unwrap_or(0);
+    if let Some(t) = &r.template {
+        let huge = t.memory.map(|m| m.anon_huge).unwrap_or(0);
+        let what = match (t.worker, t.promoted_after) {
+            (Some(w), Some(n)) => format!("mold (worker {w}, promoted after {n} requests)"),
+            (Some(w), None) => format!("mold (worker {w})"),
+            _ => "preloader".to_string(),
+        };
         out += &format!(
-            "Preloader        : pid {pid}, RSS {}, PSS {}{}\n",
-            mem(&r.preloader_memory, |m| m.rss),
-            mem(&r.preloader_memory, |m| m.pss),
+            "Template         : {what}, pid {}, RSS {}, PSS {}{}\n",
+            t.pid,
+            mem(&t.memory, |m| m.rss),
+            mem(&t.memory, |m| m.pss),
             if huge > 0 {
-                format!(
-                    ", {} in huge pages",
-                    mem(&r.preloader_memory, |m| m.anon_huge)
-                )
+                format!(", {} in huge pages", mem(&t.memory, |m| m.anon_huge))
             } else {
                 String::new()
             }
         );
+    }
+    if r.reforks > 0 {
+        out += &format!("Reforks          : {}\n", r.reforks);
     }
     if let Some(e) = &r.last_spawn_error {
         out += &format!("Last spawn error : {}\n", e.lines().next().unwrap_or(""));

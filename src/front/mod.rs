@@ -36,6 +36,12 @@ pub fn run(args: StartArgs) -> Result<i32> {
     if args.max_pool_size == 0 {
         bail!("--max-pool-size must be at least 1");
     }
+    if !args.refork_after.is_empty() && args.spawn_method != crate::config::SpawnMethod::Smart {
+        bail!("--refork-after needs smart spawning (workers fork from a template)");
+    }
+    if args.refork_after.contains(&0) {
+        bail!("--refork-after thresholds must be at least 1 request");
+    }
     if args.min_instances > args.max_pool_size {
         bail!(
             "--min-instances ({}) exceeds --max-pool-size ({})",

@@ -106,6 +106,7 @@ fn pool_options(args: &StartArgs) -> PoolOptions {
     machine.max_requests_jitter = args.max_requests_jitter;
     machine.memory_limit = (args.memory_limit > 0).then_some(args.memory_limit << 20);
     machine.start_timeout = secs(args.start_timeout);
+    machine.refork_after = args.refork_after.clone();
     PoolOptions {
         machine,
         sample_interval: Duration::from_secs_f64(args.sample_interval.max(0.1)),

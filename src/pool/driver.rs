@@ -59,8 +59,10 @@ pub(super) struct Inner {
     pub last_spawn_error: Option<String>,
     pub last_restart_error: Option<String>,
     pub restarts_by_reason: BTreeMap<&'static str, u64>,
-    /// The preloader's memory at the last sample.
-    pub preloader_memory: Option<(u32, Memory)>,
+    /// The current template's memory at the last sample.
+    pub template_memory: Option<(u32, Memory)>,
+    /// Workers promoted to mold, with the requests each had served.
+    pub molds: BTreeMap<WorkerId, u64>,
 }
 
 impl Inner {
@@ -74,7 +76,8 @@ impl Inner {
             last_spawn_error: None,
             last_restart_error: None,
             restarts_by_reason: BTreeMap::new(),
-            preloader_memory: None,
+            template_memory: None,
+            molds: BTreeMap::new(),
         }
     }
 }
@@ -201,7 +204,7 @@ impl Pool {
     }
 
     /// Forgets a worker whose process or connection is gone.
-    fn lost(self: &Arc<Self>, worker: WorkerId, reason: &'static str) {
+    pub(super) fn lost(self: &Arc<Self>, worker: WorkerId, reason: &'static str) {
         let mut inner = self.inner.lock().unwrap();
         if inner.workers.remove(&worker).is_none() {
             return;
@@ -214,7 +217,7 @@ impl Pool {
         self.apply(&mut inner, actions);
     }
 
-    fn apply(self: &Arc<Self>, inner: &mut Inner, actions: Vec<Action>) {
+    pub(super) fn apply(self: &Arc<Self>, inner: &mut Inner, actions: Vec<Action>) {
         let mut actions = VecDeque::from(actions);
         while let Some(action) = actions.pop_front() {
             match action {
@@ -317,6 +320,36 @@ impl Pool {
                 Action::StopPreloader => {
                     self.spawner.send(super::spawner::Command::StopPreloader);
                 }
+                Action::Promote { worker } => {
+                    let info = inner
+                        .workers
+                        .get_mut(&worker)
+                        .expect("the candidate exists");
+                    let conn = info
+                        .conn
+                        .take()
+                        .expect("an idle worker holds its connection");
+                    tracing::info!(
+                        worker,
+                        pid = info.pid,
+                        "refork: promoting the worker to mold after {} requests",
+                        info.processed
+                    );
+                    let promote =
+                        self.clone()
+                            .promote(worker, info.pid, conn, self.spawner.restarts());
+                    tokio::spawn(promote);
+                }
+                Action::DropMold => {
+                    tracing::warn!(
+                        "a worker forked from the mold failed to start: dropping the mold; \
+                         new workers come from the preloader again"
+                    );
+                    self.spawner.send(super::spawner::Command::DropMold);
+                }
+                Action::RetireOldTemplates => {
+                    self.spawner.send(super::spawner::Command::RetireOld);
+                }
                 Action::CrashLoop { deaths } => {
                     let msg = format!(
                         "workers died within {:?} of starting {deaths} times in a row; \
@@ -358,7 +391,25 @@ impl Pool {
             }
             Event::SpawnFailed { worker, message } => self.spawn_failed(worker, message),
             Event::Hello { hello, conn } => self.hello(hello, conn),
-            Event::PreloaderUp { .. } => self.machine_event(machine::Event::PreloaderUp),
+            Event::TemplateUp { mold: None, .. } => self.machine_event(machine::Event::PreloaderUp),
+            Event::TemplateUp {
+                pid,
+                mold: Some(worker),
+            } => self.mold_up(worker, pid),
+            Event::MoldLost { worker, pid } => {
+                tracing::warn!(
+                    worker,
+                    pid,
+                    "the mold exited; new workers come from the preloader again"
+                );
+                self.machine_event(machine::Event::MoldFailed);
+            }
+            Event::PromotionFailed { worker, message } => {
+                tracing::warn!(worker, "promoting the worker to mold failed: {message}");
+                self.processes.signal_worker(worker, Signal::SIGKILL);
+                self.processes.signal_mold(worker, Signal::SIGKILL);
+                self.lost(worker, "died");
+            }
             Event::Exits(exits) => {
                 for exit in exits {
                     self.exited(exit);
@@ -366,6 +417,25 @@ impl Pool {
             }
             Event::Samples(samples) => self.samples(samples),
         }
+    }
+
+    /// A promoted worker is up as the mold: it serves no requests now.
+    fn mold_up(self: &Arc<Self>, worker: WorkerId, pid: u32) {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(info) = inner.workers.remove(&worker) else {
+            return;
+        };
+        tracing::info!(
+            worker,
+            pid,
+            "refork: worker {worker} is the mold; new workers fork from it and replace the others one by one"
+        );
+        inner.molds.insert(worker, info.processed);
+        self.metrics.observe_refork();
+        let actions = inner
+            .machine
+            .handle(Instant::now(), machine::Event::Promoted(worker));
+        self.apply(&mut inner, actions);
     }
 
     fn spawn_failed(self: &Arc<Self>, worker: WorkerId, msg: String) {
@@ -437,6 +507,14 @@ impl Pool {
         let how = describe_exit(exit.code, exit.signal);
         let pid = exit.pid;
         let worker = match exit.role {
+            Role::Mold(worker) => {
+                if exit.expected || self.inner.lock().unwrap().machine.shutting_down() {
+                    tracing::info!(worker, pid, "the mold {how} (asked to stop)");
+                } else {
+                    tracing::warn!(worker, pid, "the mold {how}");
+                }
+                return;
+            }
             Role::Preloader => {
                 let stopping = self.inner.lock().unwrap().machine.shutting_down();
                 if exit.expected || stopping {
@@ -475,7 +553,7 @@ impl Pool {
     fn samples(self: &Arc<Self>, samples: Samples) {
         let limit_on = self.options.machine.memory_limit.is_some();
         let mut inner = self.inner.lock().unwrap();
-        inner.preloader_memory = samples.preloader;
+        inner.template_memory = samples.template;
         let mut events = Vec::new();
         for s in samples.workers {
             let Some(info) = inner.workers.get_mut(&s.worker) else {

@@ -12,7 +12,8 @@ use std::time::{Instant, SystemTime};
 use super::machine::SlotState;
 use super::Pool;
 use crate::report::{
-    MemoryReport, ProcessMemory, ProcessRole, StatusReport, WorkerState, WorkerStatus,
+    MemoryReport, ProcessMemory, ProcessRole, StatusReport, TemplateKind, TemplateStatus,
+    WorkerState, WorkerStatus,
 };
 
 impl Pool {
@@ -29,6 +30,7 @@ impl Pool {
                     Some(SlotState::Spawning) | None => WorkerState::Spawning,
                     Some(SlotState::Idle) => WorkerState::Ready,
                     Some(SlotState::Busy) => WorkerState::Busy,
+                    Some(SlotState::Promoting) => WorkerState::Promoting,
                 };
                 WorkerStatus {
                     id: *id,
@@ -47,6 +49,22 @@ impl Pool {
             })
             .collect();
         let preloader_pid = self.spawner.preloader_pid();
+        let current = self.spawner.current();
+        let template_memory = inner
+            .template_memory
+            .filter(|(pid, _)| Some(*pid) == current.map(|c| c.pid))
+            .map(|(_, m)| m);
+        let template = current.map(|c| TemplateStatus {
+            kind: if c.mold.is_some() {
+                TemplateKind::Mold
+            } else {
+                TemplateKind::Preloader
+            },
+            pid: c.pid,
+            worker: c.mold,
+            promoted_after: c.mold.and_then(|w| inner.molds.get(&w).copied()),
+            memory: template_memory,
+        });
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -67,10 +85,9 @@ impl Pool {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             preloader_pid,
-            preloader_memory: inner
-                .preloader_memory
-                .filter(|(pid, _)| Some(*pid) == preloader_pid)
-                .map(|(_, m)| m),
+            preloader_memory: template_memory.filter(|_| preloader_pid.is_some()),
+            template,
+            reforks: inner.machine.reforks(),
             last_spawn_error: inner.last_spawn_error.clone(),
             last_restart_error: inner.last_restart_error.clone(),
             worker_restarts: inner
@@ -85,8 +102,12 @@ impl Pool {
     /// Every process of the instance with its memory, read now.
     pub async fn memory_report(self: &Arc<Self>) -> MemoryReport {
         let mut list = vec![(std::process::id(), ProcessRole::FrontEnd, None)];
-        if let Some(pid) = self.spawner.preloader_pid() {
-            list.push((pid, ProcessRole::Preloader, None));
+        if let Some(current) = self.spawner.current() {
+            let role = match current.mold {
+                Some(_) => ProcessRole::Mold,
+                None => ProcessRole::Preloader,
+            };
+            list.push((current.pid, role, current.mold));
         }
         for (id, w) in &self.inner.lock().unwrap().workers {
             if let Some(pid) = w.pid {

@@ -29,18 +29,26 @@
 //! - a rolling restart bumps the generation, then spawns new-generation
 //!   workers one at a time, retiring one old worker each time a new one is
 //!   ready (the pool may hold one worker over its maximum meanwhile);
+//! - refork (`refork_after`): when an idle worker of the current
+//!   generation has served the next threshold of requests, it is promoted
+//!   to be the template new workers fork from (a mold); once it is up, the
+//!   generation moves on and its workers replace the older ones one at a
+//!   time, as in a rolling restart. A worker that refuses (a live thread)
+//!   is not asked again; a mold that dies or whose worker fails to start
+//!   is dropped and the preloader serves again (no retry of that
+//!   generation; the next threshold may promote again);
 //! - the preloader is asked to stop after `max_preloader_idle_time`
 //!   without a spawn (the spawner starts a new one for the next spawn).
 //!   Whether a preloader runs is the spawner's business, not the machine's:
 //!   the machine only remembers when it last needed one.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 pub type WorkerId = u64;
 pub type Ticket = u64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub min_instances: usize,
     pub max_pool_size: usize,
@@ -54,6 +62,10 @@ pub struct Config {
     pub memory_limit: Option<u64>,
     /// How long a spawn may take to greet.
     pub start_timeout: Option<Duration>,
+    /// Requests after which a worker is promoted to mold: the first value
+    /// for the first refork, the next for the next; the last repeats.
+    /// Empty: no refork.
+    pub refork_after: Vec<u64>,
 }
 
 impl Config {
@@ -69,6 +81,7 @@ impl Config {
             max_requests_jitter: 0,
             memory_limit: None,
             start_timeout: None,
+            refork_after: Vec::new(),
         }
     }
 }
@@ -94,6 +107,14 @@ pub enum Event {
     Restart,
     /// TTIN (+1) / TTOU (-1).
     Scale(i32),
+    /// The worker being promoted is up as the mold.
+    Promoted(WorkerId),
+    /// The worker being promoted refused (a thread it runs would be lost);
+    /// it serves on and is not asked again.
+    PromotionRefused(WorkerId),
+    /// The mold died, or its generation must not be used: fall back to
+    /// the preloader.
+    MoldFailed,
     /// A preloader finished loading the app (its idle clock starts).
     PreloaderUp,
     /// Periodic: timeouts, idle retirement, backoffs.
@@ -120,6 +141,7 @@ pub enum Retire {
     MaxRequests,
     MemoryLimit,
     Restart,
+    Refork,
     ScaleDown,
 }
 
@@ -130,6 +152,7 @@ impl Retire {
             Retire::MaxRequests => "max requests",
             Retire::MemoryLimit => "memory limit",
             Retire::Restart => "rolling restart",
+            Retire::Refork => "refork",
             Retire::ScaleDown => "scaled down",
         }
     }
@@ -155,6 +178,15 @@ pub enum Action {
         reason: Retire,
     },
     StopPreloader,
+    /// Promote this idle worker to be the template (a mold).
+    Promote {
+        worker: WorkerId,
+    },
+    /// Stop the mold; the preloader serves spawns again.
+    DropMold,
+    /// A rolling replacement is over: templates older than the current
+    /// one serve nobody now.
+    RetireOldTemplates,
     /// A spawn did not greet within `start_timeout`: kill its process, if
     /// it has one. Counted as a failed spawn.
     Abandon {
@@ -171,6 +203,8 @@ pub enum SlotState {
     Spawning,
     Idle,
     Busy,
+    /// Becoming the mold: serves no requests.
+    Promoting,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -202,6 +236,8 @@ pub struct Machine {
     next_worker: WorkerId,
     generation: u64,
     restarting: bool,
+    /// Why old-generation workers are being replaced (restart or refork).
+    rollout: Retire,
     failures: u32,
     quick_deaths: u32,
     retry_at: Option<Instant>,
@@ -209,6 +245,13 @@ pub struct Machine {
     /// once it has been asked to stop.
     preloader_needed: Option<Instant>,
     shutting_down: bool,
+    /// Molds promoted so far.
+    reforks: u32,
+    promoting: Option<WorkerId>,
+    /// Workers that refused promotion.
+    refused: BTreeSet<WorkerId>,
+    /// The generation whose workers fork from a mold, if any.
+    mold_generation: Option<u64>,
 }
 
 impl Machine {
@@ -221,16 +264,31 @@ impl Machine {
             next_worker: 1,
             generation: 1,
             restarting: false,
+            rollout: Retire::Restart,
             failures: 0,
             quick_deaths: 0,
             retry_at: None,
             preloader_needed: None,
             shutting_down: false,
+            reforks: 0,
+            promoting: None,
+            refused: BTreeSet::new(),
+            mold_generation: None,
         }
     }
 
-    pub fn config(&self) -> Config {
-        self.cfg
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Molds promoted so far.
+    pub fn reforks(&self) -> u32 {
+        self.reforks
+    }
+
+    /// Whether the current generation's workers fork from a mold.
+    pub fn on_mold(&self) -> bool {
+        self.mold_generation == Some(self.generation)
     }
 
     /// The process count the pool keeps at least (min, moved by TTIN/TTOU).
@@ -349,6 +407,9 @@ impl Machine {
                 }
             }
             Event::Lost(worker) => {
+                if self.promoting == Some(worker) {
+                    self.promoting = None;
+                }
                 if let Some(slot) = self.workers.remove(&worker) {
                     let quick = slot
                         .ready_at
@@ -367,8 +428,49 @@ impl Machine {
                 }
             }
             Event::SpawnFailed(worker) => {
-                if self.workers.remove(&worker).is_some() {
-                    self.spawn_failed(now);
+                if let Some(slot) = self.workers.remove(&worker) {
+                    if Some(slot.generation) == self.mold_generation {
+                        // The mold cannot make workers: not a reason to back
+                        // off, a reason to go back to the preloader.
+                        self.drop_mold(&mut out);
+                    } else {
+                        self.spawn_failed(now);
+                    }
+                }
+            }
+            Event::Promoted(worker) => {
+                if self.promoting == Some(worker) {
+                    self.promoting = None;
+                    self.workers.remove(&worker);
+                    self.reforks += 1;
+                    self.generation += 1;
+                    self.mold_generation = Some(self.generation);
+                    self.restarting = self.workers.values().any(|s| s.retire.is_none());
+                    self.rollout = Retire::Refork;
+                    if !self.restarting {
+                        out.push(Action::RetireOldTemplates);
+                    }
+                    self.quick_deaths = 0;
+                }
+            }
+            Event::PromotionRefused(worker) => {
+                if self.promoting == Some(worker) {
+                    self.promoting = None;
+                    self.refused.insert(worker);
+                    if let Some(slot) = self.workers.get_mut(&worker) {
+                        slot.state = SlotState::Idle;
+                        if let Some(reason) = slot.retire {
+                            self.workers.remove(&worker);
+                            out.push(Action::Stop { worker, reason });
+                        } else {
+                            self.assign(worker, now, &mut out);
+                        }
+                    }
+                }
+            }
+            Event::MoldFailed => {
+                if self.on_mold() {
+                    self.drop_mold(&mut out);
                 }
             }
             Event::Memory(worker, bytes) => {
@@ -377,9 +479,14 @@ impl Machine {
                 }
             }
             Event::Restart => {
+                // New code comes from a fresh preloader: no mold of the
+                // old code serves any more, and all may be asked again.
+                self.mold_generation = None;
+                self.refused.clear();
                 if !self.workers.is_empty() {
                     self.generation += 1;
                     self.restarting = true;
+                    self.rollout = Retire::Restart;
                     // Crash-loop and backoff state belong to the old code.
                     self.quick_deaths = 0;
                     self.retry_at = None;
@@ -406,9 +513,59 @@ impl Machine {
             Event::PreloaderUp => self.preloader_needed = Some(now),
             Event::Shutdown => self.shutting_down = true,
         }
+        self.maybe_refork(&mut out);
         self.maybe_spawn(now, &mut out);
         self.reject_if_unavailable(now, &mut out);
         out
+    }
+
+    /// Falls back from a mold to the preloader: a new generation (workers
+    /// of the mold's keep serving, none is replaced for it).
+    fn drop_mold(&mut self, out: &mut Vec<Action>) {
+        self.mold_generation = None;
+        self.generation += 1;
+        self.restarting = false;
+        out.push(Action::DropMold);
+    }
+
+    /// The requests after which the next refork happens, if reforking.
+    fn refork_threshold(&self) -> Option<u64> {
+        let list = &self.cfg.refork_after;
+        let at = (self.reforks as usize).min(list.len().checked_sub(1)?);
+        Some(list[at])
+    }
+
+    /// Promotes the warmest idle worker of the current generation once it
+    /// has served the next threshold: one promotion at a time, never during
+    /// a rolling replacement or a stop.
+    fn maybe_refork(&mut self, out: &mut Vec<Action>) {
+        let Some(threshold) = self.refork_threshold() else {
+            return;
+        };
+        if self.shutting_down || self.restarting || self.promoting.is_some() {
+            return;
+        }
+        let current = self.generation;
+        let candidate = self
+            .workers
+            .iter()
+            .filter(|(id, s)| {
+                s.state == SlotState::Idle
+                    && s.retire.is_none()
+                    && s.generation == current
+                    && s.processed >= threshold
+                    && !self.refused.contains(id)
+            })
+            .max_by_key(|(id, s)| (s.processed, **id))
+            .map(|(id, _)| *id);
+        if let Some(worker) = candidate {
+            self.workers
+                .get_mut(&worker)
+                .expect("candidate exists")
+                .state = SlotState::Promoting;
+            self.promoting = Some(worker);
+            out.push(Action::Promote { worker });
+        }
     }
 
     fn spawn_failed(&mut self, now: Instant) {
@@ -461,9 +618,13 @@ impl Machine {
                 .map(|(id, _)| *id)
                 .collect();
             for worker in late {
-                self.workers.remove(&worker);
+                let slot = self.workers.remove(&worker).expect("late slot exists");
                 out.push(Action::Abandon { worker });
-                self.spawn_failed(now);
+                if Some(slot.generation) == self.mold_generation {
+                    self.drop_mold(out);
+                } else {
+                    self.spawn_failed(now);
+                }
             }
         }
         if let Some(limit) = self.cfg.max_queue_time {
@@ -516,7 +677,7 @@ impl Machine {
                 self.workers.remove(&worker);
                 out.push(Action::Stop { worker, reason });
             }
-            SlotState::Busy => {
+            SlotState::Busy | SlotState::Promoting => {
                 slot.retire.get_or_insert(reason);
             }
             SlotState::Spawning => {}
@@ -537,10 +698,11 @@ impl Machine {
             .min_by_key(|(_, s)| (s.state != SlotState::Idle, s.last_used))
             .map(|(id, _)| *id);
         if let Some(worker) = pick {
-            self.retire(worker, Retire::Restart, out);
+            self.retire(worker, self.rollout, out);
         }
         if !self.workers.values().any(old) {
             self.restarting = false;
+            out.push(Action::RetireOldTemplates);
         }
     }
 
@@ -915,7 +1077,10 @@ mod tests {
             ]
         );
         // Worker 2 is busy: it is marked, and stops after its request.
-        assert_eq!(m.handle(c.at(30), Event::Ready(4)), vec![]);
+        assert_eq!(
+            m.handle(c.at(30), Event::Ready(4)),
+            vec![Action::RetireOldTemplates]
+        );
         assert!(m.retiring(2));
         assert!(!m.restarting());
         assert_eq!(
@@ -1023,6 +1188,164 @@ mod tests {
         assert_eq!(
             m.handle(c.at(5), Event::Done(1)),
             vec![stop(1, Retire::MaxRequests), spawn(2)]
+        );
+    }
+
+    /// A machine with `n` ready workers and refork after `after`.
+    fn reforking(n: u64, after: &[u64], c: &Clock) -> Machine {
+        let mut cfg = Config::new(n as usize, n as usize, 10);
+        cfg.refork_after = after.to_vec();
+        ready(cfg, n, c)
+    }
+
+    /// Worker `w` serves one request at `t`; returns the actions of its end.
+    fn serve(m: &mut Machine, c: &Clock, t: u64, ticket: Ticket) -> Vec<Action> {
+        let out = m.handle(c.at(t), Event::Request(ticket));
+        let Some(Action::Dispatch { worker, .. }) = out.first().copied() else {
+            panic!("no dispatch: {out:?}");
+        };
+        m.handle(c.at(t + 1), Event::Done(worker))
+    }
+
+    #[test]
+    fn the_warmest_worker_is_promoted_at_the_threshold_and_its_children_replace_the_rest() {
+        let c = Clock(Instant::now());
+        let mut m = reforking(2, &[3], &c);
+        // The most recently used idle worker (2) takes every request.
+        assert_eq!(serve(&mut m, &c, 10, 1), vec![]);
+        assert_eq!(serve(&mut m, &c, 20, 2), vec![]);
+        assert_eq!(
+            serve(&mut m, &c, 30, 3),
+            vec![Action::Promote { worker: 2 }]
+        );
+        assert_eq!(m.state_of(2), Some(SlotState::Promoting));
+        // Requests meanwhile go to the other worker.
+        assert_eq!(m.handle(c.at(40), Event::Request(4)), vec![dispatch(4, 1)]);
+        m.handle(c.at(41), Event::Done(1));
+        // Up as the mold: it leaves the pool; a new generation replaces the
+        // old one worker by worker, retiring for "refork".
+        assert_eq!(
+            m.handle(c.at(50), Event::Promoted(2)),
+            vec![Action::Spawn {
+                worker: 3,
+                generation: 2
+            }]
+        );
+        assert_eq!(m.reforks(), 1);
+        assert!(m.on_mold());
+        assert_eq!(
+            m.handle(c.at(60), Event::Ready(3)),
+            vec![
+                stop(1, Retire::Refork),
+                Action::RetireOldTemplates,
+                Action::Spawn {
+                    worker: 4,
+                    generation: 2
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn thresholds_advance_per_refork_and_the_last_repeats() {
+        let c = Clock(Instant::now());
+        let mut m = reforking(1, &[1, 2], &c);
+        assert_eq!(
+            serve(&mut m, &c, 10, 1),
+            vec![Action::Promote { worker: 1 }]
+        );
+        m.handle(c.at(20), Event::Promoted(1));
+        m.handle(c.at(30), Event::Ready(2));
+        // The second refork needs 2 requests, and so does every later one.
+        assert_eq!(serve(&mut m, &c, 40, 2), vec![]);
+        assert_eq!(
+            serve(&mut m, &c, 50, 3),
+            vec![Action::Promote { worker: 2 }]
+        );
+        m.handle(c.at(60), Event::Promoted(2));
+        m.handle(c.at(70), Event::Ready(3));
+        assert_eq!(serve(&mut m, &c, 80, 4), vec![]);
+        assert_eq!(
+            serve(&mut m, &c, 90, 5),
+            vec![Action::Promote { worker: 3 }]
+        );
+    }
+
+    #[test]
+    fn a_worker_that_refuses_is_not_asked_again_and_serves_on() {
+        let c = Clock(Instant::now());
+        let mut m = reforking(1, &[1], &c);
+        assert_eq!(
+            serve(&mut m, &c, 10, 1),
+            vec![Action::Promote { worker: 1 }]
+        );
+        // A request waits while it is asked; it gets it back on refusal.
+        assert_eq!(m.handle(c.at(11), Event::Request(2)), vec![]);
+        assert_eq!(
+            m.handle(c.at(12), Event::PromotionRefused(1)),
+            vec![dispatch(2, 1)]
+        );
+        assert_eq!(m.handle(c.at(13), Event::Done(1)), vec![]);
+        assert_eq!(serve(&mut m, &c, 20, 3), vec![]);
+        assert_eq!(m.reforks(), 0);
+    }
+
+    #[test]
+    fn a_failing_mold_falls_back_to_the_preloader_without_back_off() {
+        let c = Clock(Instant::now());
+        let mut m = reforking(2, &[1], &c);
+        assert_eq!(
+            serve(&mut m, &c, 10, 1),
+            vec![Action::Promote { worker: 2 }]
+        );
+        assert_eq!(
+            m.handle(c.at(20), Event::Promoted(2)),
+            vec![Action::Spawn {
+                worker: 3,
+                generation: 2
+            }]
+        );
+        // The mold's worker fails to start: drop the mold, a new generation
+        // from the preloader, spawning again at once.
+        assert_eq!(
+            m.handle(c.at(30), Event::SpawnFailed(3)),
+            vec![
+                Action::DropMold,
+                Action::Spawn {
+                    worker: 4,
+                    generation: 3
+                }
+            ]
+        );
+        assert!(!m.on_mold());
+        assert!(!m.restarting());
+        assert_eq!(m.failures(), 0);
+        // Worker 1 (generation 1) is kept: no rollout for a fallback.
+        m.handle(c.at(40), Event::Ready(4));
+        assert_eq!(m.count(SlotState::Idle), 2);
+    }
+
+    #[test]
+    fn a_lost_mold_falls_back_and_a_restart_forgets_molds_and_refusals() {
+        let c = Clock(Instant::now());
+        let mut m = reforking(1, &[1], &c);
+        serve(&mut m, &c, 10, 1);
+        m.handle(c.at(20), Event::Promoted(1));
+        m.handle(c.at(30), Event::Ready(2));
+        assert_eq!(
+            m.handle(c.at(40), Event::MoldFailed),
+            vec![Action::DropMold]
+        );
+        assert!(!m.on_mold());
+        // A second MoldFailed (an old mold) changes nothing.
+        assert_eq!(m.handle(c.at(50), Event::MoldFailed), vec![]);
+        m.handle(c.at(60), Event::Restart);
+        assert!(m.restarting());
+        // No promotion during the restart's rollout.
+        let out = serve(&mut m, &c, 70, 2);
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Promote { .. })),
+            "{out:?}"
         );
     }
 

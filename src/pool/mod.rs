@@ -30,6 +30,7 @@ mod driver;
 mod introspect;
 pub mod machine;
 pub mod processes;
+mod promote;
 pub mod reaper;
 mod sampler;
 pub mod spawner;
@@ -106,9 +107,21 @@ pub enum Event {
         hello: Hello,
         conn: WorkerConn,
     },
-    /// A preloader loaded the app and takes spawns.
-    PreloaderUp {
+    /// A template takes spawns: a preloader that loaded the app, or (with
+    /// `mold`) a promoted worker.
+    TemplateUp {
         pid: u32,
+        mold: Option<WorkerId>,
+    },
+    /// The mold's control channel closed without anyone asking it to go.
+    MoldLost {
+        worker: WorkerId,
+        pid: u32,
+    },
+    /// A worker asked to become the mold did not make it.
+    PromotionFailed {
+        worker: WorkerId,
+        message: String,
     },
     Exits(Vec<Exit>),
     Samples(sampler::Samples),
@@ -231,7 +244,7 @@ impl Pool {
         events: mpsc::UnboundedSender<Event>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
-            inner: Mutex::new(Inner::new(options.machine)),
+            inner: Mutex::new(Inner::new(options.machine.clone())),
             processes,
             spawner,
             events,

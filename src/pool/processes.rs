@@ -42,6 +42,8 @@ use super::machine::WorkerId;
 pub enum Role {
     Preloader,
     Worker(WorkerId),
+    /// A worker promoted to be a template.
+    Mold(WorkerId),
 }
 
 /// A process that has exited, and how.
@@ -162,6 +164,15 @@ impl Processes {
         exits
     }
 
+    /// Files a process under another role (a worker promoted to mold).
+    pub fn set_role(&self, pid: u32, role: Role) {
+        for c in self.children.lock().unwrap().iter_mut() {
+            if c.pid == pid && !c.has_exited() {
+                c.role = role;
+            }
+        }
+    }
+
     /// Marks a process whose exit rustrack asked for.
     pub fn expect_exit(&self, pid: u32) {
         for c in self.children.lock().unwrap().iter_mut() {
@@ -174,6 +185,11 @@ impl Processes {
     /// Signals the worker `id`. False when it is not (or no longer) ours.
     pub fn signal_worker(&self, id: WorkerId, sig: Signal) -> bool {
         self.signal_where(sig, |c| c.role == Role::Worker(id))
+    }
+
+    /// Signals the mold that was worker `id`.
+    pub fn signal_mold(&self, id: WorkerId, sig: Signal) -> bool {
+        self.signal_where(sig, |c| c.role == Role::Mold(id))
     }
 
     /// Signals the process filed under `pid`. False when none is.

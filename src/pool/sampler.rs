@@ -21,7 +21,8 @@ use crate::procfs::{self, Memory};
 pub struct Samples {
     pub at: Instant,
     pub workers: Vec<Sample>,
-    pub preloader: Option<(u32, Memory)>,
+    /// The current template (preloader or mold).
+    pub template: Option<(u32, Memory)>,
 }
 
 #[derive(Debug)]
@@ -49,8 +50,8 @@ pub(super) async fn run(pool: Arc<Pool>) {
                 .filter_map(|(id, w)| w.pid.filter(|_| w.ready_at.is_some()).map(|p| (*id, p)))
                 .collect()
         };
-        let preloader = pool.spawner.preloader_pid();
-        let read = tokio::task::spawn_blocking(move || read(targets, preloader, with_cpu)).await;
+        let template = pool.spawner.current().map(|c| c.pid);
+        let read = tokio::task::spawn_blocking(move || read(targets, template, with_cpu)).await;
         match read {
             Ok(samples) => {
                 let _ = pool.events.send(Event::Samples(samples));
@@ -60,7 +61,7 @@ pub(super) async fn run(pool: Arc<Pool>) {
     }
 }
 
-fn read(targets: Vec<(WorkerId, u32)>, preloader: Option<u32>, with_cpu: bool) -> Samples {
+fn read(targets: Vec<(WorkerId, u32)>, template: Option<u32>, with_cpu: bool) -> Samples {
     let workers = targets
         .into_iter()
         .map(|(worker, pid)| Sample {
@@ -76,6 +77,6 @@ fn read(targets: Vec<(WorkerId, u32)>, preloader: Option<u32>, with_cpu: bool) -
     Samples {
         at: Instant::now(),
         workers,
-        preloader: preloader.and_then(|pid| procfs::memory(pid).ok().map(|m| (pid, m))),
+        template: template.and_then(|pid| procfs::memory(pid).ok().map(|m| (pid, m))),
     }
 }

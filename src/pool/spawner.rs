@@ -1,13 +1,21 @@
-//! Starting workers, smart or direct, and the preloaders behind smart ones.
+//! Starting workers, smart or direct, and the templates behind smart ones.
+//!
+//! A template is a process with the app loaded that forks workers on
+//! command: a preloader (a fresh exec that loaded the app) or a mold (a
+//! worker promoted after serving traffic, so its children start warm).
+//! Both speak the same control protocol, so the spawner treats them alike,
+//! except that only a preloader is stopped for being idle.
 //!
 //! The spawner is a task driven by a command queue (`Command`): spawn a
 //! worker, stop the idle preloader, load a new preloader for a rolling
-//! restart, shut down. It holds no reference to the pool: what happens is
-//! reported as `pool::Event`s (a worker was forked, a spawn failed, a
-//! preloader is up), and the driver decides what it means. Whether a
-//! preloader runs is known here and only here: the spawner owns each
-//! preloader's control channel, hears its reports and its end (EOF on the
-//! channel), and publishes the current one's PID for `status`.
+//! restart, adopt a promoted worker's connection as a mold's control
+//! channel, drop the mold, retire templates nobody forks from any more,
+//! shut down. It holds no reference to the pool: what happens is reported
+//! as `pool::Event`s (a worker was forked, a spawn failed, a template is
+//! up, the mold is gone), and the driver decides what it means. Which
+//! template runs is known here and only here: the spawner owns each one's
+//! control channel, hears its reports and its end (EOF on the channel),
+//! and publishes the current one for `status`.
 //!
 //! Either way a spawn ends the same way: the new worker connects to the
 //! instance's worker socket and greets with `HELLO` carrying the id it was
@@ -41,7 +49,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::WorkerId;
 use super::processes::{Processes, Role};
-use super::Event;
+use super::{Event, WorkerConn};
 use crate::config::{AppSpec, SpawnMethod};
 use crate::control::{self, Command as ControlCommand, Report, CONTROL_FD};
 
@@ -53,8 +61,38 @@ pub enum Command {
     /// Load the current code in a new preloader; on success it replaces
     /// the old one, which exits (its workers keep serving until retired).
     Restart(oneshot::Sender<Result<()>>),
-    /// Stop every preloader; no more spawns.
+    /// Stop every template; no more spawns.
     Shutdown,
+    /// A worker answered `PROMOTE` with yes: its connection now carries
+    /// control lines, and once it reports `ready` it is the template.
+    /// `restarts` is the restart count when the promotion began: a mold of
+    /// code a restart has replaced since is not adopted.
+    Adopt {
+        worker: WorkerId,
+        pid: u32,
+        conn: WorkerConn,
+        restarts: u64,
+    },
+    /// Stop the mold; the next spawn starts a preloader.
+    DropMold,
+    /// Stop every template but the current one (after a rollout).
+    RetireOld,
+}
+
+/// The template spawns go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Current {
+    pub pid: u32,
+    /// `Some(worker)` for a mold.
+    pub mold: Option<WorkerId>,
+}
+
+/// What the spawner publishes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Published {
+    current: Option<Current>,
+    /// Successful rolling restarts (new preloaders for new code).
+    restarts: u64,
 }
 
 /// How to start the app's processes.
@@ -83,7 +121,7 @@ impl Launcher {
 #[derive(Clone)]
 pub struct SpawnerHandle {
     tx: mpsc::UnboundedSender<Command>,
-    current: watch::Receiver<Option<u32>>,
+    published: watch::Receiver<Published>,
 }
 
 impl SpawnerHandle {
@@ -92,9 +130,19 @@ impl SpawnerHandle {
         let _ = self.tx.send(command);
     }
 
-    /// The PID of the preloader that serves spawns now, if one runs.
+    /// The PID of the preloader, when one is the current template.
     pub fn preloader_pid(&self) -> Option<u32> {
-        *self.current.borrow()
+        self.current().filter(|c| c.mold.is_none()).map(|c| c.pid)
+    }
+
+    /// The template spawns go to now, if one runs.
+    pub fn current(&self) -> Option<Current> {
+        self.published.borrow().current
+    }
+
+    /// Successful rolling restarts so far.
+    pub fn restarts(&self) -> u64 {
+        self.published.borrow().restarts
     }
 
     /// Loads the current code in a new preloader (smart spawning).
@@ -112,8 +160,8 @@ impl SpawnerHandle {
     #[cfg(test)]
     pub fn fake() -> (SpawnerHandle, mpsc::UnboundedReceiver<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (_, current) = watch::channel(None);
-        (SpawnerHandle { tx, current }, rx)
+        let (_, published) = watch::channel(Published::default());
+        (SpawnerHandle { tx, published }, rx)
     }
 }
 
@@ -124,29 +172,41 @@ pub fn start(
     events: mpsc::UnboundedSender<Event>,
 ) -> SpawnerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (current_tx, current) = watch::channel(None);
+    let (published_tx, published) = watch::channel(Published::default());
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     let spawner = Spawner {
         launcher: Arc::new(launcher),
         processes,
         events,
         internal: internal_tx,
-        preloaders: HashMap::new(),
+        templates: HashMap::new(),
         current: None,
-        published: current_tx,
+        published: published_tx,
+        restarts: 0,
         start_launch: false,
         waiting: Vec::new(),
         restart_reply: None,
         stopped: false,
     };
     tokio::spawn(spawner.run(rx, internal_rx));
-    SpawnerHandle { tx, current }
+    SpawnerHandle { tx, published }
+}
+
+/// Why a template was started.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// A preloader for spawns that wait.
+    Start,
+    /// A preloader with the current code (rolling restart).
+    Restart,
+    /// A promoted worker becoming the mold.
+    Mold { worker: WorkerId, restarts: u64 },
 }
 
 /// What the spawner's own tasks tell it.
 enum Internal {
     Launched {
-        restart: bool,
+        purpose: Purpose,
         result: Result<Launched>,
     },
     Report {
@@ -164,10 +224,14 @@ struct Launched {
     reader: ControlReader,
 }
 
-struct Preloader {
+struct Template {
     stream: Arc<UnixStream>,
     /// Workers it was asked to fork and has not reported on yet.
     outstanding: HashSet<WorkerId>,
+    /// `Some(worker)` for a mold.
+    mold: Option<WorkerId>,
+    /// Told to exit: its end is no news.
+    leaving: bool,
 }
 
 struct Spawner {
@@ -175,11 +239,12 @@ struct Spawner {
     processes: Arc<Processes>,
     events: mpsc::UnboundedSender<Event>,
     internal: mpsc::UnboundedSender<Internal>,
-    /// Every preloader whose control channel is open, by PID.
-    preloaders: HashMap<u32, Preloader>,
+    /// Every template whose control channel is open, by PID.
+    templates: HashMap<u32, Template>,
     /// The one new spawns go to.
     current: Option<u32>,
-    published: watch::Sender<Option<u32>>,
+    published: watch::Sender<Published>,
+    restarts: u64,
     /// A preloader is being started for spawns that wait.
     start_launch: bool,
     waiting: Vec<WorkerId>,
@@ -214,7 +279,20 @@ impl Spawner {
 
     fn set_current(&mut self, pid: Option<u32>) {
         self.current = pid;
-        self.published.send_replace(pid);
+        let current = pid.map(|pid| Current {
+            pid,
+            mold: self.templates.get(&pid).and_then(|t| t.mold),
+        });
+        self.published.send_replace(Published {
+            current,
+            restarts: self.restarts,
+        });
+    }
+
+    fn current_is_mold(&self) -> bool {
+        self.current
+            .and_then(|pid| self.templates.get(&pid))
+            .is_some_and(|t| t.mold.is_some())
     }
 
     async fn command(&mut self, command: Command) {
@@ -230,13 +308,14 @@ impl Spawner {
                         self.waiting.push(worker);
                         if !self.start_launch {
                             self.start_launch = true;
-                            self.launch(false);
+                            self.launch(Purpose::Start);
                         }
                     }
                 },
             },
             Command::StopPreloader => {
-                if self.waiting.is_empty() && !self.start_launch {
+                // Only a preloader idles out; a mold is the warm template.
+                if self.waiting.is_empty() && !self.start_launch && !self.current_is_mold() {
                     if let Some(pid) = self.current {
                         tracing::info!(
                             pid,
@@ -255,7 +334,31 @@ impl Spawner {
                     let _ = reply.send(Err(anyhow!("a rolling restart is already loading")));
                 } else {
                     self.restart_reply = Some(reply);
-                    self.launch(true);
+                    self.launch(Purpose::Restart);
+                }
+            }
+            Command::Adopt {
+                worker,
+                pid,
+                conn,
+                restarts,
+            } => self.adopt(worker, pid, conn, restarts),
+            Command::DropMold => {
+                if let Some(pid) = self.current.filter(|_| self.current_is_mold()) {
+                    self.set_current(None);
+                    self.tell_to_exit(pid).await;
+                }
+            }
+            Command::RetireOld => {
+                let old: Vec<u32> = self
+                    .templates
+                    .iter()
+                    .filter(|(pid, t)| Some(**pid) != self.current && !t.leaving)
+                    .map(|(pid, _)| *pid)
+                    .collect();
+                for pid in old {
+                    tracing::info!(pid, "retiring a template no worker forks from any more");
+                    self.tell_to_exit(pid).await;
                 }
             }
             Command::Shutdown => {
@@ -264,7 +367,7 @@ impl Spawner {
                     self.fail(worker, "the server is stopping".into());
                 }
                 self.set_current(None);
-                let pids: Vec<u32> = self.preloaders.keys().copied().collect();
+                let pids: Vec<u32> = self.templates.keys().copied().collect();
                 for pid in pids {
                     self.tell_to_exit(pid).await;
                 }
@@ -286,135 +389,205 @@ impl Spawner {
     }
 
     async fn ask_to_fork(&mut self, pid: u32, worker: WorkerId) {
-        let Some(preloader) = self.preloaders.get_mut(&pid) else {
-            return self.fail(worker, "the preloader is gone".into());
+        let Some(template) = self.templates.get_mut(&pid) else {
+            return self.fail(worker, "the template is gone".into());
         };
-        preloader.outstanding.insert(worker);
-        let stream = preloader.stream.clone();
+        template.outstanding.insert(worker);
+        let stream = template.stream.clone();
         let line = control::encode(&ControlCommand::Spawn { worker_id: worker });
         if let Err(e) = write_all(&stream, &line).await {
             // It is exiting; its channel's EOF will follow. A new one is
             // started for the next spawn.
-            if let Some(p) = self.preloaders.get_mut(&pid) {
-                p.outstanding.remove(&worker);
+            if let Some(t) = self.templates.get_mut(&pid) {
+                t.outstanding.remove(&worker);
             }
-            self.fail(worker, format!("asking the preloader to fork: {e}"));
+            self.fail(worker, format!("asking the template to fork: {e}"));
         }
     }
 
-    /// Asks a preloader to exit (its exit is expected, not a crash).
+    /// Asks a template to exit (its exit is expected, not a crash).
     async fn tell_to_exit(&mut self, pid: u32) {
         self.processes.expect_exit(pid);
-        if let Some(p) = self.preloaders.get(&pid) {
-            let stream = p.stream.clone();
+        if let Some(t) = self.templates.get_mut(&pid) {
+            t.leaving = true;
+            let stream = t.stream.clone();
             let _ = write_all(&stream, &control::encode(&ControlCommand::Shutdown)).await;
         }
     }
 
-    fn launch(&self, restart: bool) {
+    fn launch(&self, purpose: Purpose) {
         let launcher = self.launcher.clone();
         let processes = self.processes.clone();
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let result = launch(&launcher, &processes).await;
-            let _ = internal.send(Internal::Launched { restart, result });
+            let _ = internal.send(Internal::Launched { purpose, result });
+        });
+    }
+
+    /// Takes a promoted worker's connection as a control channel and waits
+    /// (in a task) for it to report `ready`.
+    fn adopt(&self, worker: WorkerId, pid: u32, conn: WorkerConn, restarts: u64) {
+        let internal = self.internal.clone();
+        let timeout = self.launcher.start_timeout;
+        tokio::spawn(async move {
+            let stream = Arc::new(conn.stream);
+            let mut reader = ControlReader::new(stream.clone());
+            reader.buf.extend_from_slice(&conn.buf);
+            let result = match tokio::time::timeout(timeout, reader.next()).await {
+                Ok(Ok(Some((Report::Ready { huge_pages, .. }, _)))) => {
+                    if let Some(h) = huge_pages {
+                        log_huge_pages(&h);
+                    }
+                    Ok(Launched {
+                        pid,
+                        stream,
+                        reader,
+                    })
+                }
+                Ok(Ok(Some((other, _)))) => Err(anyhow!("the mold reported {other:?} first")),
+                Ok(Ok(None)) => Err(anyhow!("the mold exited before it was ready")),
+                Ok(Err(e)) => Err(anyhow!("reading from the mold: {e}")),
+                Err(_) => Err(anyhow!("the mold was not ready within {timeout:?}")),
+            };
+            let purpose = Purpose::Mold { worker, restarts };
+            let _ = internal.send(Internal::Launched { purpose, result });
         });
     }
 
     async fn internal(&mut self, msg: Internal) {
         match msg {
-            Internal::Launched { restart, result } => self.launched(restart, result).await,
+            Internal::Launched { purpose, result } => self.launched(purpose, result).await,
             Internal::Report {
                 from,
                 report,
                 pidfd,
             } => self.report(from, report, pidfd),
             Internal::Gone { pid } => {
-                if let Some(p) = self.preloaders.remove(&pid) {
-                    for worker in p.outstanding {
-                        self.fail(
-                            worker,
-                            format!(
-                                "the preloader (pid {pid}) exited before forking worker {worker}"
-                            ),
-                        );
-                    }
+                let Some(t) = self.templates.remove(&pid) else {
+                    return;
+                };
+                for worker in t.outstanding {
+                    self.fail(
+                        worker,
+                        format!("the template (pid {pid}) exited before forking worker {worker}"),
+                    );
                 }
                 if self.current == Some(pid) {
                     self.set_current(None);
+                }
+                if let (Some(worker), false) = (t.mold, t.leaving) {
+                    self.emit(Event::MoldLost { worker, pid });
                 }
             }
         }
     }
 
-    async fn launched(&mut self, restart: bool, result: Result<Launched>) {
-        if !restart {
+    async fn launched(&mut self, purpose: Purpose, result: Result<Launched>) {
+        if let Purpose::Start = purpose {
             self.start_launch = false;
         }
-        match result {
-            Ok(Launched {
-                pid,
+        let Launched {
+            pid,
+            stream,
+            reader,
+        } = match result {
+            Ok(launched) => launched,
+            Err(e) => return self.launch_failed(purpose, e),
+        };
+        let mold = match purpose {
+            Purpose::Mold { worker, .. } => Some(worker),
+            _ => None,
+        };
+        self.templates.insert(
+            pid,
+            Template {
                 stream,
-                reader,
-            }) => {
-                self.preloaders.insert(
+                outstanding: HashSet::new(),
+                mold,
+                leaving: false,
+            },
+        );
+        let internal = self.internal.clone();
+        tokio::spawn(read_reports(pid, reader, internal));
+        if self.stopped {
+            return self.tell_to_exit(pid).await;
+        }
+        match purpose {
+            Purpose::Start if self.current.is_some() => {
+                // A restart's preloader or a mold took over while this one
+                // loaded.
+                return self.tell_to_exit(pid).await;
+            }
+            Purpose::Mold { worker, restarts } if restarts != self.restarts => {
+                tracing::info!(
+                    worker,
                     pid,
-                    Preloader {
-                        stream,
-                        outstanding: HashSet::new(),
-                    },
+                    "the new mold has the code a restart replaced; dropping it"
                 );
-                let internal = self.internal.clone();
-                tokio::spawn(read_reports(pid, reader, internal));
-                if self.stopped {
-                    return self.tell_to_exit(pid).await;
+                self.tell_to_exit(pid).await;
+                self.emit(Event::PromotionFailed {
+                    worker,
+                    message: "a rolling restart replaced its code meanwhile".into(),
+                });
+                return;
+            }
+            _ => {}
+        }
+        let old = self.current;
+        if let Purpose::Restart = purpose {
+            self.restarts += 1;
+        }
+        self.set_current(Some(pid));
+        // After a restart the old code's template goes at once; after a
+        // refork the previous template stays until its workers are replaced
+        // (RetireOld), as the fallback meanwhile.
+        if let (Some(old), Purpose::Restart) = (old, purpose) {
+            self.tell_to_exit(old).await;
+        }
+        self.emit(Event::TemplateUp { pid, mold });
+        for worker in std::mem::take(&mut self.waiting) {
+            self.ask_to_fork(pid, worker).await;
+        }
+        if let Purpose::Restart = purpose {
+            if let Some(reply) = self.restart_reply.take() {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn launch_failed(&mut self, purpose: Purpose, e: anyhow::Error) {
+        match purpose {
+            Purpose::Restart => {
+                if let Some(reply) = self.restart_reply.take() {
+                    let _ = reply.send(Err(e));
                 }
-                let old = self.current;
-                if old.is_some() && !restart {
-                    // A restart's preloader took over while this one loaded.
-                    return self.tell_to_exit(pid).await;
-                }
-                self.set_current(Some(pid));
-                if let Some(old) = old {
-                    self.tell_to_exit(old).await;
-                }
-                self.emit(Event::PreloaderUp { pid });
+            }
+            Purpose::Start => {
+                let message = format!("{e:#}");
                 for worker in std::mem::take(&mut self.waiting) {
-                    self.ask_to_fork(pid, worker).await;
-                }
-                if restart {
-                    if let Some(reply) = self.restart_reply.take() {
-                        let _ = reply.send(Ok(()));
-                    }
+                    self.fail(worker, message.clone());
                 }
             }
-            Err(e) => {
-                if restart {
-                    if let Some(reply) = self.restart_reply.take() {
-                        let _ = reply.send(Err(e));
-                    }
-                } else {
-                    let message = format!("{e:#}");
-                    for worker in std::mem::take(&mut self.waiting) {
-                        self.fail(worker, message.clone());
-                    }
-                }
-            }
+            Purpose::Mold { worker, .. } => self.emit(Event::PromotionFailed {
+                worker,
+                message: format!("{e:#}"),
+            }),
         }
     }
 
     fn report(&mut self, from: u32, report: Report, pidfd: Option<OwnedFd>) {
         match report {
             Report::Spawned { worker_id, pid } => {
-                if let Some(p) = self.preloaders.get_mut(&from) {
-                    p.outstanding.remove(&worker_id);
+                if let Some(t) = self.templates.get_mut(&from) {
+                    t.outstanding.remove(&worker_id);
                 }
                 match pidfd {
                     Some(fd) => self.processes.adopt(pid, fd, Role::Worker(worker_id)),
                     None => tracing::error!(
                         worker = worker_id,
                         pid,
-                        "the preloader sent no pidfd for this worker (Linux before 5.3?): \
+                        "the template sent no pidfd for this worker (Linux before 5.3?): \
                          rustrack will not signal it"
                     ),
                 }
@@ -424,8 +597,8 @@ impl Spawner {
                 });
             }
             Report::SpawnFailed { worker_id, message } => {
-                if let Some(p) = self.preloaders.get_mut(&from) {
-                    p.outstanding.remove(&worker_id);
+                if let Some(t) = self.templates.get_mut(&from) {
+                    t.outstanding.remove(&worker_id);
                 }
                 self.fail(worker_id, message);
             }
@@ -435,7 +608,7 @@ impl Spawner {
                     self.emit(Event::Exits(exits));
                 }
             }
-            other => tracing::warn!(from, "unexpected report from the preloader: {other:?}"),
+            other => tracing::warn!(from, "unexpected report from a template: {other:?}"),
         }
     }
 }
@@ -523,7 +696,7 @@ fn log_huge_pages(h: &control::HugePages) {
     }
     tracing::info!(
         sparse = h.sparse,
-        "preloader heap: {} MB in huge pages ({} ms)",
+        "template heap: {} MB in huge pages ({} ms)",
         h.collapsed * 2,
         h.millis
     );

@@ -8,6 +8,7 @@ pub mod env;
 mod gvl;
 mod hugepages;
 pub mod inherited;
+mod mold;
 pub mod preloader;
 pub mod response;
 mod signals;

@@ -48,6 +48,11 @@ pub fn install(stream: UnixStream) {
     });
 }
 
+/// Drops the connection (a worker becoming a mold serves no requests).
+pub fn uninstall() {
+    *CONN.lock().unwrap() = None;
+}
+
 /// Marks the start of a new request's response.
 pub fn begin_request() {
     if let Some(conn) = CONN.lock().unwrap().as_mut() {

@@ -17,15 +17,17 @@ use anyhow::{Context, Result};
 use magnus::{prelude::*, value::ReprValue, RModule, Ruby, Value};
 
 use crate::config::AppSpec;
-use crate::protocol::{self, kind, Hello, ProtocolError, RequestHead};
+use crate::protocol::{self, kind, Hello, Promoted, ProtocolError, RequestHead};
 use crate::rack::env::{EnvBuilder, Input};
 use crate::rack::inherited::{self, Connection};
-use crate::rack::{gvl, response, signals, vm};
+use crate::rack::{gvl, mold, response, signals, vm};
 
 /// How a worker learned it should stop.
 enum Next {
     /// `len` bytes at the start of the buffer are one whole request.
     Request(usize),
+    /// The front end asks this worker to become a mold (`len` bytes).
+    Promote(usize),
     /// The wait timed out or a signal interrupted it: time to look at
     /// signals and pending Ruby interrupts.
     Idle,
@@ -69,12 +71,17 @@ impl Reader {
     }
 
     /// Length of the first complete request in the buffer, if there is one.
-    fn complete_request(&self) -> Result<Option<usize>, ProtocolError> {
+    fn complete_request(&self) -> Result<Option<Next>, ProtocolError> {
+        if let Some(frame) = protocol::decode_frame(self.data())? {
+            if frame.kind == kind::PROMOTE {
+                return Ok(Some(Next::Promote(frame.wire_len())));
+            }
+        }
         let mut at = 0;
         while let Some(frame) = protocol::decode_frame(&self.data()[at..])? {
             at += frame.wire_len();
             if frame.kind == kind::END {
-                return Ok(Some(at));
+                return Ok(Some(Next::Request(at)));
             }
         }
         Ok(None)
@@ -83,8 +90,8 @@ impl Reader {
     /// Blocks (without the GVL) until a request, EOF or a stop signal.
     fn next(&mut self) -> Result<Next> {
         loop {
-            if let Some(len) = self.complete_request()? {
-                return Ok(Next::Request(len));
+            if let Some(next) = self.complete_request()? {
+                return Ok(next);
             }
             if signals::stop_requested() {
                 return Ok(Next::Stop);
@@ -218,6 +225,26 @@ fn serve_inner(
         }
         let len = match reader.next()? {
             Next::Request(len) => len,
+            Next::Promote(len) => {
+                reader.consume(len);
+                match mold::prepare(ruby, spec, &reader.stream) {
+                    Err(reason) => {
+                        mold::answer(&mut reader.stream, &Promoted { ok: false, reason })?;
+                        continue;
+                    }
+                    Ok(inherited) => {
+                        let ok = Promoted {
+                            ok: true,
+                            reason: String::new(),
+                        };
+                        mold::answer(&mut reader.stream, &ok)?;
+                        let stream = reader.stream;
+                        return mold::serve(
+                            ruby, app, spec, worker_id, processed, stream, inherited,
+                        );
+                    }
+                }
+            }
             Next::Idle => continue,
             Next::Eof | Next::Stop => return Ok(0),
         };

@@ -15,19 +15,21 @@ const REQUESTS_PER_CLIENT: usize = 25;
 
 /// Starts the memcached fixture with 4 workers and waits for all of them.
 fn start_memcached_app(mc: &Memcached, env: &[(&str, &str)]) -> Server {
+    start_memcached_app_with(mc, env, &[])
+}
+
+fn start_memcached_app_with(mc: &Memcached, env: &[(&str, &str)], extra: &[&str]) -> Server {
     let servers = format!("MEMCACHED_SERVERS={}", mc.servers());
-    let server = start_with_env(
-        &fixture("memcached"),
-        &[
-            "--min-instances",
-            "4",
-            "--max-pool-size",
-            "4",
-            "--envvar",
-            &servers,
-        ],
-        env,
-    );
+    let mut args = vec![
+        "--min-instances",
+        "4",
+        "--max-pool-size",
+        "4",
+        "--envvar",
+        &servers,
+    ];
+    args.extend_from_slice(extra);
+    let server = start_with_env(&fixture("memcached"), &args, env);
     wait_for_ready_workers(&server, WORKERS, 30);
     server
 }
@@ -129,6 +131,44 @@ fn memcached_hammer_with_the_reconnect_hook_gets_every_value_right() {
     );
     assert!(server.logs().contains(&expected), "{}", server.logs());
     // ...and no worker kept it past starting_worker_process.
+    assert_eq!(still_shares_warnings(&server), Vec::<String>::new());
+}
+
+/// Across reforks: workers forked from a mold (a worker that had its own
+/// Dalli connection) fire starting_worker_process(true) too, so the hook
+/// keeps every worker on its own connection.
+#[test]
+fn memcached_hammer_stays_right_across_a_refork() {
+    let Some(mc) = Memcached::start() else {
+        return;
+    };
+    let server = start_memcached_app_with(
+        &mc,
+        &[("DALLI_FORK_CHECK", "off")],
+        &["--refork-after", "30,1000000"],
+    );
+    let result = hammer(&server, "refork");
+    assert_eq!(
+        result.failures,
+        0,
+        "wrong values: {:?}\n{}",
+        result.examples,
+        server.logs()
+    );
+    server.wait_until(20, "a refork", |s| s.status()["reforks"] == 1);
+    server.wait_until(20, "the mold's workers", |s| {
+        let mold = s.status()["template"]["pid"].as_u64().map(|p| p as u32);
+        s.ready_count() == WORKERS && s.worker_pids().iter().all(|p| ppid_of(*p) == mold)
+    });
+    // A second round, all from the mold's children.
+    let result = hammer(&server, "after-refork");
+    assert_eq!(
+        result.failures,
+        0,
+        "wrong values: {:?}\n{}",
+        result.examples,
+        server.logs()
+    );
     assert_eq!(still_shares_warnings(&server), Vec::<String>::new());
 }
 

@@ -342,8 +342,8 @@ impl Pool {
                 }
                 Action::DropMold => {
                     tracing::warn!(
-                        "a worker forked from the mold failed to start: dropping the mold; \
-                         new workers come from the preloader again"
+                        "dropping the mold (see above): new workers come from the preloader \
+                         again, and the current workers serve on"
                     );
                     self.spawner.send(super::spawner::Command::DropMold);
                 }

@@ -93,7 +93,7 @@ pub fn serve(
         .funcall("role=", (ruby.to_symbol("mold"),))
         .map_err(vm::ruby_error)?;
     let huge_pages = spec.preload_hugepages.then(hugepages::collapse_heap);
-    let mut template = Template::new(stream, name)?;
+    let mut template = Template::new(stream, "mold", name)?;
     template.inherited = inherited;
     template.send(&Report::Ready {
         pid: std::process::id(),

@@ -31,7 +31,7 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
     let _: Value = vm::rustrack_module(&ruby)
         .funcall("role=", (ruby.to_symbol("preloader"),))
         .map_err(vm::ruby_error)?;
-    let mut template = Template::new(control, "preloader".into())?;
+    let mut template = Template::new(control, "preloader", "preloader".into())?;
 
     let app = match vm::load_app(&ruby, spec) {
         Ok(app) => app,

@@ -43,6 +43,8 @@ pub struct Template {
     /// worker checks whether it still holds them after its
     /// starting_worker_process handlers.
     pub inherited: Vec<Connection>,
+    /// "preloader" or "mold", for messages.
+    pub kind: &'static str,
     /// "preloader" or "mold N", for messages.
     pub name: String,
 }
@@ -50,7 +52,7 @@ pub struct Template {
 impl Template {
     /// Takes over `control` and starts catching CHLD (the handler writes to
     /// a self-pipe the loop polls).
-    pub fn new(control: UnixStream, name: String) -> Result<Template> {
+    pub fn new(control: UnixStream, kind: &'static str, name: String) -> Result<Template> {
         let (pipe_read, pipe_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
                 .context("creating the CHLD self-pipe")?;
@@ -61,6 +63,7 @@ impl Template {
             _pipe_write: pipe_write,
             saved_chld: Some(saved_chld),
             inherited: Vec::new(),
+            kind,
             name,
         })
     }
@@ -119,8 +122,9 @@ impl Template {
                             // the template before running app code.
                             signals::install_worker(self.saved_chld.take());
                             let inherited = std::mem::take(&mut self.inherited);
+                            let from = self.kind;
                             drop(self);
-                            worker::serve(ruby, app, spec, worker_id, Some(&inherited));
+                            worker::serve(ruby, app, spec, worker_id, Some((from, &inherited)));
                         }
                     }
                 }

@@ -136,7 +136,7 @@ pub fn serve(
     app: Value,
     spec: &AppSpec,
     worker_id: u64,
-    inherited: Option<&[Connection]>,
+    inherited: Option<(&str, &[Connection])>,
 ) -> ! {
     let code = match serve_inner(ruby, app, spec, worker_id, inherited) {
         Ok(code) => code,
@@ -156,7 +156,7 @@ fn serve_inner(
     app: Value,
     spec: &AppSpec,
     worker_id: u64,
-    inherited: Option<&[Connection]>,
+    inherited: Option<(&str, &[Connection])>,
 ) -> Result<i32> {
     let forked = inherited.is_some();
     vm::set_title(
@@ -184,11 +184,12 @@ fn serve_inner(
             (ruby.to_symbol("starting_worker_process"), forked),
         )
         .map_err(vm::ruby_error)?;
-    // A connection the preloader held that is still open here is shared
-    // with the preloader and every other worker: the app did not reconnect.
-    for c in inherited::still_held(inherited.unwrap_or_default()) {
+    // A connection the template held that is still open here is shared
+    // with the template and every other worker: the app did not reconnect.
+    let (template, held) = inherited.unwrap_or(("preloader", &[]));
+    for c in inherited::still_held(held) {
         eprintln!(
-            "[rustrack] warning: worker {worker_id} (pid {}) still shares the preloader's connection to {} \
+            "[rustrack] warning: worker {worker_id} (pid {}) still shares the {template}'s connection to {} \
              after starting_worker_process; close it there and reconnect",
             std::process::id(),
             c.peer

@@ -24,5 +24,6 @@ pub mod pool;
 pub mod procfs;
 pub mod protocol;
 pub mod rack;
+pub mod recent;
 pub mod report;
 pub mod upstream;

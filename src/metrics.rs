@@ -63,6 +63,8 @@ pub struct Metrics {
     template: Family<TemplateLabel, Gauge>,
     worker_pss: Family<WorkerLabel, Gauge<u64, AtomicU64>>,
     worker_private_dirty: Family<WorkerLabel, Gauge<u64, AtomicU64>>,
+    /// The last minute, for the live status page.
+    pub recent: crate::recent::Recent,
 }
 
 fn latency_histogram() -> Histogram {
@@ -159,6 +161,7 @@ impl Metrics {
             template,
             worker_pss,
             worker_private_dirty,
+            recent: crate::recent::Recent::default(),
         }
     }
 
@@ -172,6 +175,7 @@ impl Metrics {
         };
         self.requests.get_or_create(&StatusClass { class }).inc();
         self.request_duration.observe(seconds);
+        self.recent.record(seconds);
     }
 
     pub fn observe_restart(&self, reason: &'static str) {

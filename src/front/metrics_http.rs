@@ -1,6 +1,13 @@
-//! `GET /metrics` (Prometheus text format) on its own listener, so that
-//! scrapes never queue behind app requests. The figures come from the
-//! pool's cached status: a scrape reads no `/proc` file.
+//! The observability listener (`--metrics-address`), apart from the app's
+//! so that scrapes never queue behind app requests:
+//! - `GET /metrics`: Prometheus text format;
+//! - `GET /status`: a live HTML page (`status_page.html`: no external
+//!   assets, a few lines of script that poll `/status.json` every 2 s);
+//! - `GET /status.json`: the pool's status with the last minute's request
+//!   rate and latency percentiles (`recent.rs`).
+//!
+//! Every figure comes from the pool's cached status: a scrape reads no
+//! `/proc` file.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,15 +46,44 @@ pub async fn serve(listener: TcpListener, pool: Arc<Pool>) {
     }
 }
 
+/// The live status page.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+/// What `/status.json` carries.
+#[derive(serde::Serialize)]
+struct LiveStatus {
+    status: crate::report::StatusReport,
+    recent: crate::recent::RecentSummary,
+}
+
 fn respond(pool: &Arc<Pool>, req: &Request<Incoming>) -> Response<ResponseBody> {
-    if req.uri().path() != "/metrics" {
-        return error_response(StatusCode::NOT_FOUND, "404 Not Found: try /metrics\n");
-    }
-    let text = pool.metrics.render(&pool.status());
-    let mut r = Response::new(ResponseBody::bytes(text));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    let (body, content_type): (ResponseBody, &'static str) = match req.uri().path() {
+        "/metrics" => (
+            ResponseBody::bytes(pool.metrics.render(&pool.status())),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        "/status" | "/status/" => (ResponseBody::text(STATUS_PAGE), "text/html; charset=utf-8"),
+        "/status.json" => {
+            let live = LiveStatus {
+                status: pool.status(),
+                recent: pool.metrics.recent.summary(),
+            };
+            (
+                ResponseBody::bytes(serde_json::to_vec(&live).unwrap_or_default()),
+                "application/json",
+            )
+        }
+        _ => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "404 Not Found: try /metrics, /status or /status.json\n",
+            )
+        }
+    };
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

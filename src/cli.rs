@@ -183,8 +183,16 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 30)]
     pub header_timeout: u64,
 
-    /// Trust X-Forwarded-Proto from the client (only behind a proxy that sets it).
-    #[arg(long)]
+    /// A proxy that may tell the client's address, scheme and host
+    /// (X-Forwarded-For/-Proto/-Host/-Port, X-Request-Start): a CIDR
+    /// (10.0.0.0/8), an address, or `unix` for the Unix socket
+    /// (repeatable). From anyone else those headers reach the app as plain
+    /// headers and change nothing.
+    #[arg(long = "trusted-proxy", value_name = "CIDR|unix")]
+    pub trusted_proxies: Vec<String>,
+
+    /// Deprecated: trusts every peer as a proxy; use --trusted-proxy.
+    #[arg(long, hide = true)]
     pub trust_proxy: bool,
 
     /// Threads for the front end's event loop; 0 = one per CPU.

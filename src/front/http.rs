@@ -4,8 +4,9 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -16,7 +17,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 
 use super::body::{self, BodyError};
 use crate::pool::Pool;
-use crate::upstream::{self, error_response, ExchangeOptions, Peer, Refused, ResponseBody};
+use crate::upstream::{
+    self, error_response, Context, ExchangeOptions, Peer, Refused, ResponseBody, TrustedProxies,
+};
 
 pub struct Front {
     pub pool: Arc<Pool>,
@@ -24,8 +27,10 @@ pub struct Front {
     pub max_body_size: u64,
     pub body_buffer_size: usize,
     pub body_dir: PathBuf,
-    pub trust_proxy: bool,
+    pub trusted: TrustedProxies,
     pub header_timeout: Duration,
+    /// Request ids made here: a random prefix per instance, then a count.
+    pub request_ids: RequestIds,
     /// Owner for spilled body files (`--user`).
     pub body_owner: Option<(u32, u32)>,
 }
@@ -54,28 +59,87 @@ pub fn serve_connection<IO>(
     });
 }
 
+/// Makes `X-Request-Id`s: unique across instances (a random 64-bit prefix
+/// drawn at start) and cheap (a counter), 24 hex digits.
+pub struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        let mut bytes = [0u8; 8];
+        // Without randomness ids stay unique per instance, which is most
+        // of their use; the time makes a clash across instances unlikely.
+        let prefix =
+            match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+                Ok(8) => u64::from_le_bytes(bytes),
+                _ => SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0),
+            };
+        RequestIds {
+            prefix,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn make(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{:08x}", self.prefix, n as u32)
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The client's `X-Request-Id` when it is a sane token (printable ASCII,
+/// at most 200 bytes), else a new one.
+fn request_id(front: &Front, req: &Request<Incoming>) -> String {
+    match req.headers().get("x-request-id").map(|v| v.as_bytes()) {
+        Some(v)
+            if !v.is_empty() && v.len() <= 200 && v.iter().all(|b| (0x21..0x7f).contains(b)) =>
+        {
+            String::from_utf8_lossy(v).into_owned()
+        }
+        _ => front.request_ids.make(),
+    }
+}
+
 async fn handle(
     front: Arc<Front>,
     peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
+    let received = SystemTime::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let response = match proxy(&front, peer, req).await {
+    let id = request_id(&front, &req);
+    let mut response = match proxy(&front, peer, req, received, &id).await {
         Ok(r) | Err(r) => r,
     };
+    if !response.headers().contains_key("x-request-id") {
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+    }
     front
         .pool
         .metrics
         .observe_request(response.status().as_u16(), start.elapsed().as_secs_f64());
     tracing::info!(
         target: "rustrack::access",
-        "{} {} {} {:.2}ms",
+        "{} {} {} {:.2}ms id={}",
         method,
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         response.status().as_u16(),
-        start.elapsed().as_secs_f64() * 1000.0
+        start.elapsed().as_secs_f64() * 1000.0,
+        id
     );
     Ok(response)
 }
@@ -92,6 +156,8 @@ async fn proxy(
     front: &Front,
     peer: Peer,
     req: Request<Incoming>,
+    received: SystemTime,
+    request_id: &str,
 ) -> Result<Response<ResponseBody>, Response<ResponseBody>> {
     let (parts, body) = req.into_parts();
     // Both framings at once is how request smuggling starts: a proxy in
@@ -140,18 +206,22 @@ async fn proxy(
             )
         }
     })?;
-    let req = upstream::request::encode(&parts, peer, front.trust_proxy, buffered).map_err(
-        |e| match e {
-            Refused::BadHost(_) => closing(error_response(
-                StatusCode::BAD_REQUEST,
-                "400 Bad Request: an HTTP/1.1 request needs exactly one Host header\n",
-            )),
-            Refused::TooLarge(_) => error_response(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "431 Request headers too large\n",
-            ),
-        },
-    )?;
+    let ctx = Context {
+        peer,
+        trusted: &front.trusted,
+        received,
+        request_id,
+    };
+    let req = upstream::request::encode(&parts, &ctx, buffered).map_err(|e| match e {
+        Refused::BadHost(_) => closing(error_response(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: an HTTP/1.1 request needs exactly one Host header\n",
+        )),
+        Refused::TooLarge(_) => error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 Request headers too large\n",
+        ),
+    })?;
     upstream::forward(&front.pool, req, &front.exchange)
         .await
         .map_err(upstream::failure_response)

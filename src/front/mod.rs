@@ -49,6 +49,7 @@ pub fn run(args: StartArgs) -> Result<i32> {
             args.max_pool_size
         );
     }
+    let trusted = server::trusted_proxies(&args)?;
     let credentials = match &args.user {
         Some(user) => Some(daemon::credentials(user, args.group.as_deref())?),
         None => None,
@@ -97,6 +98,7 @@ pub fn run(args: StartArgs) -> Result<i32> {
         credentials,
         log_file,
         ready_pipe,
+        trusted,
     }))
 }
 

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::pool::machine::Config;
 use crate::pool::spawner::Launcher;
 use crate::pool::{reaper, Pool, PoolOptions, PoolSetup, Readiness};
-use crate::upstream::ExchangeOptions;
+use crate::upstream::{ExchangeOptions, TrustedProxies};
 
 /// What `run` worked out before the runtime started.
 pub struct Setup {
@@ -36,6 +36,7 @@ pub struct Setup {
     pub credentials: Option<(u32, u32)>,
     pub log_file: Option<PathBuf>,
     pub ready_pipe: Option<OwnedFd>,
+    pub trusted: TrustedProxies,
 }
 
 /// Removes the instance directory however `serve` ends.
@@ -113,6 +114,17 @@ fn pool_options(args: &StartArgs) -> PoolOptions {
     }
 }
 
+pub fn trusted_proxies(args: &StartArgs) -> Result<TrustedProxies> {
+    if args.trust_proxy {
+        tracing::warn!(
+            "--trust-proxy trusts every peer's X-Forwarded-* headers; \
+             name your proxies with --trusted-proxy CIDR instead"
+        );
+        return Ok(TrustedProxies::everyone());
+    }
+    TrustedProxies::parse(&args.trusted_proxies).map_err(|e| anyhow::anyhow!(e))
+}
+
 fn exchange_options(args: &StartArgs, dir: &Instance) -> ExchangeOptions {
     let mb = |n: u64| (n > 0).then_some(n << 20);
     ExchangeOptions {
@@ -182,7 +194,8 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         max_body_size: args.max_body_size,
         body_buffer_size: args.body_buffer_size,
         body_dir: dir.body_dir(),
-        trust_proxy: args.trust_proxy,
+        trusted: setup.trusted.clone(),
+        request_ids: super::http::RequestIds::new(),
         header_timeout: Duration::from_secs(args.header_timeout),
         body_owner: setup.credentials,
     });

@@ -1,14 +1,20 @@
 //! HTTP → worker protocol: a parsed, fully buffered request becomes the
 //! frames a worker reads (`REQUEST_HEAD`, `BODY`… or `BODY_FILE`, `END`),
 //! with everything the Rack env needs decided here, once: the host and
-//! port, the scheme, the peer's address, and header lines joined per name.
+//! port, the scheme, the client's address (through trusted proxies only,
+//! `forwarded.rs`), header lines joined per name, and the two headers the
+//! front end adds for APMs: `X-Request-Start: t=<µs since the epoch>` (when
+//! the front end got the request, unless a trusted proxy already said)
+//! and `X-Request-Id`.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, Version};
 
+use super::forwarded::TrustedProxies;
 use crate::protocol::{self, kind, ProtocolError, RequestHead};
 
 /// Who is on the other end of a client connection.
@@ -98,18 +104,32 @@ fn host(parts: &http::request::Parts) -> Result<Option<&str>, Refused> {
     }
 }
 
+/// What the front end knows of a request besides its head and body.
+pub struct Context<'a> {
+    pub peer: Peer,
+    pub trusted: &'a TrustedProxies,
+    /// When the front end got the request (for `X-Request-Start`).
+    pub received: SystemTime,
+    /// The client's `X-Request-Id`, or one made up for this request.
+    pub request_id: &'a str,
+}
+
+/// The first value of a header, as text.
+fn first<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a str> {
+    let v = parts.headers.get(name)?.to_str().ok()?;
+    Some(v.split(',').next().unwrap_or(v).trim())
+}
+
 /// Encodes the request as the frames a worker reads.
 pub fn encode(
     parts: &http::request::Parts,
-    peer: Peer,
-    trust_proxy: bool,
+    ctx: &Context<'_>,
     body: Buffered,
 ) -> Result<WireRequest, Refused> {
-    let https = trust_proxy
-        && parts
-            .headers
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let peer = ctx.peer;
+    let proxied = !ctx.trusted.is_empty() && ctx.trusted.trusts(&peer);
+    let https = proxied
+        && first(parts, "x-forwarded-proto").is_some_and(|v| v.eq_ignore_ascii_case("https"));
     let target = parts
         .uri
         .path_and_query()
@@ -129,20 +149,58 @@ pub fn encode(
             String::new(),
         ),
     };
+    let remote_ip = match proxied {
+        true => {
+            let hops: Vec<&str> = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            ctx.trusted
+                .client_address(&hops)
+                .map(|ip| ip.to_string())
+                .unwrap_or(remote_ip)
+        }
+        false => remote_ip,
+    };
     let default_port = if https { "443" } else { "80" };
-    let (server_name, server_port) = match host(parts)? {
+    let host = host(parts)?;
+    let host = match proxied {
+        true => first(parts, "x-forwarded-host").or(host),
+        false => host,
+    };
+    let (server_name, mut server_port) = match host {
         Some(h) => {
             let (name, port) = split_host(h);
             (name.to_string(), port.unwrap_or(default_port).to_string())
         }
         None => (local_ip, local_port),
     };
+    if proxied {
+        if let Some(port) = first(parts, "x-forwarded-port").filter(|p| p.parse::<u16>().is_ok()) {
+            server_port = port.to_string();
+        }
+    }
+    // A trusted proxy's X-Request-Start is earlier and truer than ours.
+    let keep_start = proxied && parts.headers.contains_key("x-request-start");
+    let request_start = format!(
+        "t={}",
+        ctx.received
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0)
+    );
 
     // One entry per header name; repeated lines are joined as RFC 9110
     // allows (cookies with "; " as browsers send them).
     let mut headers: Vec<(&[u8], Cow<'_, [u8]>)> = Vec::with_capacity(parts.headers.keys_len() + 1);
     for name in parts.headers.keys() {
-        if name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
+        if name == header::TRANSFER_ENCODING
+            || name == header::CONTENT_LENGTH
+            || name == "x-request-id"
+            || (name == "x-request-start" && !keep_start)
+        {
             continue;
         }
         let mut values = parts.headers.get_all(name).iter();
@@ -167,6 +225,10 @@ pub fn encode(
     if !body.is_empty() || parts.headers.contains_key(header::CONTENT_LENGTH) {
         headers.push((b"content-length", Cow::Borrowed(body_len.as_bytes())));
     }
+    if !keep_start {
+        headers.push((b"x-request-start", Cow::Borrowed(request_start.as_bytes())));
+    }
+    headers.push((b"x-request-id", Cow::Borrowed(ctx.request_id.as_bytes())));
 
     let head = RequestHead {
         method: parts.method.as_str().as_bytes(),
@@ -236,6 +298,28 @@ mod tests {
         }
     }
 
+    static NOBODY: std::sync::LazyLock<TrustedProxies> =
+        std::sync::LazyLock::new(TrustedProxies::default);
+    static LAN: std::sync::LazyLock<TrustedProxies> =
+        std::sync::LazyLock::new(|| TrustedProxies::parse(&["10.0.0.0/8".to_string()]).unwrap());
+
+    /// A context at t = 1.5 s after the epoch, id "req-1".
+    fn ctx(peer: Peer, trust: bool) -> Context<'static> {
+        Context {
+            peer,
+            trusted: if trust { &LAN } else { &NOBODY },
+            received: UNIX_EPOCH + std::time::Duration::from_micros(1_500_000),
+            request_id: "req-1",
+        }
+    }
+
+    fn header_of<'a>(head: &RequestHead<'a>, name: &[u8]) -> Option<&'a [u8]> {
+        head.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+    }
+
     /// Decodes what `encode` wrote: the head, the body frames, the end.
     fn frames(wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
         let mut at = 0;
@@ -286,8 +370,7 @@ mod tests {
         );
         let wire = encode(
             &p,
-            peer(),
-            false,
+            &ctx(peer(), false),
             Buffered::Memory(Bytes::from_static(b"hello")),
         )
         .unwrap();
@@ -328,8 +411,7 @@ mod tests {
         let p = parts(&[("host", "h")], Version::HTTP_11, "/");
         let wire = encode(
             &p,
-            Peer::Unix,
-            false,
+            &ctx(Peer::Unix, false),
             Buffered::File {
                 path: file,
                 len: 3 << 20,
@@ -356,7 +438,7 @@ mod tests {
             "/",
         );
         for (trust, scheme, port) in [(false, &b"http"[..], &b"80"[..]), (true, b"https", b"443")] {
-            let wire = encode(&p, peer(), trust, Buffered::Memory(Bytes::new())).unwrap();
+            let wire = encode(&p, &ctx(peer(), trust), Buffered::Memory(Bytes::new())).unwrap();
             let frames = frames(&wire.wire);
             let head = RequestHead::decode(&frames[0].1).unwrap();
             assert_eq!(head.scheme, scheme);
@@ -369,20 +451,80 @@ mod tests {
         let body = || Buffered::Memory(Bytes::new());
         let two = parts(&[("host", "a"), ("host", "b")], Version::HTTP_11, "/");
         assert!(matches!(
-            encode(&two, peer(), false, body()),
+            encode(&two, &ctx(peer(), false), body()),
             Err(Refused::BadHost(_))
         ));
         let none = parts(&[], Version::HTTP_11, "/");
         assert!(matches!(
-            encode(&none, peer(), false, body()),
+            encode(&none, &ctx(peer(), false), body()),
             Err(Refused::BadHost(_))
         ));
         // HTTP/1.0 needs none: the local address stands in.
         let old = parts(&[], Version::HTTP_10, "/");
-        let wire = encode(&old, peer(), false, body()).unwrap();
+        let wire = encode(&old, &ctx(peer(), false), body()).unwrap();
         let frames = frames(&wire.wire);
         let head = RequestHead::decode(&frames[0].1).unwrap();
         assert_eq!(head.server_name, b"127.0.0.1");
         assert_eq!(head.server_port, b"3000");
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_peers() {
+        let p = parts(
+            &[
+                ("host", "internal:8080"),
+                ("x-forwarded-for", "1.2.3.4, 203.0.113.9"),
+                ("x-forwarded-host", "shop.example.com"),
+                ("x-forwarded-port", "8443"),
+                ("x-forwarded-proto", "https"),
+                ("x-request-start", "t=42"),
+                ("x-request-id", "from-client"),
+            ],
+            Version::HTTP_11,
+            "/",
+        );
+        let body = || Buffered::Memory(Bytes::new());
+        // From a trusted load balancer: the client is the right-most
+        // untrusted hop, host/port/scheme are the public ones, and its
+        // X-Request-Start stays.
+        let wire = encode(&p, &ctx(peer(), true), body()).unwrap();
+        let trusted_frames = frames(&wire.wire);
+        let head = RequestHead::decode(&trusted_frames[0].1).unwrap();
+        assert_eq!(head.remote_addr, b"203.0.113.9");
+        assert_eq!(head.server_name, b"shop.example.com");
+        assert_eq!(head.server_port, b"8443");
+        assert_eq!(head.scheme, b"https");
+        assert_eq!(header_of(&head, b"x-request-start"), Some(&b"t=42"[..]));
+        assert_eq!(header_of(&head, b"x-request-id"), Some(&b"req-1"[..]));
+        // From anyone else: plain headers that change nothing, and our own
+        // X-Request-Start.
+        let wire = encode(&p, &ctx(tcp_peer("11.0.0.1"), true), body()).unwrap();
+        let frames = frames(&wire.wire);
+        let head = RequestHead::decode(&frames[0].1).unwrap();
+        assert_eq!(head.remote_addr, b"11.0.0.1");
+        assert_eq!(head.server_name, b"internal");
+        assert_eq!(head.server_port, b"8080");
+        assert_eq!(head.scheme, b"http");
+        assert_eq!(
+            header_of(&head, b"x-request-start"),
+            Some(&b"t=1500000"[..])
+        );
+        assert_eq!(
+            header_of(&head, b"x-forwarded-for"),
+            Some(&b"1.2.3.4, 203.0.113.9"[..])
+        );
+        let ids = head
+            .headers
+            .iter()
+            .filter(|(k, _)| *k == b"x-request-id")
+            .count();
+        assert_eq!(ids, 1);
+    }
+
+    fn tcp_peer(ip: &str) -> Peer {
+        Peer::Tcp {
+            remote: format!("{ip}:5555").parse().unwrap(),
+            local: "127.0.0.1:3000".parse().unwrap(),
+        }
     }
 }

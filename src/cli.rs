@@ -143,6 +143,19 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
 
+    /// Seconds to keep accepting and serving after TERM, with the health
+    /// check already answering 503, before the listeners close: time for a
+    /// load balancer (a Kubernetes Service) to stop sending new requests.
+    #[arg(long, default_value_t = 0)]
+    pub shutdown_delay: u64,
+
+    /// Answer GET/HEAD of this path in the front end (never a worker): 200
+    /// with a small JSON body while a worker is ready and the instance is
+    /// not draining; 503 while booting, draining or in a crash loop. For
+    /// load balancers' health checks (e.g. /up).
+    #[arg(long, value_name = "PATH")]
+    pub health_check_path: Option<String>,
+
     /// RACK_ENV, RAILS_ENV and APP_ENV for the app.
     #[arg(long, short = 'e', default_value = "development")]
     pub environment: String,

@@ -31,6 +31,10 @@ pub struct Front {
     pub header_timeout: Duration,
     /// Request ids made here: a random prefix per instance, then a count.
     pub request_ids: RequestIds,
+    /// `--health-check-path`.
+    pub health_path: Option<String>,
+    /// Set on a graceful stop: the health check answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Owner for spilled body files (`--user`).
     pub body_owner: Option<(u32, u32)>,
 }
@@ -115,6 +119,9 @@ async fn handle(
     peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    if let Some(health) = super::health::answer(&front, &req) {
+        return Ok(health);
+    }
     let start = Instant::now();
     let received = SystemTime::now();
     let method = req.method().clone();

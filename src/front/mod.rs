@@ -12,6 +12,7 @@ mod admin;
 mod body;
 mod control;
 mod daemon;
+mod health;
 mod http;
 mod listeners;
 mod metrics_http;

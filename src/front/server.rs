@@ -196,6 +196,8 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         body_dir: dir.body_dir(),
         trusted: setup.trusted.clone(),
         request_ids: super::http::RequestIds::new(),
+        health_path: args.health_check_path.clone(),
+        draining: std::sync::atomic::AtomicBool::new(false),
         header_timeout: Duration::from_secs(args.header_timeout),
         body_owner: setup.credentials,
     });
@@ -263,6 +265,7 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         stop_now(&hard_stop_pool, &leftovers, 130);
     });
 
+    drain(&front, Duration::from_secs(args.shutdown_delay)).await;
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     let started = tokio::time::Instant::now();
     stop_accepting(accepting, args.socket.as_deref()).await;
@@ -310,6 +313,23 @@ fn announce(setup: &Setup, dir: &Instance, url: Option<&str>) {
     if let Some(path) = &setup.args.socket {
         tracing::info!("listening on unix:{}", path.display());
     }
+}
+
+/// The first steps of a graceful stop: the health check turns 503 at once,
+/// so load balancers take the instance out; new connections are still
+/// accepted and served for `delay` (they may still be sent some while the
+/// balancer notices).
+async fn drain(front: &Front, delay: Duration) {
+    front
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    if delay.is_zero() {
+        return;
+    }
+    tracing::info!(
+        "draining: the health check answers 503; still serving for {delay:?} (--shutdown-delay)"
+    );
+    tokio::time::sleep(delay).await;
 }
 
 async fn stop_accepting(accepting: Vec<JoinHandle<()>>, socket: Option<&Path>) {

@@ -132,3 +132,28 @@ impl Pool {
             .unwrap_or_else(|_| MemoryReport::new(self.method.as_str().to_string(), Vec::new()))
     }
 }
+
+/// What a load balancer's health check needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// Workers greeted and serving (idle or busy).
+    pub ready: usize,
+    pub queue: usize,
+    pub generation: u64,
+    /// Respawning paused after a crash loop.
+    pub crash_loop: bool,
+}
+
+impl Pool {
+    /// A cheap snapshot for the health check: a lock, no `/proc`.
+    pub fn health(&self) -> Health {
+        let inner = self.inner.lock().unwrap();
+        let m = &inner.machine;
+        Health {
+            ready: m.count(SlotState::Idle) + m.count(SlotState::Busy),
+            queue: m.queue_len(),
+            generation: m.generation(),
+            crash_loop: m.crash_looping(Instant::now()),
+        }
+    }
+}

@@ -286,6 +286,11 @@ impl Machine {
         self.reforks
     }
 
+    /// Whether respawning is paused after a crash loop.
+    pub fn crash_looping(&self, now: Instant) -> bool {
+        self.quick_deaths >= CRASH_LOOP && self.retry_at.is_some_and(|t| now < t)
+    }
+
     /// Whether the current generation's workers fork from a mold.
     pub fn on_mold(&self) -> bool {
         self.mold_generation == Some(self.generation)

@@ -73,7 +73,8 @@ def make_cert(dir: Path) -> tuple[Path, Path]:
 
 def nginx_conf(dir: Path, port: int, cert: Path, key: Path, upstream: int | None) -> str:
     """nginx with as many worker processes as rustrack has event-loop
-    threads (one per CPU), no access log, TLS 1.2 and 1.3, h2 by ALPN, and
+    threads (one per CPU), no access log, TLS 1.2 and 1.3, h2 by ALPN, no
+    request limit per connection (as rustrack), and
     either a keep-alive proxy to 127.0.0.1:upstream or `return 200`."""
     if upstream is None:
         location = 'location / { default_type text/plain; return 200 "Hello world\\n"; }'
@@ -90,6 +91,9 @@ error_log {dir / 'error.log'} warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  # Default 1000: nginx would end every keep-alive and HTTP/2 connection
+  # after 1000 requests (h2load does not reconnect), where rustrack does not.
+  keepalive_requests 1000000;
 {temp}
   {upstream_block}
   server {{

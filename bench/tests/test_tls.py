@@ -61,6 +61,7 @@ class TlsTest(unittest.TestCase):
         self.assertIn("server 127.0.0.1:9000; keepalive 32;", proxy)
         self.assertIn("proxy_http_version 1.1;", proxy)
         self.assertIn("access_log off;", proxy)
+        self.assertIn("keepalive_requests 1000000;", proxy)
         ret = tls.nginx_conf(d, 8443, d / "c.pem", d / "k.pem", None)
         self.assertIn('return 200 "Hello world\\n";', ret)
         self.assertNotIn("upstream", ret)

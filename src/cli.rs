@@ -66,6 +66,27 @@ pub struct StartArgs {
     #[arg(long, requires = "socket")]
     pub no_tcp: bool,
 
+    /// Serve HTTPS (and HTTP/2 over it): on --port, or with --ssl-port on
+    /// that port while --port stays plain HTTP (Passenger's rule). Needs
+    /// --ssl-certificate and --ssl-certificate-key.
+    #[arg(long, requires_all = ["ssl_certificate", "ssl_certificate_key"])]
+    pub ssl: bool,
+
+    /// PEM certificate chain, the server's certificate first. Read again
+    /// on SIGHUP and every rolling restart.
+    #[arg(long, value_name = "PATH", requires = "ssl")]
+    pub ssl_certificate: Option<PathBuf>,
+
+    /// PEM private key of --ssl-certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "ssl")]
+    pub ssl_certificate_key: Option<PathBuf>,
+
+    /// With --ssl: serve HTTPS on this port and plain HTTP on --port. It
+    /// must differ from --port (leave it out for HTTPS only); 0 picks a
+    /// free one.
+    #[arg(long, value_name = "PORT", requires = "ssl")]
+    pub ssl_port: Option<u16>,
+
     /// smart: load the app once in a preloader and fork workers from it;
     /// direct: boot every worker from scratch.
     #[arg(long, value_enum, default_value_t = SpawnMethod::Smart)]

@@ -55,6 +55,23 @@ pub struct StatusReport {
     pub workers: Vec<WorkerStatus>,
 }
 
+/// The TLS certificate of an instance started with `--ssl`: the front end
+/// adds it to the status answer as `"tls"` (the pool's report knows
+/// nothing of listeners).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsStatus {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// When the pair in use was loaded (Unix seconds).
+    pub loaded_at: u64,
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// The last reload's error, until a reload succeeds: the previous pair
+    /// is still in use.
+    pub error: Option<String>,
+    pub error_at: Option<u64>,
+}
+
 /// What kind of process a template is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

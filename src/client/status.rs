@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::{admin_call, human_bytes, human_duration, resolve};
 use crate::cli::StatusArgs;
 use crate::procfs::Memory;
-use crate::report::{AdminRequest, StatusReport};
+use crate::report::{AdminRequest, StatusReport, TlsStatus};
 
 pub fn run(args: StatusArgs) -> Result<i32> {
     let dir = resolve(&args.client)?;
@@ -17,12 +17,17 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(0);
     }
+    // Only an instance started with --ssl adds "tls".
+    let tls: Option<TlsStatus> = match value.get("tls") {
+        Some(v) => Some(serde_json::from_value(v.clone())?),
+        None => None,
+    };
     let report: StatusReport = serde_json::from_value(value)?;
-    print!("{}", render(&report, &dir));
+    print!("{}", render(&report, tls.as_ref(), &dir));
     Ok(0)
 }
 
-fn render(r: &StatusReport, dir: &Path) -> String {
+fn render(r: &StatusReport, tls: Option<&TlsStatus>, dir: &Path) -> String {
     let mut out = String::new();
     let mem = |m: &Option<Memory>, f: fn(&Memory) -> u64| {
         m.as_ref()
@@ -79,6 +84,23 @@ fn render(r: &StatusReport, dir: &Path) -> String {
     if let Some(e) = &r.last_restart_error {
         out += &format!("Restart failed   : {}\n", e.lines().next().unwrap_or(""));
     }
+    if let Some(t) = tls {
+        out += &format!(
+            "TLS certificate  : {} (loaded {} ago{})\n",
+            t.certificate.display(),
+            human_duration(unix_now().saturating_sub(t.loaded_at) as f64),
+            match t.reloads {
+                0 => String::new(),
+                n => format!(", reloads: {n}"),
+            }
+        );
+        if let Some(e) = &t.error {
+            out += &format!(
+                "TLS reload error : {} (the previous certificate is still in use)\n",
+                e.lines().next().unwrap_or("")
+            );
+        }
+    }
     out += "\n----------- Processes -----------\n";
     out += &format!(
         "{:<4} {:<8} {:<4} {:<9} {:<8} {:>9} {:>8} {:>10} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
@@ -107,4 +129,11 @@ fn render(r: &StatusReport, dir: &Path) -> String {
         );
     }
     out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -17,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use super::listeners::ACCEPT_BACKOFF;
+use super::tls::Tls;
 use crate::pool::Pool;
 use crate::report::AdminRequest;
 
@@ -41,6 +42,7 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 pub async fn serve(
     listener: UnixListener,
     pool: Arc<Pool>,
+    tls: Option<Arc<Tls>>,
     control: mpsc::UnboundedSender<Control>,
 ) {
     loop {
@@ -53,12 +55,18 @@ pub async fn serve(
             }
         };
         let pool = pool.clone();
+        let tls = tls.clone();
         let control = control.clone();
-        tokio::spawn(async move { answer(stream, &pool, &control).await });
+        tokio::spawn(async move { answer(stream, &pool, tls.as_deref(), &control).await });
     }
 }
 
-async fn answer(stream: UnixStream, pool: &Arc<Pool>, control: &mpsc::UnboundedSender<Control>) {
+async fn answer(
+    stream: UnixStream,
+    pool: &Arc<Pool>,
+    tls: Option<&Tls>,
+    control: &mpsc::UnboundedSender<Control>,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
@@ -68,18 +76,34 @@ async fn answer(stream: UnixStream, pool: &Arc<Pool>, control: &mpsc::UnboundedS
         Err(_) => return tracing::debug!("admin socket: no request within {READ_TIMEOUT:?}"),
     }
     let response = match serde_json::from_str::<AdminRequest>(&line) {
-        Ok(AdminRequest::Status) => serde_json::to_value(pool.status()).unwrap_or_default(),
+        Ok(AdminRequest::Status) => {
+            let mut value = serde_json::to_value(pool.status()).unwrap_or_default();
+            if let (Some(tls), Some(map)) = (tls, value.as_object_mut()) {
+                map.insert(
+                    "tls".into(),
+                    serde_json::to_value(tls.status()).unwrap_or_default(),
+                );
+            }
+            value
+        }
         Ok(AdminRequest::Memory) => {
             serde_json::to_value(pool.memory_report().await).unwrap_or_default()
         }
-        Ok(AdminRequest::Restart) => match pool.restart().await {
-            Ok(()) => {
-                json!({ "message": "rolling restart started: new workers replace old ones one by one" })
+        Ok(AdminRequest::Restart) => {
+            // A rolling restart also picks up renewed certificates; a bad
+            // one is logged and shown by `status`, and the restart goes on.
+            if let Some(tls) = tls {
+                tls.reload("restart");
             }
-            Err(e) => {
-                json!({ "error": format!("restart aborted, the old workers keep serving: {e:#}") })
+            match pool.restart().await {
+                Ok(()) => {
+                    json!({ "message": "rolling restart started: new workers replace old ones one by one" })
+                }
+                Err(e) => {
+                    json!({ "error": format!("restart aborted, the old workers keep serving: {e:#}") })
+                }
             }
-        },
+        }
         Ok(AdminRequest::Scale { delta }) => {
             let desired = pool.scale(delta);
             json!({ "message": format!("desired process count: {desired}") })

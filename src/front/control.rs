@@ -4,7 +4,7 @@
 //! | signal | action |
 //! |---|---|
 //! | TERM, QUIT, INT | stop gracefully (a second INT: at once) |
-//! | HUP | rolling restart (also: `APP_ROOT/tmp/restart.txt` touched) |
+//! | HUP | reload the TLS certificate (`--ssl`), rolling restart (also: `APP_ROOT/tmp/restart.txt` touched) |
 //! | TTIN / TTOU | one more / one fewer process |
 //! | USR1 | reopen `--log-file`, and have every process reopen theirs |
 
@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::admin::Control;
+use super::tls::Tls;
 use crate::pool::Pool;
 
 /// How often `APP_ROOT/tmp/restart.txt` is checked.
@@ -37,6 +38,7 @@ pub async fn run(
     pool: &Arc<Pool>,
     app_root: &Path,
     log_file: Option<&Path>,
+    tls: Option<&Tls>,
     mut admin: mpsc::UnboundedReceiver<Control>,
 ) -> Result<Stop> {
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -72,6 +74,9 @@ pub async fn run(
             }
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: rolling restart");
+                if let Some(tls) = tls {
+                    tls.reload("SIGHUP");
+                }
                 spawn_restart(pool);
             }
             _ = sigttin.recv() => {
@@ -98,6 +103,9 @@ pub async fn run(
                 let now = mtime(&restart_txt);
                 if now.is_some() && now != restart_mtime {
                     tracing::info!("{} changed: rolling restart", restart_txt.display());
+                    if let Some(tls) = tls {
+                        tls.reload("restart.txt");
+                    }
                     spawn_restart(pool);
                 }
                 restart_mtime = now;

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 
 use super::body::{self, BodyError};
 use crate::pool::Pool;
@@ -48,6 +48,19 @@ pub fn serve_connection<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    tokio::spawn(serve_http1(io, peer, front.clone(), graceful.watcher()));
+}
+
+/// HTTP/1.1 on a connection (plain, or TLS after its handshake) until it
+/// closes; `watcher` lets a graceful stop finish its current request.
+pub(super) async fn serve_http1<IO>(
+    io: TokioIo<IO>,
+    peer: Peer,
+    front: Arc<Front>,
+    watcher: Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc_front = front.clone();
     let service = service_fn(move |req| handle(svc_front.clone(), peer, req));
     let conn = http1::Builder::new()
@@ -55,12 +68,9 @@ pub fn serve_connection<IO>(
         .header_read_timeout(front.header_timeout)
         .keep_alive(true)
         .serve_connection(io, service);
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("client connection: {e}");
-        }
-    });
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("client connection: {e}");
+    }
 }
 
 /// Makes `X-Request-Id`s: unique across instances (a random 64-bit prefix
@@ -114,7 +124,7 @@ fn request_id(front: &Front, req: &Request<Incoming>) -> String {
     }
 }
 
-async fn handle(
+pub(super) async fn handle(
     front: Arc<Front>,
     peer: Peer,
     req: Request<Incoming>,

@@ -1,5 +1,7 @@
 //! The client listeners: binding (a TCP address, a Unix socket path), and
-//! the accept loops that hand each connection to the HTTP service.
+//! the accept loops that hand each connection to the HTTP service (for a
+//! TLS listener, to `secure`, which does the handshake in the connection's
+//! own task).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, UnixListener};
 
 use super::http::{serve_connection, Front};
+use super::secure;
+use super::tls::Tls;
 use crate::upstream::Peer;
 
 /// How long accept waits after an error (EMFILE and friends) before trying
@@ -56,10 +60,43 @@ pub async fn accept_tcp(listener: TcpListener, front: Arc<Front>, graceful: Arc<
         let local = stream.local_addr().unwrap_or(remote);
         serve_connection(
             TokioIo::new(stream),
-            Peer::Tcp { remote, local },
+            Peer::Tcp {
+                remote,
+                local,
+                tls: false,
+            },
             &front,
             &graceful,
         );
+    }
+}
+
+/// Accepts TLS connections: the accept loop only accepts; the handshake,
+/// which a slow or hostile client can drag out, runs in each connection's
+/// task.
+pub async fn accept_tls(
+    listener: TcpListener,
+    front: Arc<Front>,
+    tls: Arc<Tls>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(remote);
+        let peer = Peer::Tcp {
+            remote,
+            local,
+            tls: true,
+        };
+        secure::serve(stream, peer, &front, &tls, &graceful);
     }
 }
 

@@ -16,7 +16,9 @@ mod health;
 mod http;
 mod listeners;
 mod metrics_http;
+mod secure;
 mod server;
+mod tls;
 
 use anyhow::{bail, Context, Result};
 
@@ -51,6 +53,7 @@ pub fn run(args: StartArgs) -> Result<i32> {
         );
     }
     let trusted = server::trusted_proxies(&args)?;
+    let tls = load_tls(&args)?;
     let credentials = match &args.user {
         Some(user) => Some(daemon::credentials(user, args.group.as_deref())?),
         None => None,
@@ -100,7 +103,41 @@ pub fn run(args: StartArgs) -> Result<i32> {
         log_file,
         ready_pipe,
         trusted,
+        tls,
     }))
+}
+
+/// Checks the `--ssl` options and loads the certificate, before anything
+/// starts: a bad file stops `rustrack start` with an error naming it.
+///
+/// Ports (Passenger Standalone's rule): `--ssl` alone makes `--port` serve
+/// HTTPS only; `--ssl --ssl-port N` serves plain HTTP on `--port` and HTTPS
+/// on N. N equal to `--port` is refused rather than guessed at (0 is not a
+/// port but "pick one", so `--port 0 --ssl-port 0` is two listeners).
+fn load_tls(args: &StartArgs) -> Result<Option<std::sync::Arc<tls::Tls>>> {
+    if !args.ssl {
+        return Ok(None);
+    }
+    if args.ssl_port.is_some_and(|p| p == args.port && p != 0) {
+        bail!(
+            "--ssl-port {} is --port too: leave --ssl-port out to serve HTTPS only on --port, \
+             or give another port to serve HTTP and HTTPS",
+            args.port
+        );
+    }
+    if args.no_tcp && args.ssl_port.is_none() {
+        bail!("--ssl with --no-tcp needs --ssl-port: --no-tcp turns off --port");
+    }
+    let (Some(certificate), Some(key)) = (&args.ssl_certificate, &args.ssl_certificate_key) else {
+        bail!("--ssl needs --ssl-certificate and --ssl-certificate-key");
+    };
+    // Absolute, so a reload reads the same files whatever the directory.
+    let files = tls::TlsFiles {
+        certificate: std::path::absolute(certificate).context("resolving --ssl-certificate")?,
+        key: std::path::absolute(key).context("resolving --ssl-certificate-key")?,
+    };
+    let tls = tls::Tls::load(files).context("loading the TLS certificate")?;
+    Ok(Some(std::sync::Arc::new(tls)))
 }
 
 /// Idle keep-alive and slow clients each hold a socket: allow as many as

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::control::{self, Stop};
 use super::http::Front;
+use super::tls::Tls;
 use super::{admin, daemon, listeners, metrics_http};
 use crate::cli::StartArgs;
 use crate::config::{ruby_lib_dir, AppSpec, SpawnMethod};
@@ -37,6 +38,8 @@ pub struct Setup {
     pub log_file: Option<PathBuf>,
     pub ready_pipe: Option<OwnedFd>,
     pub trusted: TrustedProxies,
+    /// With `--ssl`: the certificate, loaded and checked.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Removes the instance directory however `serve` ends.
@@ -52,6 +55,8 @@ impl Drop for InstanceGuard {
 /// that a busy port fails at once.
 struct Listeners {
     tcp: Option<TcpListener>,
+    /// HTTPS: `--port` itself with `--ssl` alone, or `--ssl-port`.
+    tls: Option<TcpListener>,
     unix: Option<UnixListener>,
     workers: UnixListener,
     admin: UnixListener,
@@ -60,9 +65,14 @@ struct Listeners {
 
 impl Listeners {
     async fn bind(args: &StartArgs, dir: &Instance) -> Result<Listeners> {
-        let tcp = match args.no_tcp {
+        let main = match args.no_tcp {
             true => None,
             false => Some(listeners::bind_tcp(&args.address, args.port).await?),
+        };
+        let (tcp, tls) = match (args.ssl, args.ssl_port) {
+            (false, _) => (main, None),
+            (true, None) => (None, main),
+            (true, Some(port)) => (main, Some(listeners::bind_tcp(&args.address, port).await?)),
         };
         let unix = match &args.socket {
             Some(path) => Some(listeners::bind_unix(path)?),
@@ -78,6 +88,7 @@ impl Listeners {
         };
         Ok(Listeners {
             tcp,
+            tls,
             unix,
             workers: UnixListener::bind(dir.worker_socket())
                 .context("binding the worker socket")?,
@@ -203,15 +214,19 @@ pub async fn serve(setup: Setup) -> Result<i32> {
     });
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accepting: Vec<JoinHandle<()>> = Vec::new();
-    let url = match listeners.tcp {
-        Some(listener) => {
-            let local = listener.local_addr()?;
-            let task = listeners::accept_tcp(listener, front.clone(), graceful.clone());
-            accepting.push(tokio::spawn(task));
-            Some(format!("http://{local}"))
-        }
-        None => None,
-    };
+    let mut urls = Vec::new();
+    if let Some(listener) = listeners.tcp {
+        urls.push(format!("http://{}", listener.local_addr()?));
+        let task = listeners::accept_tcp(listener, front.clone(), graceful.clone());
+        accepting.push(tokio::spawn(task));
+    }
+    if let (Some(listener), Some(tls)) = (listeners.tls, &setup.tls) {
+        urls.push(format!("https://{}", listener.local_addr()?));
+        let task = listeners::accept_tls(listener, front.clone(), tls.clone(), graceful.clone());
+        accepting.push(tokio::spawn(task));
+    }
+    // instance.json names one URL: plain HTTP when there is one.
+    let url = urls.first().cloned();
     if let Some(listener) = listeners.unix {
         let task = listeners::accept_unix(listener, front.clone(), graceful.clone());
         accepting.push(tokio::spawn(task));
@@ -221,7 +236,12 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         tokio::spawn(metrics_http::serve(listener, pool.clone()));
     }
     let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let admin_task = tokio::spawn(admin::serve(listeners.admin, pool.clone(), control_tx));
+    let admin_task = tokio::spawn(admin::serve(
+        listeners.admin,
+        pool.clone(),
+        setup.tls.clone(),
+        control_tx,
+    ));
     dir.write_info(&InstanceInfo {
         pid: std::process::id(),
         app_root: setup.app_root.clone(),
@@ -237,7 +257,7 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         Some(path) => Some(daemon::PidFile::write(path)?),
         None => None,
     };
-    announce(&setup, dir, url.as_deref());
+    announce(&setup, dir, &urls);
     if let Some(pipe) = setup.ready_pipe {
         daemon::report_ready(pipe);
     }
@@ -251,6 +271,7 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         &pool,
         &setup.app_root,
         setup.log_file.as_deref(),
+        setup.tls.as_deref(),
         control_rx,
     )
     .await?;
@@ -269,6 +290,10 @@ pub async fn serve(setup: Setup) -> Result<i32> {
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     let started = tokio::time::Instant::now();
     stop_accepting(accepting, args.socket.as_deref()).await;
+    if let Some(tls) = &setup.tls {
+        // Handshakes give up; HTTP/2 connections send GOAWAY.
+        tls.begin_shutdown();
+    }
     finish_connections(graceful, shutdown_timeout).await;
     let left = shutdown_timeout.saturating_sub(started.elapsed());
     pool.shutdown(left).await;
@@ -299,7 +324,7 @@ async fn first_worker(pool: &Arc<Pool>, start_timeout: Duration) -> Result<(), i
     }
 }
 
-fn announce(setup: &Setup, dir: &Instance, url: Option<&str>) {
+fn announce(setup: &Setup, dir: &Instance, urls: &[String]) {
     tracing::info!(
         instance = %dir.dir.display(),
         "rustrack {} serving {} ({} spawning)",
@@ -307,7 +332,7 @@ fn announce(setup: &Setup, dir: &Instance, url: Option<&str>) {
         setup.app_root.display(),
         setup.args.spawn_method.as_str()
     );
-    if let Some(url) = url {
+    for url in urls {
         tracing::info!("listening on {url}");
     }
     if let Some(path) = &setup.args.socket {

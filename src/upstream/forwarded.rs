@@ -119,6 +119,7 @@ mod tests {
         Peer::Tcp {
             remote: format!("{ip}:4000").parse().unwrap(),
             local: "127.0.0.1:3000".parse().unwrap(),
+            tls: false,
         }
     }
 
@@ -132,6 +133,7 @@ mod tests {
         assert!(t.trusts(&Peer::Tcp {
             remote: "[::ffff:10.0.0.9]:1".parse().unwrap(),
             local: "[::1]:3000".parse().unwrap(),
+            tls: false,
         }));
         assert!(trusted(&["unix"]).trusts(&Peer::Unix));
         assert!(TrustedProxies::parse(&["10.0.0.0/33".to_string()]).is_err());

@@ -23,6 +23,8 @@ pub enum Peer {
     Tcp {
         remote: SocketAddr,
         local: SocketAddr,
+        /// Over TLS (`--ssl`): the app sees `https`.
+        tls: bool,
     },
     Unix,
 }
@@ -97,6 +99,9 @@ fn host(parts: &http::request::Parts) -> Result<Option<&str>, Refused> {
         None => match parts.uri.authority() {
             Some(a) => Ok(Some(a.as_str())),
             None if parts.version == Version::HTTP_10 => Ok(None),
+            None if parts.version == Version::HTTP_2 => Err(Refused::BadHost(
+                "an HTTP/2 request without :authority or Host",
+            )),
             None => Err(Refused::BadHost(
                 "an HTTP/1.1 request without a Host header",
             )),
@@ -128,15 +133,17 @@ pub fn encode(
 ) -> Result<WireRequest, Refused> {
     let peer = ctx.peer;
     let proxied = !ctx.trusted.is_empty() && ctx.trusted.trusts(&peer);
-    let https = proxied
-        && first(parts, "x-forwarded-proto").is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let over_tls = matches!(peer, Peer::Tcp { tls: true, .. });
+    let https = over_tls
+        || (proxied
+            && first(parts, "x-forwarded-proto").is_some_and(|v| v.eq_ignore_ascii_case("https")));
     let target = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
     let (local_ip, local_port, remote_ip, remote_port) = match peer {
-        Peer::Tcp { remote, local } => (
+        Peer::Tcp { remote, local, .. } => (
             local.ip().to_string(),
             local.port().to_string(),
             remote.ip().to_string(),
@@ -237,6 +244,7 @@ pub fn encode(
         query: parts.uri.query().unwrap_or("").as_bytes(),
         protocol: match parts.version {
             Version::HTTP_10 => b"HTTP/1.0",
+            Version::HTTP_2 => b"HTTP/2",
             _ => b"HTTP/1.1",
         },
         scheme: if https { b"https" } else { b"http" },
@@ -295,6 +303,7 @@ mod tests {
         Peer::Tcp {
             remote: "10.0.0.7:5555".parse().unwrap(),
             local: "127.0.0.1:3000".parse().unwrap(),
+            tls: false,
         }
     }
 
@@ -318,6 +327,35 @@ mod tests {
             .iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| *v)
+    }
+
+    fn head_of(wire: &WireRequest) -> Vec<u8> {
+        frames(&wire.wire)[0].1.clone()
+    }
+
+    #[test]
+    fn tls_connections_are_https_and_http2_is_named() {
+        let tls = Peer::Tcp {
+            remote: "10.0.0.7:5555".parse().unwrap(),
+            local: "127.0.0.1:3443".parse().unwrap(),
+            tls: true,
+        };
+        // HTTP/2 carries the host as :authority, which hyper puts in the URI.
+        let p = parts(&[], Version::HTTP_2, "https://example.com/x?y=1");
+        let wire = encode(&p, &ctx(tls, false), Buffered::Memory(Bytes::new())).unwrap();
+        let raw = head_of(&wire);
+        let head = RequestHead::decode(&raw).unwrap();
+        assert_eq!(head.scheme, b"https");
+        assert_eq!(head.protocol, b"HTTP/2");
+        assert_eq!(head.server_name, b"example.com");
+        assert_eq!(head.server_port, b"443");
+        assert_eq!(head.target, b"/x?y=1");
+        // Without a host at all, HTTP/2 is refused like HTTP/1.1.
+        let none = parts(&[], Version::HTTP_2, "/");
+        assert!(matches!(
+            encode(&none, &ctx(tls, false), Buffered::Memory(Bytes::new())),
+            Err(Refused::BadHost(_))
+        ));
     }
 
     /// Decodes what `encode` wrote: the head, the body frames, the end.
@@ -525,6 +563,7 @@ mod tests {
         Peer::Tcp {
             remote: format!("{ip}:5555").parse().unwrap(),
             local: "127.0.0.1:3000".parse().unwrap(),
+            tls: false,
         }
     }
 }

@@ -20,8 +20,11 @@ mod server;
 use anyhow::{bail, Context, Result};
 
 use crate::cli::StartArgs;
+use crate::settings::Resolved;
 
-pub fn run(args: StartArgs) -> Result<i32> {
+/// `settings` is what the environment and settings file contributed
+/// (logged once logging is set up).
+pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
     let app_root = args
         .app_root
         .canonicalize()
@@ -69,6 +72,15 @@ pub fn run(args: StartArgs) -> Result<i32> {
         crate::logfile::redirect_output(path)?;
     }
     init_logging(&args.log_level, log_file.is_some());
+    if let Some(path) = &settings.file {
+        tracing::info!(
+            "settings from {} (`rustrack config` shows each one's source)",
+            path.display()
+        );
+    }
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     raise_fd_limit();
     keep_freed_memory();
     // Measured on 2 cores (hello, wrk -c16, A/B/A/B): one thread served

@@ -17,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use super::listeners::ACCEPT_BACKOFF;
+use super::systemd::Notifier;
 use crate::pool::Pool;
 use crate::report::AdminRequest;
 
@@ -42,6 +43,7 @@ pub async fn serve(
     listener: UnixListener,
     pool: Arc<Pool>,
     control: mpsc::UnboundedSender<Control>,
+    notifier: Arc<Notifier>,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -54,11 +56,17 @@ pub async fn serve(
         };
         let pool = pool.clone();
         let control = control.clone();
-        tokio::spawn(async move { answer(stream, &pool, &control).await });
+        let notifier = notifier.clone();
+        tokio::spawn(async move { answer(stream, &pool, &control, &notifier).await });
     }
 }
 
-async fn answer(stream: UnixStream, pool: &Arc<Pool>, control: &mpsc::UnboundedSender<Control>) {
+async fn answer(
+    stream: UnixStream,
+    pool: &Arc<Pool>,
+    control: &mpsc::UnboundedSender<Control>,
+    notifier: &Arc<Notifier>,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
@@ -72,7 +80,7 @@ async fn answer(stream: UnixStream, pool: &Arc<Pool>, control: &mpsc::UnboundedS
         Ok(AdminRequest::Memory) => {
             serde_json::to_value(pool.memory_report().await).unwrap_or_default()
         }
-        Ok(AdminRequest::Restart) => match pool.restart().await {
+        Ok(AdminRequest::Restart) => match notifier.restart(pool).await {
             Ok(()) => {
                 json!({ "message": "rolling restart started: new workers replace old ones one by one" })
             }

@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::admin::Control;
+use super::systemd::Notifier;
 use crate::pool::Pool;
 
 /// How often `APP_ROOT/tmp/restart.txt` is checked.
@@ -38,6 +39,7 @@ pub async fn run(
     app_root: &Path,
     log_file: Option<&Path>,
     mut admin: mpsc::UnboundedReceiver<Control>,
+    notifier: &Arc<Notifier>,
 ) -> Result<Stop> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -72,7 +74,7 @@ pub async fn run(
             }
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: rolling restart");
-                spawn_restart(pool);
+                spawn_restart(pool, notifier);
             }
             _ = sigttin.recv() => {
                 let n = pool.scale(1);
@@ -98,7 +100,7 @@ pub async fn run(
                 let now = mtime(&restart_txt);
                 if now.is_some() && now != restart_mtime {
                     tracing::info!("{} changed: rolling restart", restart_txt.display());
-                    spawn_restart(pool);
+                    spawn_restart(pool, notifier);
                 }
                 restart_mtime = now;
             }
@@ -116,10 +118,11 @@ pub async fn second_interrupt() {
     }
 }
 
-fn spawn_restart(pool: &Arc<Pool>) {
+fn spawn_restart(pool: &Arc<Pool>, notifier: &Arc<Notifier>) {
     let pool = pool.clone();
+    let notifier = notifier.clone();
     tokio::spawn(async move {
         // Failures are logged and kept for `status` by the pool.
-        let _ = pool.restart().await;
+        let _ = notifier.restart(&pool).await;
     });
 }

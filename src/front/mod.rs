@@ -16,6 +16,7 @@ mod http;
 mod listeners;
 mod metrics_http;
 mod server;
+mod systemd;
 
 use anyhow::{bail, Context, Result};
 
@@ -56,6 +57,9 @@ pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
         Some(user) => Some(daemon::credentials(user, args.group.as_deref())?),
         None => None,
     };
+    // Before any thread exists (it edits the environment) and before
+    // daemonizing (LISTEN_PID names this process).
+    let systemd = systemd::FromSystemd::take_from_env()?;
     let log_file = match (&args.log_file, args.daemonize) {
         // Absolute: the preloader and workers reopen it from the app's directory.
         (Some(path), _) => Some(std::path::absolute(path).context("resolving --log-file")?),
@@ -80,6 +84,11 @@ pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
     }
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
+    }
+    if systemd.notifier.enabled() && args.daemonize {
+        // systemd takes notifications from the main PID only (unless
+        // NotifyAccess=all), and daemonizing made a new one.
+        tracing::warn!("--daemonize under systemd's Type=notify: use Type=notify without it");
     }
     raise_fd_limit();
     keep_freed_memory();
@@ -109,6 +118,7 @@ pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
         credentials,
         log_file,
         ready_pipe,
+        systemd,
     }))
 }
 

@@ -1,9 +1,9 @@
 //! A serving instance, start to stop, as a sequence of steps: create the
-//! instance directory, bind every listener, start the pool and wait for
-//! its first worker, open the doors (accept loops, metrics, admin socket,
-//! `instance.json`, pid file), run the control loop until told to stop,
-//! then stop: gracefully (stop accepting, let requests finish, stop the
-//! processes) or at once.
+//! instance directory, bind every listener (or adopt systemd's), start the
+//! pool and wait for its first worker, open the doors (accept loops,
+//! metrics, admin socket, `instance.json`, pid file), tell systemd we are
+//! ready, run the control loop until told to stop, then stop: gracefully
+//! (stop accepting, let requests finish, stop the processes) or at once.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::control::{self, Stop};
 use super::http::Front;
+use super::systemd::FromSystemd;
 use super::{admin, daemon, listeners, metrics_http};
 use crate::cli::StartArgs;
 use crate::config::{ruby_lib_dir, AppSpec, SpawnMethod};
@@ -36,6 +37,7 @@ pub struct Setup {
     pub credentials: Option<(u32, u32)>,
     pub log_file: Option<PathBuf>,
     pub ready_pipe: Option<OwnedFd>,
+    pub systemd: FromSystemd,
 }
 
 /// Removes the instance directory however `serve` ends.
@@ -50,34 +52,57 @@ impl Drop for InstanceGuard {
 /// Every socket the instance listens on, bound before any Ruby boots so
 /// that a busy port fails at once.
 struct Listeners {
-    tcp: Option<TcpListener>,
-    unix: Option<UnixListener>,
+    tcp: Vec<TcpListener>,
+    unix: Vec<UnixListener>,
+    /// The `--socket` file this instance created and removes at exit (an
+    /// inherited socket's file is systemd's).
+    socket_path: Option<PathBuf>,
     workers: UnixListener,
     admin: UnixListener,
     metrics: Option<TcpListener>,
 }
 
 impl Listeners {
-    async fn bind(args: &StartArgs, dir: &Instance) -> Result<Listeners> {
-        let tcp = match args.no_tcp {
-            true => None,
-            false => Some(listeners::bind_tcp(&args.address, args.port).await?),
+    /// Sockets systemd passed (`inherited`) that serve HTTP replace
+    /// `--address`/`--port`/`--socket`; one named `metrics` replaces
+    /// `--metrics-address`.
+    async fn bind(
+        args: &StartArgs,
+        dir: &Instance,
+        inherited: Vec<(OwnedFd, String)>,
+    ) -> Result<Listeners> {
+        let adopted = listeners::adopt(inherited)?;
+        let (tcp, unix, socket_path) = if adopted.tcp.is_empty() && adopted.unix.is_empty() {
+            let tcp = match args.no_tcp {
+                true => Vec::new(),
+                false => vec![listeners::bind_tcp(&args.address, args.port).await?],
+            };
+            let unix = match &args.socket {
+                Some(path) => vec![listeners::bind_unix(path)?],
+                None => Vec::new(),
+            };
+            (tcp, unix, args.socket.clone())
+        } else {
+            tracing::info!(
+                "socket activation: serving HTTP on {} inherited socket(s); \
+                 --address, --port and --socket are not bound",
+                adopted.tcp.len() + adopted.unix.len()
+            );
+            (adopted.tcp, adopted.unix, None)
         };
-        let unix = match &args.socket {
-            Some(path) => Some(listeners::bind_unix(path)?),
-            None => None,
-        };
-        let metrics = match &args.metrics_address {
-            Some(addr) => Some(
+        let metrics = match (adopted.metrics, &args.metrics_address) {
+            (Some(listener), _) => Some(listener),
+            (None, Some(addr)) => Some(
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("listening for metrics on {addr}"))?,
             ),
-            None => None,
+            (None, None) => None,
         };
         Ok(Listeners {
             tcp,
             unix,
+            socket_path,
             workers: UnixListener::bind(dir.worker_socket())
                 .context("binding the worker socket")?,
             admin: admin::bind(&dir.admin_socket())?,
@@ -153,13 +178,15 @@ fn launcher(setup: &Setup, dir: &Instance) -> Result<Launcher> {
     })
 }
 
-pub async fn serve(setup: Setup) -> Result<i32> {
+pub async fn serve(mut setup: Setup) -> Result<i32> {
+    let inherited = std::mem::take(&mut setup.systemd.sockets);
+    let notifier = setup.systemd.notifier.clone();
     let args = &setup.args;
     reaper::become_subreaper();
     let registry = instance::registry_dir(args.instance_registry_dir.as_deref());
     let instance = InstanceGuard(Instance::create(&registry)?);
     let dir = &instance.0;
-    let listeners = Listeners::bind(args, dir).await?;
+    let listeners = Listeners::bind(args, dir, inherited).await?;
     if let Some((uid, gid)) = setup.credentials {
         daemon::grant(&[&dir.dir, &dir.worker_socket(), &dir.body_dir()], uid, gid)?;
     }
@@ -172,6 +199,10 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         },
         listeners.workers,
     );
+    notifier.starting();
+    if let Some(period) = setup.systemd.watchdog {
+        notifier.spawn_watchdog(&pool, period);
+    }
     if let Err(code) = first_worker(&pool, Duration::from_secs(args.start_timeout)).await {
         return Ok(code);
     }
@@ -188,31 +219,37 @@ pub async fn serve(setup: Setup) -> Result<i32> {
     });
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accepting: Vec<JoinHandle<()>> = Vec::new();
-    let url = match listeners.tcp {
-        Some(listener) => {
-            let local = listener.local_addr()?;
-            let task = listeners::accept_tcp(listener, front.clone(), graceful.clone());
-            accepting.push(tokio::spawn(task));
-            Some(format!("http://{local}"))
-        }
-        None => None,
-    };
-    if let Some(listener) = listeners.unix {
+    let mut urls = Vec::new();
+    for listener in listeners.tcp {
+        urls.push(format!("http://{}", listener.local_addr()?));
+        let task = listeners::accept_tcp(listener, front.clone(), graceful.clone());
+        accepting.push(tokio::spawn(task));
+    }
+    let mut unix_paths = Vec::new();
+    for listener in listeners.unix {
+        let addr = listener.local_addr()?;
+        unix_paths.extend(addr.as_pathname().map(Path::to_path_buf));
         let task = listeners::accept_unix(listener, front.clone(), graceful.clone());
         accepting.push(tokio::spawn(task));
     }
+    let url = urls.first().cloned();
     if let Some(listener) = listeners.metrics {
         tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
         tokio::spawn(metrics_http::serve(listener, pool.clone()));
     }
     let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let admin_task = tokio::spawn(admin::serve(listeners.admin, pool.clone(), control_tx));
+    let admin_task = tokio::spawn(admin::serve(
+        listeners.admin,
+        pool.clone(),
+        control_tx,
+        notifier.clone(),
+    ));
     dir.write_info(&InstanceInfo {
         pid: std::process::id(),
         app_root: setup.app_root.clone(),
         spawn_method: args.spawn_method.as_str().to_string(),
         url: url.clone(),
-        socket: args.socket.clone(),
+        socket: unix_paths.first().cloned(),
         started_at: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -222,14 +259,16 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         Some(path) => Some(daemon::PidFile::write(path)?),
         None => None,
     };
-    announce(&setup, dir, url.as_deref());
+    announce(&setup, dir, &urls, &unix_paths);
     if let Some(pipe) = setup.ready_pipe {
         daemon::report_ready(pipe);
     }
+    notifier.ready(&pool);
+    notifier.spawn_status(&pool);
 
     let leftovers = Leftovers {
         dir: dir.dir.clone(),
-        socket: args.socket.clone(),
+        socket: listeners.socket_path.clone(),
         pid_file: args.pid_file.clone(),
     };
     let stop = control::run(
@@ -237,8 +276,10 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         &setup.app_root,
         setup.log_file.as_deref(),
         control_rx,
+        &notifier,
     )
     .await?;
+    notifier.stopping();
     if let Stop::Now = stop {
         stop_now(&pool, &leftovers, 0);
     }
@@ -252,7 +293,7 @@ pub async fn serve(setup: Setup) -> Result<i32> {
 
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     let started = tokio::time::Instant::now();
-    stop_accepting(accepting, args.socket.as_deref()).await;
+    stop_accepting(accepting, listeners.socket_path.as_deref()).await;
     finish_connections(graceful, shutdown_timeout).await;
     let left = shutdown_timeout.saturating_sub(started.elapsed());
     pool.shutdown(left).await;
@@ -283,7 +324,7 @@ async fn first_worker(pool: &Arc<Pool>, start_timeout: Duration) -> Result<(), i
     }
 }
 
-fn announce(setup: &Setup, dir: &Instance, url: Option<&str>) {
+fn announce(setup: &Setup, dir: &Instance, urls: &[String], unix_paths: &[PathBuf]) {
     tracing::info!(
         instance = %dir.dir.display(),
         "rustrack {} serving {} ({} spawning)",
@@ -291,10 +332,10 @@ fn announce(setup: &Setup, dir: &Instance, url: Option<&str>) {
         setup.app_root.display(),
         setup.args.spawn_method.as_str()
     );
-    if let Some(url) = url {
+    for url in urls {
         tracing::info!("listening on {url}");
     }
-    if let Some(path) = &setup.args.socket {
+    for path in unix_paths {
         tracing::info!("listening on unix:{}", path.display());
     }
 }

@@ -246,15 +246,43 @@ fn socket_activation_serves_inherited_sockets_without_binding() {
     let response = read_response(&mut std::io::BufReader::new(stream)).unwrap();
     assert_eq!(response.status, 200);
 
-    // rustrack's fd 3 is the test's socket itself, not a copy bound anew.
+    // rustrack's fd 3 is the test's socket itself, and the only TCP
+    // socket rustrack listens on.
     let link = |pid: &str, fd: RawFd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
-    let ours = link("self", tcp.as_raw_fd());
-    assert!(ours.is_some());
-    assert_eq!(link(&server.pid.to_string(), 3), ours);
+    let ours = link("self", tcp.as_raw_fd()).unwrap();
+    assert_eq!(link(&server.pid.to_string(), 3).as_ref(), Some(&ours));
+    assert_eq!(
+        tcp_listening(server.pid),
+        vec![ours.to_string_lossy().into_owned()]
+    );
 
     // The socket file is systemd's: left in place at exit.
     drop(server);
     assert!(unix_path.exists());
+}
+
+/// The `socket:[INODE]` links of `pid`'s fds that are listening TCP
+/// sockets (state 0A in /proc/net/tcp and tcp6).
+fn tcp_listening(pid: u32) -> Vec<String> {
+    let mut listening = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(3) == Some(&"0A") {
+                listening.insert(format!("socket:[{}]", fields[9]));
+            }
+        }
+    }
+    let mut links: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| listening.contains(l))
+        .collect();
+    links.dedup();
+    links
 }
 
 #[test]

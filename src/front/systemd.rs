@@ -112,6 +112,9 @@ pub struct Notifier {
     last_status: Mutex<String>,
     /// Whether a failed send was already logged as a warning.
     warned: AtomicBool,
+    /// Set at STOPPING=1: the status task ends rather than replace
+    /// "stopping" with a worker count.
+    stopping: AtomicBool,
 }
 
 impl Notifier {
@@ -121,6 +124,7 @@ impl Notifier {
             reloads: AtomicUsize::new(0),
             last_status: Mutex::new(String::new()),
             warned: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -155,6 +159,11 @@ impl Notifier {
 
     /// READY=1: the first worker serves and the listeners accept.
     pub fn ready(&self, pool: &Arc<Pool>) {
+        // A restart that ends during a stop must not look like a return
+        // to service.
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let status = self.describe(&pool.status());
         self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
         *self.last_status.lock().unwrap() = status;
@@ -162,6 +171,7 @@ impl Notifier {
 
     /// STOPPING=1: a graceful or immediate stop began.
     pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.send(&[
             NotifyState::Stopping,
             NotifyState::Status("stopping: finishing requests"),
@@ -214,6 +224,9 @@ impl Notifier {
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                if notifier.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
                 let status = notifier.describe(&pool.status());
                 let mut last = notifier.last_status.lock().unwrap();
                 if *last != status {

@@ -1,5 +1,8 @@
 //! The command line: every flag is defined once, here, with its default.
 //! Defaults and names follow Passenger Standalone where it has the option.
+//! `settings` gives each `start` option two more sources (a `RUSTRACK_*`
+//! variable, a config file) by walking these definitions: a new flag
+//! needs nothing more.
 
 use std::path::PathBuf;
 
@@ -21,7 +24,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the Rack app in APP_ROOT (its config.ru) over HTTP.
+    #[command(after_help = crate::settings::SOURCES_HELP)]
     Start(Box<StartArgs>),
+    /// Print the settings `start` would use, and where each comes from.
+    #[command(after_help = crate::settings::SOURCES_HELP)]
+    Config(Box<ConfigArgs>),
     /// Show the process pool of a running instance.
     Status(StatusArgs),
     /// Memory of every process of a running instance (PSS, private dirty,
@@ -49,6 +56,11 @@ pub struct StartArgs {
     /// The app's directory (holding config.ru).
     #[arg(default_value = ".")]
     pub app_root: PathBuf,
+
+    /// Settings file (JSON); default: APP_ROOT/rustrack.json, else
+    /// APP_ROOT/Passengerfile.json.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     /// Address to listen on for HTTP.
     #[arg(long, default_value = "0.0.0.0")]
@@ -293,6 +305,17 @@ impl PreloadArgs {
             self.preload_hugepages.to_string(),
         ]
     }
+}
+
+/// `rustrack config`: the same options as `start`, shown instead of used.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub start: StartArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which running instance a client command talks to.

@@ -10,6 +10,8 @@
 //! `upstream` translates between HTTP and the worker protocol, and `pool`
 //! lends workers out and owns every process. `client` holds the command-line
 //! clients of a running instance, which share only `report` with the server.
+//! `settings` layers the environment and a settings file under the
+//! command line `cli` defines.
 //! See docs/architecture.md.
 
 pub mod cli;
@@ -26,4 +28,5 @@ pub mod protocol;
 pub mod rack;
 pub mod recent;
 pub mod report;
+pub mod settings;
 pub mod upstream;

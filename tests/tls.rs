@@ -302,10 +302,12 @@ fn https_and_http2_reach_the_app_as_https() {
     ]);
     assert_eq!(up, format!("{}\n", 3 << 20));
 
-    // Both protocols are in the access log like any request.
-    let logs = server.logs();
-    assert!(logs.contains("GET /env 200"), "{logs}");
-    assert!(logs.contains("POST /upload 200"), "{logs}");
+    // Both protocols are in the access log like any request (the log is
+    // read from the server's stderr by a thread: wait for the line).
+    server.wait_until(10, "the upload's access-log line", |s| {
+        s.logs().contains("POST /upload 200")
+    });
+    assert!(server.logs().contains("GET /env 200"));
 }
 
 #[test]

@@ -17,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use super::listeners::ACCEPT_BACKOFF;
+use super::systemd::Notifier;
 use super::tls::Tls;
 use crate::pool::Pool;
 use crate::report::AdminRequest;
@@ -44,6 +45,7 @@ pub async fn serve(
     pool: Arc<Pool>,
     tls: Option<Arc<Tls>>,
     control: mpsc::UnboundedSender<Control>,
+    notifier: Arc<Notifier>,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -57,7 +59,10 @@ pub async fn serve(
         let pool = pool.clone();
         let tls = tls.clone();
         let control = control.clone();
-        tokio::spawn(async move { answer(stream, &pool, tls.as_deref(), &control).await });
+        let notifier = notifier.clone();
+        tokio::spawn(
+            async move { answer(stream, &pool, tls.as_deref(), &control, &notifier).await },
+        );
     }
 }
 
@@ -66,6 +71,7 @@ async fn answer(
     pool: &Arc<Pool>,
     tls: Option<&Tls>,
     control: &mpsc::UnboundedSender<Control>,
+    notifier: &Arc<Notifier>,
 ) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -95,7 +101,7 @@ async fn answer(
             if let Some(tls) = tls {
                 tls.reload("restart");
             }
-            match pool.restart().await {
+            match notifier.restart(pool).await {
                 Ok(()) => {
                     json!({ "message": "rolling restart started: new workers replace old ones one by one" })
                 }

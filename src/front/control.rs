@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::admin::Control;
+use super::systemd::Notifier;
 use super::tls::Tls;
 use crate::pool::Pool;
 
@@ -40,6 +41,7 @@ pub async fn run(
     log_file: Option<&Path>,
     tls: Option<&Tls>,
     mut admin: mpsc::UnboundedReceiver<Control>,
+    notifier: &Arc<Notifier>,
 ) -> Result<Stop> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -77,7 +79,7 @@ pub async fn run(
                 if let Some(tls) = tls {
                     tls.reload("SIGHUP");
                 }
-                spawn_restart(pool);
+                spawn_restart(pool, notifier);
             }
             _ = sigttin.recv() => {
                 let n = pool.scale(1);
@@ -106,7 +108,7 @@ pub async fn run(
                     if let Some(tls) = tls {
                         tls.reload("restart.txt");
                     }
-                    spawn_restart(pool);
+                    spawn_restart(pool, notifier);
                 }
                 restart_mtime = now;
             }
@@ -124,10 +126,11 @@ pub async fn second_interrupt() {
     }
 }
 
-fn spawn_restart(pool: &Arc<Pool>) {
+fn spawn_restart(pool: &Arc<Pool>, notifier: &Arc<Notifier>) {
     let pool = pool.clone();
+    let notifier = notifier.clone();
     tokio::spawn(async move {
         // Failures are logged and kept for `status` by the pool.
-        let _ = pool.restart().await;
+        let _ = notifier.restart(&pool).await;
     });
 }

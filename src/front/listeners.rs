@@ -1,8 +1,10 @@
-//! The client listeners: binding (a TCP address, a Unix socket path), and
-//! the accept loops that hand each connection to the HTTP service (for a
-//! TLS listener, to `secure`, which does the handshake in the connection's
+//! The client listeners: binding (a TCP address, a Unix socket path) or
+//! adopting the sockets systemd passed (socket activation), and the accept
+//! loops that hand each connection to the HTTP service (for a TLS
+//! listener, to `secure`, which does the handshake in the connection's
 //! own task).
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,55 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener> {
             .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
     UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))
+}
+
+/// The sockets systemd passed, by what they serve.
+#[derive(Default)]
+pub struct Adopted {
+    pub tcp: Vec<TcpListener>,
+    pub unix: Vec<UnixListener>,
+    /// The one named `metrics` (`FileDescriptorName=metrics`), if any.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Socket activation: every inherited listening stream socket serves HTTP,
+/// TCP or Unix as `getsockname` says, except a TCP one named `metrics`,
+/// which serves /metrics. Anything else (a datagram socket, a socket not
+/// listening, as `Accept=yes` passes) is an error naming the fd. Inside
+/// the runtime: tokio registers each with its reactor.
+pub fn adopt(sockets: Vec<(OwnedFd, String)>) -> Result<Adopted> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType};
+    use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+    let mut adopted = Adopted::default();
+    for (fd, name) in sockets {
+        let what = format!("socket activation: fd {} ({name})", fd.as_raw_fd());
+        let kind = getsockopt(&fd, sockopt::SockType).with_context(|| what.clone())?;
+        let listening = getsockopt(&fd, sockopt::AcceptConn).with_context(|| what.clone())?;
+        if kind != SockType::Stream || !listening {
+            bail!("{what}: not a listening stream socket (use ListenStream= with Accept=no)");
+        }
+        let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).with_context(|| what.clone())?;
+        match addr.family() {
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                let std = std::net::TcpListener::from(fd);
+                std.set_nonblocking(true).with_context(|| what.clone())?;
+                let listener = TcpListener::from_std(std).with_context(|| what.clone())?;
+                match name == "metrics" && adopted.metrics.is_none() {
+                    true => adopted.metrics = Some(listener),
+                    false => adopted.tcp.push(listener),
+                }
+            }
+            Some(AddressFamily::Unix) => {
+                let std = std::os::unix::net::UnixListener::from(fd);
+                std.set_nonblocking(true).with_context(|| what.clone())?;
+                adopted
+                    .unix
+                    .push(UnixListener::from_std(std).with_context(|| what.clone())?);
+            }
+            other => bail!("{what}: unsupported address family {other:?}"),
+        }
+    }
+    Ok(adopted)
 }
 
 pub async fn accept_tcp(listener: TcpListener, front: Arc<Front>, graceful: Arc<GracefulShutdown>) {

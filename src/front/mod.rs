@@ -18,13 +18,17 @@ mod listeners;
 mod metrics_http;
 mod secure;
 mod server;
+mod systemd;
 mod tls;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cli::StartArgs;
+use crate::settings::Resolved;
 
-pub fn run(args: StartArgs) -> Result<i32> {
+/// `settings` is what the environment and settings file contributed
+/// (logged once logging is set up).
+pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
     let app_root = args
         .app_root
         .canonicalize()
@@ -58,6 +62,9 @@ pub fn run(args: StartArgs) -> Result<i32> {
         Some(user) => Some(daemon::credentials(user, args.group.as_deref())?),
         None => None,
     };
+    // Before any thread exists (it edits the environment) and before
+    // daemonizing (LISTEN_PID names this process).
+    let systemd = systemd::FromSystemd::take_from_env()?;
     let log_file = match (&args.log_file, args.daemonize) {
         // Absolute: the preloader and workers reopen it from the app's directory.
         (Some(path), _) => Some(std::path::absolute(path).context("resolving --log-file")?),
@@ -74,6 +81,20 @@ pub fn run(args: StartArgs) -> Result<i32> {
         crate::logfile::redirect_output(path)?;
     }
     init_logging(&args.log_level, log_file.is_some());
+    if let Some(path) = &settings.file {
+        tracing::info!(
+            "settings from {} (`rustrack config` shows each one's source)",
+            path.display()
+        );
+    }
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    if systemd.notifier.enabled() && args.daemonize {
+        // systemd takes notifications from the main PID only (unless
+        // NotifyAccess=all), and daemonizing made a new one.
+        tracing::warn!("--daemonize under systemd's Type=notify: use Type=notify without it");
+    }
     raise_fd_limit();
     keep_freed_memory();
     // Measured on 2 cores (hello, wrk -c16, A/B/A/B): one thread served
@@ -104,6 +125,7 @@ pub fn run(args: StartArgs) -> Result<i32> {
         ready_pipe,
         trusted,
         tls,
+        systemd,
     }))
 }
 

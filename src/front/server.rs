@@ -1,9 +1,9 @@
 //! A serving instance, start to stop, as a sequence of steps: create the
-//! instance directory, bind every listener, start the pool and wait for
-//! its first worker, open the doors (accept loops, metrics, admin socket,
-//! `instance.json`, pid file), run the control loop until told to stop,
-//! then stop: gracefully (stop accepting, let requests finish, stop the
-//! processes) or at once.
+//! instance directory, bind every listener (or adopt systemd's), start the
+//! pool and wait for its first worker, open the doors (accept loops,
+//! metrics, admin socket, `instance.json`, pid file), tell systemd we are
+//! ready, run the control loop until told to stop, then stop: gracefully
+//! (stop accepting, let requests finish, stop the processes) or at once.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::control::{self, Stop};
 use super::http::Front;
+use super::systemd::FromSystemd;
 use super::tls::Tls;
 use super::{admin, daemon, listeners, metrics_http};
 use crate::cli::StartArgs;
@@ -40,6 +41,7 @@ pub struct Setup {
     pub trusted: TrustedProxies,
     /// With `--ssl`: the certificate, loaded and checked.
     pub tls: Option<Arc<Tls>>,
+    pub systemd: FromSystemd,
 }
 
 /// Removes the instance directory however `serve` ends.
@@ -54,42 +56,71 @@ impl Drop for InstanceGuard {
 /// Every socket the instance listens on, bound before any Ruby boots so
 /// that a busy port fails at once.
 struct Listeners {
-    tcp: Option<TcpListener>,
+    tcp: Vec<TcpListener>,
     /// HTTPS: `--port` itself with `--ssl` alone, or `--ssl-port`.
     tls: Option<TcpListener>,
-    unix: Option<UnixListener>,
+    unix: Vec<UnixListener>,
+    /// The `--socket` file this instance created and removes at exit (an
+    /// inherited socket's file is systemd's).
+    socket_path: Option<PathBuf>,
     workers: UnixListener,
     admin: UnixListener,
     metrics: Option<TcpListener>,
 }
 
 impl Listeners {
-    async fn bind(args: &StartArgs, dir: &Instance) -> Result<Listeners> {
-        let main = match args.no_tcp {
-            true => None,
-            false => Some(listeners::bind_tcp(&args.address, args.port).await?),
+    /// Sockets systemd passed (`inherited`) that serve HTTP replace
+    /// `--address`/`--port`/`--socket`; one named `metrics` replaces
+    /// `--metrics-address`.
+    async fn bind(
+        args: &StartArgs,
+        dir: &Instance,
+        inherited: Vec<(OwnedFd, String)>,
+    ) -> Result<Listeners> {
+        let adopted = listeners::adopt(inherited)?;
+        let (tcp, unix, socket_path) = if adopted.tcp.is_empty() && adopted.unix.is_empty() {
+            let tcp = match args.no_tcp {
+                true => Vec::new(),
+                false => vec![listeners::bind_tcp(&args.address, args.port).await?],
+            };
+            let unix = match &args.socket {
+                Some(path) => vec![listeners::bind_unix(path)?],
+                None => Vec::new(),
+            };
+            (tcp, unix, args.socket.clone())
+        } else {
+            tracing::info!(
+                "socket activation: serving HTTP on {} inherited socket(s); \
+                 --address, --port and --socket are not bound",
+                adopted.tcp.len() + adopted.unix.len()
+            );
+            (adopted.tcp, adopted.unix, None)
         };
+        // Passenger's rule: --ssl alone makes the main port speak TLS;
+        // with --ssl-port, HTTPS listens there beside plain HTTP.
         let (tcp, tls) = match (args.ssl, args.ssl_port) {
-            (false, _) => (main, None),
-            (true, None) => (None, main),
-            (true, Some(port)) => (main, Some(listeners::bind_tcp(&args.address, port).await?)),
+            (false, _) => (tcp, None),
+            (true, None) => {
+                let mut tcp = tcp;
+                let main = (!tcp.is_empty()).then(|| tcp.remove(0));
+                (tcp, main)
+            }
+            (true, Some(port)) => (tcp, Some(listeners::bind_tcp(&args.address, port).await?)),
         };
-        let unix = match &args.socket {
-            Some(path) => Some(listeners::bind_unix(path)?),
-            None => None,
-        };
-        let metrics = match &args.metrics_address {
-            Some(addr) => Some(
+        let metrics = match (adopted.metrics, &args.metrics_address) {
+            (Some(listener), _) => Some(listener),
+            (None, Some(addr)) => Some(
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("listening for metrics on {addr}"))?,
             ),
-            None => None,
+            (None, None) => None,
         };
         Ok(Listeners {
             tcp,
             tls,
             unix,
+            socket_path,
             workers: UnixListener::bind(dir.worker_socket())
                 .context("binding the worker socket")?,
             admin: admin::bind(&dir.admin_socket())?,
@@ -176,13 +207,15 @@ fn launcher(setup: &Setup, dir: &Instance) -> Result<Launcher> {
     })
 }
 
-pub async fn serve(setup: Setup) -> Result<i32> {
+pub async fn serve(mut setup: Setup) -> Result<i32> {
+    let inherited = std::mem::take(&mut setup.systemd.sockets);
+    let notifier = setup.systemd.notifier.clone();
     let args = &setup.args;
     reaper::become_subreaper();
     let registry = instance::registry_dir(args.instance_registry_dir.as_deref());
     let instance = InstanceGuard(Instance::create(&registry)?);
     let dir = &instance.0;
-    let listeners = Listeners::bind(args, dir).await?;
+    let listeners = Listeners::bind(args, dir, inherited).await?;
     if let Some((uid, gid)) = setup.credentials {
         daemon::grant(&[&dir.dir, &dir.worker_socket(), &dir.body_dir()], uid, gid)?;
     }
@@ -195,6 +228,10 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         },
         listeners.workers,
     );
+    notifier.starting();
+    if let Some(period) = setup.systemd.watchdog {
+        notifier.spawn_watchdog(&pool, period);
+    }
     if let Err(code) = first_worker(&pool, Duration::from_secs(args.start_timeout)).await {
         return Ok(code);
     }
@@ -215,7 +252,7 @@ pub async fn serve(setup: Setup) -> Result<i32> {
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accepting: Vec<JoinHandle<()>> = Vec::new();
     let mut urls = Vec::new();
-    if let Some(listener) = listeners.tcp {
+    for listener in listeners.tcp {
         urls.push(format!("http://{}", listener.local_addr()?));
         let task = listeners::accept_tcp(listener, front.clone(), graceful.clone());
         accepting.push(tokio::spawn(task));
@@ -225,12 +262,14 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         let task = listeners::accept_tls(listener, front.clone(), tls.clone(), graceful.clone());
         accepting.push(tokio::spawn(task));
     }
-    // instance.json names one URL: plain HTTP when there is one.
-    let url = urls.first().cloned();
-    if let Some(listener) = listeners.unix {
+    let mut unix_paths = Vec::new();
+    for listener in listeners.unix {
+        let addr = listener.local_addr()?;
+        unix_paths.extend(addr.as_pathname().map(Path::to_path_buf));
         let task = listeners::accept_unix(listener, front.clone(), graceful.clone());
         accepting.push(tokio::spawn(task));
     }
+    let url = urls.first().cloned();
     if let Some(listener) = listeners.metrics {
         tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
         tokio::spawn(metrics_http::serve(listener, pool.clone()));
@@ -241,13 +280,14 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         pool.clone(),
         setup.tls.clone(),
         control_tx,
+        notifier.clone(),
     ));
     dir.write_info(&InstanceInfo {
         pid: std::process::id(),
         app_root: setup.app_root.clone(),
         spawn_method: args.spawn_method.as_str().to_string(),
         url: url.clone(),
-        socket: args.socket.clone(),
+        socket: unix_paths.first().cloned(),
         started_at: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -257,14 +297,16 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         Some(path) => Some(daemon::PidFile::write(path)?),
         None => None,
     };
-    announce(&setup, dir, &urls);
+    announce(&setup, dir, &urls, &unix_paths);
     if let Some(pipe) = setup.ready_pipe {
         daemon::report_ready(pipe);
     }
+    notifier.ready(&pool);
+    notifier.spawn_status(&pool);
 
     let leftovers = Leftovers {
         dir: dir.dir.clone(),
-        socket: args.socket.clone(),
+        socket: listeners.socket_path.clone(),
         pid_file: args.pid_file.clone(),
     };
     let stop = control::run(
@@ -273,8 +315,10 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         setup.log_file.as_deref(),
         setup.tls.as_deref(),
         control_rx,
+        &notifier,
     )
     .await?;
+    notifier.stopping();
     if let Stop::Now = stop {
         stop_now(&pool, &leftovers, 0);
     }
@@ -289,7 +333,7 @@ pub async fn serve(setup: Setup) -> Result<i32> {
     drain(&front, Duration::from_secs(args.shutdown_delay)).await;
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     let started = tokio::time::Instant::now();
-    stop_accepting(accepting, args.socket.as_deref()).await;
+    stop_accepting(accepting, listeners.socket_path.as_deref()).await;
     if let Some(tls) = &setup.tls {
         // Handshakes give up; HTTP/2 connections send GOAWAY.
         tls.begin_shutdown();
@@ -324,7 +368,7 @@ async fn first_worker(pool: &Arc<Pool>, start_timeout: Duration) -> Result<(), i
     }
 }
 
-fn announce(setup: &Setup, dir: &Instance, urls: &[String]) {
+fn announce(setup: &Setup, dir: &Instance, urls: &[String], unix_paths: &[PathBuf]) {
     tracing::info!(
         instance = %dir.dir.display(),
         "rustrack {} serving {} ({} spawning)",
@@ -335,7 +379,7 @@ fn announce(setup: &Setup, dir: &Instance, urls: &[String]) {
     for url in urls {
         tracing::info!("listening on {url}");
     }
-    if let Some(path) = &setup.args.socket {
+    for path in unix_paths {
         tracing::info!("listening on unix:{}", path.display());
     }
 }

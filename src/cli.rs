@@ -237,6 +237,20 @@ pub struct StartArgs {
     #[arg(long = "trusted-proxy", value_name = "CIDR|unix")]
     pub trusted_proxies: Vec<String>,
 
+    /// Accept the PROXY protocol (v1 and v2, as HAProxy's send-proxy sends
+    /// it) from trusted proxies: the client it names becomes REMOTE_ADDR. A
+    /// PROXY header from anyone else, or a malformed one, closes the
+    /// connection; a connection without one is served as it is.
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// Listen with SO_REUSEPORT, so a new instance can bind the same
+    /// address while the old one drains (zero-downtime upgrades of rustrack
+    /// itself). The TCP listeners are then bound only once a worker is
+    /// ready.
+    #[arg(long)]
+    pub reuse_port: bool,
+
     /// Deprecated: trusts every peer as a proxy; use --trusted-proxy.
     #[arg(long, hide = true)]
     pub trust_proxy: bool,

@@ -158,6 +158,9 @@ fn haproxy_with_health_checks_loses_no_request_when_an_instance_stops() {
         "/up",
         "--shutdown-delay",
         "2",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--proxy-protocol",
     ];
     let a = start(&fixture("events"), &args);
     let b = start(&fixture("events"), &args);

@@ -29,6 +29,8 @@ pub struct Front {
     pub body_dir: PathBuf,
     pub trusted: TrustedProxies,
     pub header_timeout: Duration,
+    /// `--proxy-protocol`: a connection may start with a PROXY header.
+    pub proxy_protocol: bool,
     /// Request ids made here: a random prefix per instance, then a count.
     pub request_ids: RequestIds,
     /// `--health-check-path`.

@@ -15,8 +15,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, UnixListener};
 
 use super::http::{serve_connection, Front};
-use super::secure;
 use super::tls::Tls;
+use super::{proxy_protocol, secure};
 use crate::upstream::Peer;
 
 /// How long accept waits after an error (EMFILE and friends) before trying
@@ -28,6 +28,31 @@ pub async fn bind_tcp(address: &str, port: u16) -> Result<TcpListener> {
     TcpListener::bind(&addr)
         .await
         .with_context(|| format!("listening on {addr}"))
+}
+
+/// Binds with `SO_REUSEPORT` (`--reuse-port`), so that a new instance can
+/// listen on the same address while the old one drains; the kernel spreads
+/// new connections over every listener of the group.
+pub async fn bind_tcp_shared(address: &str, port: u16) -> Result<TcpListener> {
+    let addr = format!("{address}:{port}");
+    let resolved = tokio::net::lookup_host(&addr)
+        .await
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))?;
+    let socket = match resolved {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .context("creating a socket")?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket
+        .bind(resolved)
+        .with_context(|| format!("listening on {addr} (SO_REUSEPORT)"))?;
+    socket
+        .listen(1024)
+        .with_context(|| format!("listening on {addr} (SO_REUSEPORT)"))
 }
 
 /// Binds a Unix socket at `path`. A socket file left by a server that is
@@ -109,16 +134,37 @@ pub async fn accept_tcp(listener: TcpListener, front: Arc<Front>, graceful: Arc<
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(remote);
-        serve_connection(
-            TokioIo::new(stream),
-            Peer::Tcp {
-                remote,
-                local,
-                tls: false,
-            },
-            &front,
-            &graceful,
-        );
+        let peer = Peer::Tcp {
+            remote,
+            local,
+            tls: false,
+        };
+        if !front.proxy_protocol {
+            serve_connection(TokioIo::new(stream), peer, &front, &graceful);
+            continue;
+        }
+        let (front, graceful) = (front.clone(), graceful.clone());
+        tokio::spawn(async move {
+            if let Some((stream, peer)) = after_proxy_header(stream, peer, &front).await {
+                serve_connection(TokioIo::new(stream), peer, &front, &graceful);
+            }
+        });
+    }
+}
+
+/// With `--proxy-protocol`: the connection with its PROXY header read (and
+/// the peer it names), or `None` when it must be closed.
+async fn after_proxy_header(
+    mut stream: tokio::net::TcpStream,
+    peer: Peer,
+    front: &Front,
+) -> Option<(tokio::net::TcpStream, Peer)> {
+    match proxy_protocol::accept(&mut stream, peer, &front.trusted, front.header_timeout).await {
+        Ok(peer) => Some((stream, peer)),
+        Err(e) => {
+            tracing::info!("closing a connection: {e}");
+            None
+        }
     }
 }
 
@@ -147,7 +193,17 @@ pub async fn accept_tls(
             local,
             tls: true,
         };
-        secure::serve(stream, peer, &front, &tls, &graceful);
+        if !front.proxy_protocol {
+            secure::serve(stream, peer, &front, &tls, &graceful);
+            continue;
+        }
+        // The PROXY header comes before the TLS handshake.
+        let (front, tls, graceful) = (front.clone(), tls.clone(), graceful.clone());
+        tokio::spawn(async move {
+            if let Some((stream, peer)) = after_proxy_header(stream, peer, &front).await {
+                secure::serve(stream, peer, &front, &tls, &graceful);
+            }
+        });
     }
 }
 

@@ -16,6 +16,7 @@ mod health;
 mod http;
 mod listeners;
 mod metrics_http;
+mod proxy_protocol;
 mod secure;
 mod server;
 mod systemd;

@@ -79,7 +79,10 @@ impl Listeners {
     ) -> Result<Listeners> {
         let adopted = listeners::adopt(inherited)?;
         let (tcp, unix, socket_path) = if adopted.tcp.is_empty() && adopted.unix.is_empty() {
-            let tcp = match args.no_tcp {
+            // With SO_REUSEPORT the kernel would hand this instance its share
+            // of new connections at once: bind only once a worker is ready
+            // (`bind_shared`), or a booting instance would hold them.
+            let tcp = match args.no_tcp || args.reuse_port {
                 true => Vec::new(),
                 false => vec![listeners::bind_tcp(&args.address, args.port).await?],
             };
@@ -96,17 +99,11 @@ impl Listeners {
             );
             (adopted.tcp, adopted.unix, None)
         };
-        // Passenger's rule: --ssl alone makes the main port speak TLS;
-        // with --ssl-port, HTTPS listens there beside plain HTTP.
-        let (tcp, tls) = match (args.ssl, args.ssl_port) {
-            (false, _) => (tcp, None),
-            (true, None) => {
-                let mut tcp = tcp;
-                let main = (!tcp.is_empty()).then(|| tcp.remove(0));
-                (tcp, main)
-            }
-            (true, Some(port)) => (tcp, Some(listeners::bind_tcp(&args.address, port).await?)),
+        let ssl_port = match args.reuse_port {
+            true => None,
+            false => args.ssl_port,
         };
+        let (tcp, tls) = split_tls(args, tcp, ssl_port).await?;
         let metrics = match (adopted.metrics, &args.metrics_address) {
             (Some(listener), _) => Some(listener),
             (None, Some(addr)) => Some(
@@ -127,6 +124,47 @@ impl Listeners {
             metrics,
         })
     }
+}
+
+/// With `--reuse-port`: binds the TCP listeners now that the instance can
+/// serve.
+async fn bind_shared(
+    args: &StartArgs,
+    tcp: &mut Vec<TcpListener>,
+    tls: &mut Option<TcpListener>,
+) -> Result<()> {
+    if !args.reuse_port || !tcp.is_empty() || tls.is_some() {
+        return Ok(());
+    }
+    let main = match args.no_tcp {
+        true => Vec::new(),
+        false => vec![listeners::bind_tcp_shared(&args.address, args.port).await?],
+    };
+    (*tcp, *tls) = split_tls(args, main, args.ssl_port).await?;
+    Ok(())
+}
+
+/// Passenger's rule: --ssl alone makes the main port speak TLS; with
+/// --ssl-port, HTTPS listens there beside plain HTTP.
+async fn split_tls(
+    args: &StartArgs,
+    mut tcp: Vec<TcpListener>,
+    ssl_port: Option<u16>,
+) -> Result<(Vec<TcpListener>, Option<TcpListener>)> {
+    Ok(match (args.ssl, ssl_port) {
+        (false, _) => (tcp, None),
+        (true, None) => {
+            let main = (!tcp.is_empty()).then(|| tcp.remove(0));
+            (tcp, main)
+        }
+        (true, Some(port)) => {
+            let tls = match args.reuse_port {
+                true => listeners::bind_tcp_shared(&args.address, port).await?,
+                false => listeners::bind_tcp(&args.address, port).await?,
+            };
+            (tcp, Some(tls))
+        }
+    })
 }
 
 fn secs(n: u64) -> Option<Duration> {
@@ -215,7 +253,7 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     let registry = instance::registry_dir(args.instance_registry_dir.as_deref());
     let instance = InstanceGuard(Instance::create(&registry)?);
     let dir = &instance.0;
-    let listeners = Listeners::bind(args, dir, inherited).await?;
+    let mut listeners = Listeners::bind(args, dir, inherited).await?;
     if let Some((uid, gid)) = setup.credentials {
         daemon::grant(&[&dir.dir, &dir.worker_socket(), &dir.body_dir()], uid, gid)?;
     }
@@ -235,6 +273,10 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     if let Err(code) = first_worker(&pool, Duration::from_secs(args.start_timeout)).await {
         return Ok(code);
     }
+    if let Err(e) = bind_shared(args, &mut listeners.tcp, &mut listeners.tls).await {
+        pool.shutdown(Duration::ZERO).await;
+        return Err(e);
+    }
 
     let front = Arc::new(Front {
         pool: pool.clone(),
@@ -247,6 +289,7 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
         health_path: args.health_check_path.clone(),
         draining: std::sync::atomic::AtomicBool::new(false),
         header_timeout: Duration::from_secs(args.header_timeout),
+        proxy_protocol: args.proxy_protocol,
         body_owner: setup.credentials,
     });
     let graceful = Arc::new(GracefulShutdown::new());

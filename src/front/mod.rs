@@ -12,10 +12,13 @@ mod admin;
 mod body;
 mod control;
 mod daemon;
+mod files;
 mod http;
 mod listeners;
 mod metrics_http;
+mod sendfile;
 mod server;
+mod static_files;
 
 use anyhow::{bail, Context, Result};
 

@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 
 use super::control::{self, Stop};
 use super::http::Front;
+use super::sendfile::Sendfile;
+use super::static_files::StaticFiles;
 use super::{admin, daemon, listeners, metrics_http};
 use crate::cli::StartArgs;
 use crate::config::{ruby_lib_dir, AppSpec, SpawnMethod};
@@ -155,6 +157,12 @@ fn launcher(setup: &Setup, dir: &Instance) -> Result<Launcher> {
 
 pub async fn serve(setup: Setup) -> Result<i32> {
     let args = &setup.args;
+    // Before anything starts: a --sendfile-root that does not exist stops here.
+    let sendfile = Sendfile::new(&setup.app_root, &args.sendfile_roots)?;
+    let static_files = match args.static_files {
+        true => StaticFiles::new(&setup.app_root),
+        false => None,
+    };
     reaper::become_subreaper();
     let registry = instance::registry_dir(args.instance_registry_dir.as_deref());
     let instance = InstanceGuard(Instance::create(&registry)?);
@@ -185,6 +193,8 @@ pub async fn serve(setup: Setup) -> Result<i32> {
         trust_proxy: args.trust_proxy,
         header_timeout: Duration::from_secs(args.header_timeout),
         body_owner: setup.credentials,
+        static_files,
+        sendfile,
     });
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accepting: Vec<JoinHandle<()>> = Vec::new();

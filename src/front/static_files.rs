@@ -1,0 +1,513 @@
+//! Static files from `APP_ROOT/public`, answered by the front end before a
+//! request body is buffered or a worker is asked (`--static-files`).
+//!
+//! A GET or HEAD of `/x` is served from `public/x` when that is a regular
+//! file, else `public/x.html`, else `public/x/index.html` (Rails page
+//! caching, as Passenger does); when none exists the request goes to the
+//! app as before. The mapping from URL to file ([`map_path`]) decodes the
+//! path once and then:
+//!
+//! - answers **400** for what no honest client sends and only a traversal
+//!   attempt needs: a `.` or `..` segment (raw or `%2e`-encoded), a NUL
+//!   (`%00`), a backslash (raw or `%5c`);
+//! - leaves to the app (never a file) what an app route may legitimately
+//!   carry: an encoded slash (`%2f`), an empty segment (`//`), a segment
+//!   starting with `.` (dotfiles: `.git`, `.env`), except a first segment
+//!   `.well-known` (ACME challenges and `security.txt` are written there);
+//! - decodes only once, so `%252e%252e` is the literal name `%2e%2e`.
+//!
+//! The segments are pushed one by one onto the canonical `public/` path
+//! and the opened file is checked to lie under it (`files::open_within`):
+//! a symlink out of `public/` gets 404 and a warning, never the file.
+//!
+//! A `.br` or `.gz` sibling (as the asset pipeline writes them) is sent
+//! instead when the client's Accept-Encoding allows it, with
+//! `Content-Encoding`; whenever a sibling exists the response carries
+//! `Vary: Accept-Encoding`, so a cache never hands the compressed variant
+//! to a client that did not ask for it. Fingerprinted files under
+//! `/assets/` and `/packs/` (`name-<8+ hex digits>.ext`, as Sprockets and
+//! Webpacker name them) are `Cache-Control: public, max-age=31536000,
+//! immutable`; the rest carry no Cache-Control, as nginx sends none.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+
+use super::files::{self, OpenError, Opened};
+use crate::upstream::{error_response, ResponseBody};
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Where a request path leads.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mapped {
+    /// A path relative to `public/`; `dir` when the URL ends with `/`
+    /// (only `index.html` can answer it).
+    File { rel: PathBuf, dir: bool },
+    /// Not a file name: the app's.
+    App,
+    /// A traversal attempt or a byte no file name has: 400.
+    Refused,
+}
+
+/// Maps a request path (as sent, percent-encoded) to a path under `public/`.
+pub fn map_path(raw: &str) -> Mapped {
+    if !raw.starts_with('/') {
+        return Mapped::App;
+    }
+    let lower = raw.to_ascii_lowercase();
+    if raw.contains('\\') || lower.contains("%5c") || lower.contains("%00") {
+        return Mapped::Refused;
+    }
+    if lower.contains("%2f") {
+        return Mapped::App;
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    let dir = decoded.ends_with(b"/");
+    let inner = &decoded[1..];
+    let inner = inner.strip_suffix(b"/").unwrap_or(inner);
+    let mut rel = PathBuf::new();
+    if inner.is_empty() {
+        return Mapped::File { rel, dir: true };
+    }
+    let mut app = false;
+    for (i, seg) in inner.split(|&b| b == b'/').enumerate() {
+        match seg {
+            b"." | b".." => return Mapped::Refused,
+            b"" => app = true,
+            b".well-known" if i == 0 => rel.push(".well-known"),
+            _ if seg.starts_with(b".") => app = true,
+            _ => rel.push(OsStr::from_bytes(seg)),
+        }
+    }
+    // Dot segments anywhere are refused even after a dotfile segment, so
+    // the whole path is looked at before giving it to the app.
+    match app {
+        true => Mapped::App,
+        false => Mapped::File { rel, dir },
+    }
+}
+
+/// Whether the URL names a fingerprinted asset: under `/assets/` or
+/// `/packs/`, a file name with `-` and 8 or more lowercase hex digits just
+/// before its extension (`app-3f2a…9c.css`, `js/1-ab12cd34ef.chunk.js`).
+pub fn is_fingerprinted(path: &str) -> bool {
+    if !(path.starts_with("/assets/") || path.starts_with("/packs/")) {
+        return false;
+    }
+    let name = path.rsplit('/').next().unwrap_or("");
+    let Some((_, after)) = name.rsplit_once('-') else {
+        return false;
+    };
+    match after.split_once('.') {
+        Some((digest, ext)) => {
+            digest.len() >= 8
+                && digest
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                && !ext.is_empty()
+        }
+        None => false,
+    }
+}
+
+/// The encodings of our precompressed siblings, best first.
+const ENCODINGS: [(&str, &str); 2] = [("br", ".br"), ("gzip", ".gz")];
+
+/// The client's preference (q-value, 0 = refused) for `coding`.
+fn accepts(accept_encoding: &str, coding: &str) -> f32 {
+    let mut star = None;
+    for item in accept_encoding.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if name.eq_ignore_ascii_case(coding) {
+            return q;
+        }
+        if name == "*" {
+            star = Some(q);
+        }
+    }
+    star.unwrap_or(0.0)
+}
+
+/// Which sibling to send: the acceptable one the client prefers most, br
+/// on a tie.
+fn pick_encoding(accept_encoding: Option<&str>, available: &[bool; 2]) -> Option<usize> {
+    let ae = accept_encoding?;
+    let mut best: Option<(usize, f32)> = None;
+    for (i, (coding, _)) in ENCODINGS.iter().enumerate() {
+        let q = accepts(ae, coding);
+        if available[i] && q > 0.0 && best.is_none_or(|(_, b)| q > b) {
+            best = Some((i, q));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Static file serving for one app.
+pub struct StaticFiles {
+    /// `APP_ROOT/public`, canonical; the only root files may resolve to.
+    roots: [PathBuf; 1],
+}
+
+impl StaticFiles {
+    /// Static files for the app in `app_root`, or `None` when it has no
+    /// `public/` directory.
+    pub fn new(app_root: &Path) -> Option<StaticFiles> {
+        let public = app_root.join("public");
+        match public.canonicalize() {
+            Ok(root) if root.is_dir() => {
+                tracing::info!("serving static files from {}", root.display());
+                Some(StaticFiles { roots: [root] })
+            }
+            _ => {
+                tracing::info!(
+                    "no {} directory: every request goes to the app",
+                    public.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// The response for a request a file answers, or `None` to give it to
+    /// the app.
+    pub fn serve(&self, req: &http::request::Parts) -> Option<Response<ResponseBody>> {
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return None;
+        }
+        let raw = req.uri.path();
+        let (rel, dir) = match map_path(raw) {
+            Mapped::App => return None,
+            Mapped::Refused => {
+                return Some(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: the path is not allowed\n",
+                ))
+            }
+            Mapped::File { rel, dir } => (rel, dir),
+        };
+        let (path, opened) = match self.find(raw, &rel, dir) {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(StatusCode::FORBIDDEN) => {
+                return Some(error_response(StatusCode::FORBIDDEN, "403 Forbidden\n"))
+            }
+            Err(_) => return Some(error_response(StatusCode::NOT_FOUND, "404 Not Found\n")),
+        };
+        Some(self.respond(req, raw, &path, opened))
+    }
+
+    /// `public/x`, `public/x.html`, `public/x/index.html`, in that order:
+    /// the first that is a regular file, none (the app's), or the status
+    /// refusing it.
+    fn find(
+        &self,
+        raw: &str,
+        rel: &Path,
+        dir: bool,
+    ) -> Result<Option<(PathBuf, Opened)>, StatusCode> {
+        let base = self.roots[0].join(rel);
+        let mut candidates = Vec::with_capacity(3);
+        if !dir {
+            candidates.push(base.clone());
+            candidates.push(with_suffix(&base, ".html"));
+        }
+        candidates.push(base.join("index.html"));
+        for path in candidates {
+            match files::open_within(&path, &self.roots) {
+                Ok(opened) => return Ok(Some((path, opened))),
+                Err(OpenError::Missing | OpenError::Directory | OpenError::NotRegular) => {}
+                Err(OpenError::Outside(real)) => {
+                    tracing::warn!(
+                        "static file {raw}: {} resolves to {}, outside {}: refused",
+                        path.display(),
+                        real.display(),
+                        self.roots[0].display()
+                    );
+                    return Err(StatusCode::NOT_FOUND);
+                }
+                Err(OpenError::Forbidden) => {
+                    tracing::warn!("static file {raw}: {}: permission denied", path.display());
+                    return Err(StatusCode::FORBIDDEN);
+                }
+                Err(OpenError::Io(e)) => {
+                    // Not worth failing the request: the app may know it.
+                    tracing::warn!("static file {raw}: {}: {e}", path.display());
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn respond(
+        &self,
+        req: &http::request::Parts,
+        raw: &str,
+        path: &Path,
+        opened: Opened,
+    ) -> Response<ResponseBody> {
+        let mut headers = HeaderMap::new();
+        let mime = mime_guess::from_path(path).first_or_octet_stream();
+        if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
+            headers.insert(header::CONTENT_TYPE, v);
+        }
+        if is_fingerprinted(raw) {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+        }
+        let mut opened = opened;
+        let mut suffix = "";
+        // A file that is itself compressed has no siblings worth a look.
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext != "gz" && ext != "br" {
+            let mut siblings: [Option<Opened>; 2] = [None, None];
+            for (i, (_, sfx)) in ENCODINGS.iter().enumerate() {
+                siblings[i] = files::open_within(&with_suffix(path, sfx), &self.roots).ok();
+            }
+            let available = [siblings[0].is_some(), siblings[1].is_some()];
+            if available.iter().any(|&a| a) {
+                headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            }
+            let ae = req
+                .headers
+                .get(header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok());
+            if let Some(i) = pick_encoding(ae, &available) {
+                let (coding, sfx) = ENCODINGS[i];
+                opened = siblings[i].take().expect("available");
+                suffix = sfx;
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+            }
+        }
+        files::respond(req, opened, StatusCode::OK, headers, suffix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(rel: &str, dir: bool) -> Mapped {
+        Mapped::File {
+            rel: PathBuf::from(rel),
+            dir,
+        }
+    }
+
+    #[test]
+    fn plain_paths_map_under_public() {
+        assert_eq!(map_path("/"), file("", true));
+        assert_eq!(map_path("/robots.txt"), file("robots.txt", false));
+        assert_eq!(map_path("/assets/app.css"), file("assets/app.css", false));
+        assert_eq!(map_path("/docs/"), file("docs", true));
+        assert_eq!(map_path("/a%20b.txt"), file("a b.txt", false));
+        assert_eq!(map_path("/app%2ecss"), file("app.css", false));
+        assert_eq!(
+            map_path("/.well-known/acme-challenge/tok"),
+            file(".well-known/acme-challenge/tok", false)
+        );
+    }
+
+    #[test]
+    fn traversal_attempts_are_refused() {
+        for raw in [
+            "/..",
+            "/../etc/passwd",
+            "/assets/../../etc/passwd",
+            "/%2e%2e/etc/passwd",
+            "/%2E%2E/etc/passwd",
+            "/.%2e/etc/passwd",
+            "/assets/%2e%2e/%2e%2e/secret",
+            "/./robots.txt",
+            "/%2e/robots.txt",
+            "/..\\..\\etc\\passwd",
+            "/assets%5c..%5c..%5csecret",
+            "/robots.txt%00.png",
+            "/.git/../robots.txt",
+        ] {
+            assert_eq!(map_path(raw), Mapped::Refused, "{raw}");
+        }
+    }
+
+    #[test]
+    fn encoded_slashes_dotfiles_and_double_encoding_go_to_the_app_or_stay_literal() {
+        assert_eq!(map_path("/assets%2f..%2fsecret"), Mapped::App);
+        assert_eq!(map_path("/files/a%2Fb"), Mapped::App);
+        assert_eq!(map_path("/.env"), Mapped::App);
+        assert_eq!(map_path("/.git/config"), Mapped::App);
+        assert_eq!(map_path("/assets/.hidden.css"), Mapped::App);
+        assert_eq!(map_path("/a/.well-known/x"), Mapped::App);
+        assert_eq!(map_path("//etc/passwd"), Mapped::App);
+        assert_eq!(map_path("/assets//app.css"), Mapped::App);
+        assert_eq!(map_path("*"), Mapped::App);
+        // Decoded once: "%2e%2e" is a (missing) file's literal name.
+        assert_eq!(
+            map_path("/%252e%252e/%252e%252e/etc/passwd"),
+            file("%2e%2e/%2e%2e/etc/passwd", false)
+        );
+    }
+
+    #[test]
+    fn fingerprints_follow_sprockets_and_webpacker_names() {
+        assert!(is_fingerprinted(
+            "/assets/application-3f2a9c0de4b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7.css"
+        ));
+        assert!(is_fingerprinted(
+            "/packs/js/application-ab12cd34ef56ab78cd90.js"
+        ));
+        assert!(is_fingerprinted("/packs/js/1-ab12cd34ef.chunk.js"));
+        assert!(is_fingerprinted("/assets/app-deadbeef.js.map"));
+        assert!(!is_fingerprinted("/assets/app-deadbee.css"), "7 digits");
+        assert!(!is_fingerprinted("/assets/app-DEADBEEF.css"), "upper case");
+        assert!(!is_fingerprinted("/assets/jquery-3.6.0.min.js"));
+        assert!(!is_fingerprinted("/assets/header-background.png"));
+        assert!(!is_fingerprinted("/assets/app-deadbeef"), "no extension");
+        assert!(
+            !is_fingerprinted("/images/app-deadbeef.png"),
+            "not under /assets"
+        );
+    }
+
+    #[test]
+    fn accept_encoding_picks_the_preferred_available_sibling() {
+        let both = [true, true];
+        assert_eq!(pick_encoding(Some("gzip, deflate, br"), &both), Some(0));
+        assert_eq!(pick_encoding(Some("gzip"), &both), Some(1));
+        assert_eq!(pick_encoding(Some("gzip"), &[true, false]), None);
+        assert_eq!(pick_encoding(Some("br;q=0, gzip"), &both), Some(1));
+        assert_eq!(pick_encoding(Some("br;q=0.5, gzip;q=0.8"), &both), Some(1));
+        assert_eq!(pick_encoding(Some("*"), &both), Some(0));
+        assert_eq!(pick_encoding(Some("*;q=0"), &both), None);
+        assert_eq!(pick_encoding(Some("identity"), &both), None);
+        assert_eq!(pick_encoding(None, &both), None);
+    }
+
+    fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn app_with_public() -> (tempfile::TempDir, StaticFiles) {
+        let dir = tempfile::tempdir().unwrap();
+        let public = dir.path().join("public");
+        std::fs::create_dir_all(public.join("docs")).unwrap();
+        std::fs::create_dir_all(public.join("assets")).unwrap();
+        std::fs::write(public.join("robots.txt"), "robots").unwrap();
+        std::fs::write(public.join("products.html"), "cached page").unwrap();
+        std::fs::write(public.join("docs/index.html"), "docs index").unwrap();
+        std::fs::write(public.join("assets/app-0123abcd.css"), "body{}").unwrap();
+        std::fs::write(public.join("assets/app-0123abcd.css.gz"), "gz").unwrap();
+        std::fs::write(dir.path().join("secret"), "secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), public.join("leak")).unwrap();
+        let files = StaticFiles::new(dir.path()).unwrap();
+        (dir, files)
+    }
+
+    #[test]
+    fn page_caching_order_and_fallthrough() {
+        let (_dir, files) = app_with_public();
+        let get = |uri: &str| files.serve(&request(Method::GET, uri, &[]));
+        let r = get("/robots.txt").unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain");
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "6");
+        assert!(r.headers().contains_key(header::ETAG));
+        assert!(r.headers().contains_key(header::LAST_MODIFIED));
+        assert!(r.headers().get(header::CACHE_CONTROL).is_none());
+        assert_eq!(
+            get("/products").unwrap().headers()[header::CONTENT_LENGTH],
+            "11"
+        );
+        assert_eq!(
+            get("/docs").unwrap().headers()[header::CONTENT_LENGTH],
+            "10"
+        );
+        assert_eq!(
+            get("/docs/").unwrap().headers()[header::CONTENT_LENGTH],
+            "10"
+        );
+        assert!(get("/").is_none(), "no public/index.html: the app's");
+        assert!(get("/missing").is_none());
+        assert_eq!(get("/leak").unwrap().status(), 404);
+        assert_eq!(get("/../secret").unwrap().status(), 400);
+        assert!(files
+            .serve(&request(Method::POST, "/robots.txt", &[]))
+            .is_none());
+    }
+
+    #[test]
+    fn a_fingerprinted_asset_is_immutable_and_its_gzip_sibling_is_chosen() {
+        let (_dir, files) = app_with_public();
+        let uri = "/assets/app-0123abcd.css";
+        let plain = files.serve(&request(Method::GET, uri, &[])).unwrap();
+        assert_eq!(plain.headers()[header::CACHE_CONTROL], IMMUTABLE);
+        assert_eq!(plain.headers()[header::VARY], "Accept-Encoding");
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(plain.headers()[header::CONTENT_TYPE], "text/css");
+        let gz = files
+            .serve(&request(
+                Method::GET,
+                uri,
+                &[("accept-encoding", "gzip, br")],
+            ))
+            .unwrap();
+        assert_eq!(gz.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(gz.headers()[header::CONTENT_TYPE], "text/css");
+        assert_eq!(gz.headers()[header::CONTENT_LENGTH], "2");
+        assert_ne!(gz.headers()[header::ETAG], plain.headers()[header::ETAG]);
+    }
+
+    #[test]
+    fn conditional_and_range_requests_through_serve() {
+        let (_dir, files) = app_with_public();
+        let first = files
+            .serve(&request(Method::GET, "/robots.txt", &[]))
+            .unwrap();
+        let etag = first.headers()[header::ETAG].to_str().unwrap().to_string();
+        let r = files
+            .serve(&request(
+                Method::GET,
+                "/robots.txt",
+                &[("if-none-match", &etag)],
+            ))
+            .unwrap();
+        assert_eq!(r.status(), 304);
+        assert!(r.headers().get(header::CONTENT_TYPE).is_none());
+        assert_eq!(r.headers()[header::ETAG], etag.as_str());
+        let r = files
+            .serve(&request(
+                Method::GET,
+                "/robots.txt",
+                &[("range", "bytes=1-3")],
+            ))
+            .unwrap();
+        assert_eq!(r.status(), 206);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 1-3/6");
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "3");
+        let r = files
+            .serve(&request(
+                Method::GET,
+                "/robots.txt",
+                &[("range", "bytes=6-")],
+            ))
+            .unwrap();
+        assert_eq!(r.status(), 416);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */6");
+    }
+}

@@ -1,11 +1,15 @@
 //! One file from disk to an HTTP client: what static files (`static_files.rs`)
 //! and X-Sendfile (`sendfile.rs`) have in common.
 //!
+//! - [`Beneath::open`] opens a path beneath one directory with `openat2`'s
+//!   `RESOLVE_BENEATH`: the kernel refuses any step out of it, symlinks
+//!   included, in the same system call (static files);
 //! - [`open_within`] opens a path and then asks the kernel what it opened
 //!   (`/proc/self/fd/N`, every symlink resolved) and refuses it unless it
-//!   lies under one of the allowed roots. Checking the opened file rather
-//!   than the name leaves no window between check and use: a symlink
-//!   swapped in after the check cannot redirect the read. It opens with
+//!   lies under one of the allowed roots (X-Sendfile's several roots, and
+//!   the fallback where `openat2` is missing). Either way what is checked
+//!   is the file opened, not a name looked at before: a symlink swapped in
+//!   after the check cannot redirect the read. Both open with
 //!   `O_NONBLOCK`, so a FIFO planted under a root cannot stall the event
 //!   loop (regular files ignore the flag).
 //! - [`decide`] is RFC 9110's conditional and range logic as a pure
@@ -33,6 +37,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -80,25 +85,16 @@ pub enum OpenError {
     Io(io::Error),
 }
 
-/// Opens `path` if what it names, after every symlink, is a regular file
-/// under one of `roots` (which must be canonical).
-pub fn open_within(path: &Path, roots: &[PathBuf]) -> Result<Opened, OpenError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG | libc::ELOOP) => {
-                OpenError::Missing
-            }
-            Some(libc::EACCES | libc::EPERM) => OpenError::Forbidden,
-            _ => OpenError::Io(e),
-        })?;
-    let real =
-        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(OpenError::Io)?;
-    if !roots.iter().any(|root| real.starts_with(root)) {
-        return Err(OpenError::Outside(real));
+fn open_error(e: io::Error) -> OpenError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG | libc::ELOOP) => OpenError::Missing,
+        Some(libc::EACCES | libc::EPERM) => OpenError::Forbidden,
+        _ => OpenError::Io(e),
     }
+}
+
+/// The checks after opening: a regular file, with its metadata.
+fn regular(file: File, real: PathBuf) -> Result<Opened, OpenError> {
     let meta = file.metadata().map_err(OpenError::Io)?;
     if meta.is_dir() {
         return Err(OpenError::Directory);
@@ -107,6 +103,80 @@ pub fn open_within(path: &Path, roots: &[PathBuf]) -> Result<Opened, OpenError> 
         return Err(OpenError::NotRegular);
     }
     Ok(Opened { file, meta, real })
+}
+
+/// Opens `path` if what it names, after every symlink, is a regular file
+/// under one of `roots` (which must be canonical).
+pub fn open_within(path: &Path, roots: &[PathBuf]) -> Result<Opened, OpenError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(open_error)?;
+    let real =
+        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(OpenError::Io)?;
+    if !roots.iter().any(|root| real.starts_with(root)) {
+        return Err(OpenError::Outside(real));
+    }
+    regular(file, real)
+}
+
+/// One directory that files are opened beneath, for static files: the
+/// kernel resolves the path and refuses, atomically, any step out of it
+/// (`openat2` with `RESOLVE_BENEATH`, Linux ≥ 5.6), which costs one system
+/// call where [`open_within`] needs two (the `/proc` read-back is a path
+/// walk of its own, and was 8 % of the front end's CPU serving a 10 KB
+/// file). Where `openat2` is missing (older kernels, seccomp filters that
+/// answer ENOSYS) it falls back to [`open_within`]. `RESOLVE_BENEATH` also
+/// refuses absolute symlinks, even ones pointing inside the directory.
+pub struct Beneath {
+    /// Canonical.
+    path: PathBuf,
+    dir: File,
+    openat2: AtomicBool,
+}
+
+impl Beneath {
+    pub fn new(path: PathBuf) -> io::Result<Beneath> {
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_PATH)
+            .open(&path)?;
+        Ok(Beneath {
+            path,
+            dir,
+            openat2: AtomicBool::new(true),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `rel` (relative, no `..`) beneath the directory.
+    pub fn open(&self, rel: &Path) -> Result<Opened, OpenError> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        let full = self.path.join(rel);
+        if self.openat2.load(Ordering::Relaxed) {
+            let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+            let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(&self.dir, rel, flags, Mode::empty(), resolve) {
+                Ok(fd) => return regular(File::from(fd), full),
+                Err(Errno::XDEV) => return Err(OpenError::Outside(full)),
+                Err(Errno::NOSYS) => {
+                    self.openat2.store(false, Ordering::Relaxed);
+                    tracing::info!(
+                        "openat2 is not available: static files are checked through /proc/self/fd"
+                    );
+                }
+                // A seccomp filter may answer EPERM: let the plain open say.
+                Err(Errno::PERM) => {}
+                Err(e) => return Err(open_error(e.into())),
+            }
+        }
+        open_within(&full, std::slice::from_ref(&self.path))
+    }
 }
 
 /// The entity tag of a file: its mtime and size in hex (nginx's form),
@@ -682,6 +752,41 @@ mod tests {
             open_within(&sibling.join("x"), &roots),
             Err(OpenError::Outside(_))
         ));
+    }
+
+    #[test]
+    fn beneath_refuses_every_way_out_and_follows_symlinks_within() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("public");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        let root = root.canonicalize().unwrap();
+        std::fs::write(root.join("in.txt"), "in").unwrap();
+        std::fs::write(dir.path().join("secret"), "out").unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("rel-out")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("abs-out")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../in.txt", root.join("sub/up-in")).unwrap();
+        let beneath = Beneath::new(root.clone()).unwrap();
+        for _ in 0..2 {
+            assert!(beneath.open(Path::new("in.txt")).is_ok());
+            assert!(beneath.open(Path::new("sub/up-in")).is_ok());
+            for out in ["rel-out", "abs-out", "etc/passwd", "../secret"] {
+                assert!(
+                    matches!(beneath.open(Path::new(out)), Err(OpenError::Outside(_))),
+                    "{out}"
+                );
+            }
+            assert!(matches!(
+                beneath.open(Path::new("nope")),
+                Err(OpenError::Missing)
+            ));
+            assert!(matches!(
+                beneath.open(Path::new("sub")),
+                Err(OpenError::Directory)
+            ));
+            // The same answers from the fallback.
+            beneath.openat2.store(false, Ordering::Relaxed);
+        }
     }
 
     #[test]

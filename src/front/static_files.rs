@@ -16,15 +16,15 @@
 //!   `.well-known` (ACME challenges and `security.txt` are written there);
 //! - decodes only once, so `%252e%252e` is the literal name `%2e%2e`.
 //!
-//! The segments are pushed one by one onto the canonical `public/` path
-//! and the opened file is checked to lie under it (`files::open_within`):
-//! a symlink out of `public/` gets 404 and a warning, never the file.
+//! The segments form a path relative to the canonical `public/`, which
+//! the kernel resolves beneath it (`files::Beneath`): a symlink out of
+//! `public/` gets 404 and a warning, never the file.
 //!
 //! A `.br` or `.gz` sibling (as the asset pipeline writes them) is sent
-//! instead when the client's Accept-Encoding allows it, with
-//! `Content-Encoding`; whenever a sibling exists the response carries
-//! `Vary: Accept-Encoding`, so a cache never hands the compressed variant
-//! to a client that did not ask for it. Fingerprinted files under
+//! instead when the client's Accept-Encoding allows it (siblings are only
+//! looked for then), with `Content-Encoding`. Every compressible file
+//! (text, scripts, JSON, XML, SVG) carries `Vary: Accept-Encoding`, sibling
+//! or not, so a cache never hands one client's variant to another. Fingerprinted files under
 //! `/assets/` and `/packs/` (`name-<8+ hex digits>.ext`, as Sprockets and
 //! Webpacker name them) are `Cache-Control: public, max-age=31536000,
 //! immutable`; the rest carry no Cache-Control, as nginx sends none.
@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use super::files::{self, OpenError, Opened};
+use super::files::{self, Beneath, OpenError, Opened};
 use crate::upstream::{error_response, ResponseBody};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -136,18 +136,15 @@ fn accepts(accept_encoding: &str, coding: &str) -> f32 {
     star.unwrap_or(0.0)
 }
 
-/// Which sibling to send: the acceptable one the client prefers most, br
-/// on a tie.
-fn pick_encoding(accept_encoding: Option<&str>, available: &[bool; 2]) -> Option<usize> {
-    let ae = accept_encoding?;
-    let mut best: Option<(usize, f32)> = None;
-    for (i, (coding, _)) in ENCODINGS.iter().enumerate() {
-        let q = accepts(ae, coding);
-        if available[i] && q > 0.0 && best.is_none_or(|(_, b)| q > b) {
-            best = Some((i, q));
-        }
-    }
-    best.map(|(i, _)| i)
+/// Indices into [`ENCODINGS`] the client accepts, preferred first (br on
+/// a tie).
+fn preferred(accept_encoding: &str) -> Vec<usize> {
+    let mut order: Vec<(usize, f32)> = (0..ENCODINGS.len())
+        .map(|i| (i, accepts(accept_encoding, ENCODINGS[i].0)))
+        .filter(|&(_, q)| q > 0.0)
+        .collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    order.into_iter().map(|(i, _)| i).collect()
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -158,8 +155,22 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Static file serving for one app.
 pub struct StaticFiles {
-    /// `APP_ROOT/public`, canonical; the only root files may resolve to.
-    roots: [PathBuf; 1],
+    /// `APP_ROOT/public`, canonical: files are opened beneath it.
+    public: Beneath,
+}
+
+/// Whether a type is worth compressing (so a sibling may exist and the
+/// response varies with Accept-Encoding): text, scripts, JSON, XML, SVG,
+/// WebAssembly, as Sprockets and Webpacker compress them.
+fn compressible(mime: &mime_guess::Mime) -> bool {
+    mime.type_() == mime_guess::mime::TEXT
+        || matches!(
+            mime.subtype().as_str(),
+            "javascript" | "json" | "xml" | "wasm"
+        )
+        || mime
+            .suffix()
+            .is_some_and(|s| s == mime_guess::mime::XML || s == mime_guess::mime::JSON)
 }
 
 impl StaticFiles {
@@ -167,12 +178,12 @@ impl StaticFiles {
     /// `public/` directory.
     pub fn new(app_root: &Path) -> Option<StaticFiles> {
         let public = app_root.join("public");
-        match public.canonicalize() {
-            Ok(root) if root.is_dir() => {
-                tracing::info!("serving static files from {}", root.display());
-                Some(StaticFiles { roots: [root] })
+        match public.canonicalize().and_then(Beneath::new) {
+            Ok(beneath) => {
+                tracing::info!("serving static files from {}", beneath.path().display());
+                Some(StaticFiles { public: beneath })
             }
-            _ => {
+            Err(_) => {
                 tracing::info!(
                     "no {} directory: every request goes to the app",
                     public.display()
@@ -211,31 +222,30 @@ impl StaticFiles {
     }
 
     /// `public/x`, `public/x.html`, `public/x/index.html`, in that order:
-    /// the first that is a regular file, none (the app's), or the status
-    /// refusing it.
+    /// the first that is a regular file (with its path relative to
+    /// `public/`), none (the app's), or the status refusing it.
     fn find(
         &self,
         raw: &str,
         rel: &Path,
         dir: bool,
     ) -> Result<Option<(PathBuf, Opened)>, StatusCode> {
-        let base = self.roots[0].join(rel);
         let mut candidates = Vec::with_capacity(3);
         if !dir {
-            candidates.push(base.clone());
-            candidates.push(with_suffix(&base, ".html"));
+            candidates.push(rel.to_path_buf());
+            candidates.push(with_suffix(rel, ".html"));
         }
-        candidates.push(base.join("index.html"));
+        candidates.push(rel.join("index.html"));
         for path in candidates {
-            match files::open_within(&path, &self.roots) {
+            match self.public.open(&path) {
                 Ok(opened) => return Ok(Some((path, opened))),
                 Err(OpenError::Missing | OpenError::Directory | OpenError::NotRegular) => {}
                 Err(OpenError::Outside(real)) => {
                     tracing::warn!(
-                        "static file {raw}: {} resolves to {}, outside {}: refused",
+                        "static file {raw}: {} leads outside {} ({}): refused",
                         path.display(),
-                        real.display(),
-                        self.roots[0].display()
+                        self.public.path().display(),
+                        real.display()
                     );
                     return Err(StatusCode::NOT_FOUND);
                 }
@@ -268,31 +278,30 @@ impl StaticFiles {
         if is_fingerprinted(raw) {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
         }
-        let mut opened = opened;
-        let mut suffix = "";
+        // Every compressible file varies with Accept-Encoding, sibling or
+        // not, so no cache keeps one client's answer for all; looking for
+        // siblings nobody asked for would cost two opens per request.
+        if compressible(&mime) {
+            headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
         // A file that is itself compressed has no siblings worth a look.
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if ext != "gz" && ext != "br" {
-            let mut siblings: [Option<Opened>; 2] = [None, None];
-            for (i, (_, sfx)) in ENCODINGS.iter().enumerate() {
-                siblings[i] = files::open_within(&with_suffix(path, sfx), &self.roots).ok();
-            }
-            let available = [siblings[0].is_some(), siblings[1].is_some()];
-            if available.iter().any(|&a| a) {
-                headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-            }
-            let ae = req
-                .headers
-                .get(header::ACCEPT_ENCODING)
-                .and_then(|v| v.to_str().ok());
-            if let Some(i) = pick_encoding(ae, &available) {
+        let ae = req
+            .headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        if let (Some(ae), false) = (ae, ext == "gz" || ext == "br") {
+            for i in preferred(ae) {
                 let (coding, sfx) = ENCODINGS[i];
-                opened = siblings[i].take().expect("available");
-                suffix = sfx;
-                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+                // A sibling that escapes public/ is only a missing one.
+                if let Ok(sibling) = self.public.open(&with_suffix(path, sfx)) {
+                    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+                    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+                    return files::respond(req, sibling, StatusCode::OK, headers, sfx);
+                }
             }
         }
-        files::respond(req, opened, StatusCode::OK, headers, suffix)
+        files::respond(req, opened, StatusCode::OK, headers, "")
     }
 }
 
@@ -382,17 +391,27 @@ mod tests {
     }
 
     #[test]
-    fn accept_encoding_picks_the_preferred_available_sibling() {
-        let both = [true, true];
-        assert_eq!(pick_encoding(Some("gzip, deflate, br"), &both), Some(0));
-        assert_eq!(pick_encoding(Some("gzip"), &both), Some(1));
-        assert_eq!(pick_encoding(Some("gzip"), &[true, false]), None);
-        assert_eq!(pick_encoding(Some("br;q=0, gzip"), &both), Some(1));
-        assert_eq!(pick_encoding(Some("br;q=0.5, gzip;q=0.8"), &both), Some(1));
-        assert_eq!(pick_encoding(Some("*"), &both), Some(0));
-        assert_eq!(pick_encoding(Some("*;q=0"), &both), None);
-        assert_eq!(pick_encoding(Some("identity"), &both), None);
-        assert_eq!(pick_encoding(None, &both), None);
+    fn accept_encoding_orders_the_siblings_to_try() {
+        assert_eq!(preferred("gzip, deflate, br"), [0, 1]);
+        assert_eq!(preferred("gzip"), [1]);
+        assert_eq!(preferred("br;q=0, gzip"), [1]);
+        assert_eq!(preferred("br;q=0.5, gzip;q=0.8"), [1, 0]);
+        assert_eq!(preferred("*"), [0, 1]);
+        assert_eq!(preferred("*;q=0"), Vec::<usize>::new());
+        assert_eq!(preferred("identity"), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn only_compressible_types_vary() {
+        let m = |p: &str| mime_guess::from_path(p).first_or_octet_stream();
+        for p in [
+            "a.css", "a.js", "a.html", "a.json", "a.svg", "a.txt", "a.xml",
+        ] {
+            assert!(compressible(&m(p)), "{p}");
+        }
+        for p in ["a.png", "a.jpg", "a.woff2", "a.gz", "a.bin"] {
+            assert!(!compressible(&m(p)), "{p}");
+        }
     }
 
     fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {

@@ -371,10 +371,14 @@ pub fn respond(
             headers.insert(header::ETAG, v);
         }
     }
+    // Ours, or the app's (parsed only when the request has a condition
+    // that needs it).
+    let mut ours = None;
     if !headers.contains_key(header::LAST_MODIFIED) {
         if let Ok(mtime) = file.meta.modified() {
             if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(mtime)) {
                 headers.insert(header::LAST_MODIFIED, v);
+                ours = Some(mtime);
             }
         }
     }
@@ -382,8 +386,10 @@ pub fn respond(
     let decision = match status {
         StatusCode::OK => {
             headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-            let last_modified = header_str(&headers, header::LAST_MODIFIED)
-                .and_then(|v| httpdate::parse_http_date(v).ok());
+            let last_modified = ours.or_else(|| {
+                header_str(&headers, header::LAST_MODIFIED)
+                    .and_then(|v| httpdate::parse_http_date(v).ok())
+            });
             decide(
                 &req.method,
                 &req.headers,

@@ -57,11 +57,10 @@ pub fn map_path(raw: &str) -> Mapped {
     if !raw.starts_with('/') {
         return Mapped::App;
     }
-    let lower = raw.to_ascii_lowercase();
-    if raw.contains('\\') || lower.contains("%5c") || lower.contains("%00") {
+    if raw.contains('\\') || has_escape(raw, b"5c") || has_escape(raw, b"00") {
         return Mapped::Refused;
     }
-    if lower.contains("%2f") {
+    if has_escape(raw, b"2f") {
         return Mapped::App;
     }
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
@@ -88,6 +87,14 @@ pub fn map_path(raw: &str) -> Mapped {
         true => Mapped::App,
         false => Mapped::File { rel, dir },
     }
+}
+
+/// Whether `raw` holds `%` followed by `hex` (two lowercase characters),
+/// in either case.
+fn has_escape(raw: &str, hex: &[u8; 2]) -> bool {
+    raw.as_bytes().windows(3).any(|w| {
+        w[0] == b'%' && w[1].to_ascii_lowercase() == hex[0] && w[2].to_ascii_lowercase() == hex[1]
+    })
 }
 
 /// Whether the URL names a fingerprinted asset: under `/assets/` or
@@ -230,13 +237,14 @@ impl StaticFiles {
         rel: &Path,
         dir: bool,
     ) -> Result<Option<(PathBuf, Opened)>, StatusCode> {
-        let mut candidates = Vec::with_capacity(3);
-        if !dir {
-            candidates.push(rel.to_path_buf());
-            candidates.push(with_suffix(rel, ".html"));
-        }
-        candidates.push(rel.join("index.html"));
-        for path in candidates {
+        for i in 0..3 {
+            // Built one at a time: the first usually answers.
+            let path = match i {
+                0 if !dir => rel.to_path_buf(),
+                1 if !dir => with_suffix(rel, ".html"),
+                2 => rel.join("index.html"),
+                _ => continue,
+            };
             match self.public.open(&path) {
                 Ok(opened) => return Ok(Some((path, opened))),
                 Err(OpenError::Missing | OpenError::Directory | OpenError::NotRegular) => {}
@@ -270,7 +278,7 @@ impl StaticFiles {
         path: &Path,
         opened: Opened,
     ) -> Response<ResponseBody> {
-        let mut headers = HeaderMap::new();
+        let mut headers = HeaderMap::with_capacity(12);
         let mime = mime_guess::from_path(path).first_or_octet_stream();
         if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
             headers.insert(header::CONTENT_TYPE, v);

@@ -64,6 +64,30 @@ pub struct Opened {
     pub real: PathBuf,
 }
 
+/// What a response's bytes come from.
+pub enum Source {
+    /// An open file: read when the response is built (small) or streamed.
+    File(Opened),
+    /// A small file's whole content, already in memory (static files keep
+    /// those, see `static_files.rs`), with the metadata it was read under.
+    Bytes { meta: Metadata, bytes: Bytes },
+}
+
+impl Source {
+    fn meta(&self) -> &Metadata {
+        match self {
+            Source::File(f) => &f.meta,
+            Source::Bytes { meta, .. } => meta,
+        }
+    }
+}
+
+impl From<Opened> for Source {
+    fn from(file: Opened) -> Source {
+        Source::File(file)
+    }
+}
+
 /// Why a path cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -85,7 +109,7 @@ pub enum OpenError {
     Io(io::Error),
 }
 
-fn open_error(e: io::Error) -> OpenError {
+pub fn open_error(e: io::Error) -> OpenError {
     match e.raw_os_error() {
         Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG | libc::ELOOP) => OpenError::Missing,
         Some(libc::EACCES | libc::EPERM) => OpenError::Forbidden,
@@ -360,14 +384,16 @@ fn strip_body_headers(headers: &mut HeaderMap) {
 /// apply only to a 200. Validators already in `headers` (an app's) win.
 pub fn respond(
     req: &http::request::Parts,
-    file: Opened,
+    file: impl Into<Source>,
     status: StatusCode,
     mut headers: HeaderMap,
     etag_suffix: &str,
 ) -> Response<ResponseBody> {
-    let len = file.meta.len();
+    let file = file.into();
+    let meta = file.meta();
+    let len = meta.len();
     if !headers.contains_key(header::ETAG) {
-        if let Ok(v) = HeaderValue::from_str(&etag(&file.meta, etag_suffix)) {
+        if let Ok(v) = HeaderValue::from_str(&etag(meta, etag_suffix)) {
             headers.insert(header::ETAG, v);
         }
     }
@@ -375,7 +401,7 @@ pub fn respond(
     // that needs it).
     let mut ours = None;
     if !headers.contains_key(header::LAST_MODIFIED) {
-        if let Ok(mtime) = file.meta.modified() {
+        if let Ok(mtime) = meta.modified() {
             if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(mtime)) {
                 headers.insert(header::LAST_MODIFIED, v);
                 ours = Some(mtime);
@@ -471,7 +497,17 @@ struct ReadError {
 
 /// The body for `len` bytes of `file` from `offset`: in memory when small,
 /// else streamed.
-fn body(file: Opened, offset: u64, len: u64) -> Result<ResponseBody, ReadError> {
+fn body(file: Source, offset: u64, len: u64) -> Result<ResponseBody, ReadError> {
+    let file = match file {
+        Source::Bytes { bytes, .. } => {
+            // `decide` keeps ranges within the length the metadata gave.
+            let (start, end) = (offset as usize, (offset + len) as usize);
+            return Ok(ResponseBody::bytes(
+                bytes.slice(start..end.min(bytes.len())),
+            ));
+        }
+        Source::File(file) => file,
+    };
     if len <= INLINE_MAX {
         let mut buf = vec![0; len as usize];
         file.file

@@ -229,6 +229,19 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 30)]
     pub header_timeout: u64,
 
+    /// Serve GET and HEAD requests for files in APP_ROOT/public from the
+    /// front end (with x.html and x/index.html for /x, precompressed .br/.gz
+    /// siblings, conditional and range requests), without asking a worker.
+    /// `false` sends every request to the app.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub static_files: bool,
+
+    /// X-Sendfile: the front end sends a file the app names in an
+    /// `X-Sendfile` response header only if it lies under this directory
+    /// (repeatable; default: the app root). Others get 500.
+    #[arg(long = "sendfile-root", value_name = "DIR")]
+    pub sendfile_roots: Vec<PathBuf>,
+
     /// A proxy that may tell the client's address, scheme and host
     /// (X-Forwarded-For/-Proto/-Host/-Port, X-Request-Start): a CIDR
     /// (10.0.0.0/8), an address, or `unix` for the Unix socket

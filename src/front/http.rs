@@ -1,6 +1,7 @@
-//! The per-request service: buffer the request body, hand the request to
-//! `upstream` (which encodes it for a worker and relays the answer), log
-//! and count the outcome.
+//! The per-request service: answer from `public/` what a static file
+//! answers, else buffer the request body, hand the request to `upstream`
+//! (which encodes it for a worker and relays the answer), send the file an
+//! `X-Sendfile` header names, log and count the outcome.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -16,6 +17,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 
 use super::body::{self, BodyError};
+use super::sendfile::Sendfile;
+use super::static_files::StaticFiles;
 use crate::pool::Pool;
 use crate::upstream::{
     self, error_response, Context, ExchangeOptions, Peer, Refused, ResponseBody, TrustedProxies,
@@ -39,6 +42,9 @@ pub struct Front {
     pub draining: std::sync::atomic::AtomicBool,
     /// Owner for spilled body files (`--user`).
     pub body_owner: Option<(u32, u32)>,
+    /// `None` with `--static-files false` or no `public/` directory.
+    pub static_files: Option<StaticFiles>,
+    pub sendfile: Sendfile,
 }
 
 /// Serves HTTP/1.1 on one accepted client connection, in its own task.
@@ -189,6 +195,23 @@ async fn proxy(
             "400 Bad Request: both Content-Length and Transfer-Encoding\n",
         )));
     }
+    let refused = |e: Refused| match e {
+        Refused::BadHost(_) => closing(error_response(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: an HTTP/1.1 request needs exactly one Host header\n",
+        )),
+        Refused::TooLarge(_) => error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 Request headers too large\n",
+        ),
+    };
+    if let Some(files) = &front.static_files {
+        // The same Host rules as for the app, before any file is looked at.
+        upstream::request::host(&parts).map_err(refused)?;
+        if let Some(response) = files.serve(&parts) {
+            return Ok(response);
+        }
+    }
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -231,17 +254,9 @@ async fn proxy(
         received,
         request_id,
     };
-    let req = upstream::request::encode(&parts, &ctx, buffered).map_err(|e| match e {
-        Refused::BadHost(_) => closing(error_response(
-            StatusCode::BAD_REQUEST,
-            "400 Bad Request: an HTTP/1.1 request needs exactly one Host header\n",
-        )),
-        Refused::TooLarge(_) => error_response(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "431 Request headers too large\n",
-        ),
-    })?;
-    upstream::forward(&front.pool, req, &front.exchange)
+    let req = upstream::request::encode(&parts, &ctx, buffered).map_err(refused)?;
+    let response = upstream::forward(&front.pool, req, &front.exchange)
         .await
-        .map_err(upstream::failure_response)
+        .map_err(upstream::failure_response)?;
+    Ok(front.sendfile.apply(&parts, response))
 }

@@ -12,13 +12,16 @@ mod admin;
 mod body;
 mod control;
 mod daemon;
+mod files;
 mod health;
 mod http;
 mod listeners;
 mod metrics_http;
 mod proxy_protocol;
 mod secure;
+mod sendfile;
 mod server;
+mod static_files;
 mod systemd;
 mod tls;
 

@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 
 use super::control::{self, Stop};
 use super::http::Front;
+use super::sendfile::Sendfile;
+use super::static_files::StaticFiles;
 use super::systemd::FromSystemd;
 use super::tls::Tls;
 use super::{admin, daemon, listeners, metrics_http};
@@ -249,6 +251,12 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     let inherited = std::mem::take(&mut setup.systemd.sockets);
     let notifier = setup.systemd.notifier.clone();
     let args = &setup.args;
+    // Before anything starts: a --sendfile-root that does not exist stops here.
+    let sendfile = Sendfile::new(&setup.app_root, &args.sendfile_roots)?;
+    let static_files = match args.static_files {
+        true => StaticFiles::new(&setup.app_root),
+        false => None,
+    };
     reaper::become_subreaper();
     let registry = instance::registry_dir(args.instance_registry_dir.as_deref());
     let instance = InstanceGuard(Instance::create(&registry)?);
@@ -291,6 +299,8 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
         header_timeout: Duration::from_secs(args.header_timeout),
         proxy_protocol: args.proxy_protocol,
         body_owner: setup.credentials,
+        static_files,
+        sendfile,
     });
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accepting: Vec<JoinHandle<()>> = Vec::new();

@@ -65,6 +65,9 @@ pub enum Refused {
     TooLarge(ProtocolError),
 }
 
+/// Tells the app that the front end sends files named in `X-Sendfile`.
+const X_SENDFILE_TYPE: &str = "x-sendfile-type";
+
 /// Splits a Host header value into name and port ("[::1]:80" included).
 /// A port is one or more digits, bracketed name or not.
 pub fn split_host(host: &str) -> (&str, Option<&str>) {
@@ -84,7 +87,7 @@ pub fn split_host(host: &str) -> (&str, Option<&str>) {
 
 /// The request's host, as the Rack env's SERVER_NAME/SERVER_PORT come from
 /// it: two Host lines, or an HTTP/1.1 request with none, are refused.
-fn host(parts: &http::request::Parts) -> Result<Option<&str>, Refused> {
+pub fn host(parts: &http::request::Parts) -> Result<Option<&str>, Refused> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {
@@ -207,6 +210,7 @@ pub fn encode(
             || name == header::CONTENT_LENGTH
             || name == "x-request-id"
             || (name == "x-request-start" && !keep_start)
+            || name.as_str() == X_SENDFILE_TYPE
         {
             continue;
         }
@@ -226,6 +230,11 @@ pub fn encode(
         };
         headers.push((name.as_str().as_bytes(), value));
     }
+    // The front end sends the files an app names in `X-Sendfile`
+    // (front/sendfile.rs); Rack::Sendfile reads this as HTTP_X_SENDFILE_TYPE.
+    // Whatever a client sent under that name is replaced: it must not pick
+    // another mechanism (X-Accel-Redirect with its path mapping).
+    headers.push((X_SENDFILE_TYPE.as_bytes(), Cow::Borrowed(b"X-Sendfile")));
     // The body is fully buffered, so its length is known even when the
     // client sent it chunked.
     let body_len = body.len().to_string();
@@ -466,6 +475,25 @@ mod tests {
             .iter()
             .any(|(k, v)| *k == b"content-length" && *v == b"3145728"));
         assert!(wire.body_file.is_some());
+    }
+
+    #[test]
+    fn the_app_is_told_about_x_sendfile_whatever_the_client_says() {
+        let p = parts(
+            &[("host", "h"), ("x-sendfile-type", "X-Accel-Redirect")],
+            Version::HTTP_11,
+            "/",
+        );
+        let wire = encode(&p, &ctx(peer(), false), Buffered::Memory(Bytes::new())).unwrap();
+        let frames = frames(&wire.wire);
+        let head = RequestHead::decode(&frames[0].1).unwrap();
+        let values: Vec<_> = head
+            .headers
+            .iter()
+            .filter(|(k, _)| *k == b"x-sendfile-type")
+            .map(|(_, v)| v.to_vec())
+            .collect();
+        assert_eq!(values, [b"X-Sendfile".to_vec()]);
     }
 
     #[test]

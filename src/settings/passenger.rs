@@ -81,7 +81,10 @@ pub const KEYS: &[(&str, Mapping)] = &[
         "direct_instance_request_address",
         Unsupported("workers are reached only through rustrack"),
     ),
-    ("static_files_dir", To("static_files")),
+    (
+        "static_files_dir",
+        Unsupported("rustrack serves APP_ROOT/public (--static-files true|false)"),
+    ),
     (
         "restart_dir",
         Unsupported("rustrack watches APP_ROOT/tmp/restart.txt"),

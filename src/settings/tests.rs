@@ -450,9 +450,10 @@ fn passenger_values_are_translated() {
     let (entries, warnings) = translate(json!({"ssl": true, "ssl_port": 3443})).unwrap();
     assert_eq!(entries.len(), 2);
     assert!(warnings.is_empty());
+    // An option whose rustrack counterpart the binary lacks is reported.
     let none = |_: &str| false;
     let (entries, warnings) = super::passenger::translate(
-        serde_json::from_value(json!({"static_files_dir": "public"})).unwrap(),
+        serde_json::from_value(json!({"ssl_port": 3443})).unwrap(),
         path,
         &none,
     )
@@ -460,6 +461,11 @@ fn passenger_values_are_translated() {
     assert!(entries.is_empty());
     assert_eq!(
         warnings,
-        vec!["/app/Passengerfile.json: \"static_files_dir\" (rustrack's static_files) is not supported by this rustrack yet; ignored"]
+        vec!["/app/Passengerfile.json: \"ssl_port\" (rustrack's ssl_port) is not supported by this rustrack yet; ignored"]
     );
+    // Passenger's static_files_dir has no counterpart: rustrack serves public/.
+    let (entries, warnings) = translate(json!({"static_files_dir": "public"})).unwrap();
+    assert!(entries.is_empty());
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("static_files_dir"), "{warnings:?}");
 }

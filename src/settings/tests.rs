@@ -461,7 +461,9 @@ fn passenger_values_are_translated() {
     assert!(entries.is_empty());
     assert_eq!(
         warnings,
-        vec!["/app/Passengerfile.json: \"ssl_port\" (rustrack's ssl_port) is not supported by this rustrack yet; ignored"]
+        vec![
+            "/app/Passengerfile.json: \"ssl_port\" is not supported by this rustrack yet; ignored"
+        ]
     );
     // Passenger's static_files_dir has no counterpart: rustrack serves public/.
     let (entries, warnings) = translate(json!({"static_files_dir": "public"})).unwrap();

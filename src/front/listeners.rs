@@ -122,23 +122,27 @@ pub fn adopt(sockets: Vec<(OwnedFd, String)>) -> Result<Adopted> {
     Ok(adopted)
 }
 
-pub async fn accept_tcp(listener: TcpListener, front: Arc<Front>, graceful: Arc<GracefulShutdown>) {
+/// The next TCP connection and the peer it is from. Accept errors (EMFILE
+/// above all) are logged and retried after a pause rather than spun on.
+async fn next_tcp(listener: &TcpListener, tls: bool) -> (tokio::net::TcpStream, Peer) {
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(c) => c,
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(remote);
+                return (stream, Peer::Tcp { remote, local, tls });
+            }
             Err(e) => {
                 tracing::warn!("accept: {e}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(remote);
-        let peer = Peer::Tcp {
-            remote,
-            local,
-            tls: false,
-        };
+        }
+    }
+}
+
+pub async fn accept_tcp(listener: TcpListener, front: Arc<Front>, graceful: Arc<GracefulShutdown>) {
+    loop {
+        let (stream, peer) = next_tcp(&listener, false).await;
         if !front.proxy_protocol {
             serve_connection(TokioIo::new(stream), peer, &front, &graceful);
             continue;
@@ -178,21 +182,7 @@ pub async fn accept_tls(
     graceful: Arc<GracefulShutdown>,
 ) {
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(remote);
-        let peer = Peer::Tcp {
-            remote,
-            local,
-            tls: true,
-        };
+        let (stream, peer) = next_tcp(&listener, true).await;
         if !front.proxy_protocol {
             secure::serve(stream, peer, &front, &tls, &graceful);
             continue;

@@ -57,6 +57,16 @@ pub struct StartArgs {
     #[arg(default_value = ".")]
     pub app_root: PathBuf,
 
+    /// Serve several apps from this instance, as Passenger's application
+    /// groups (repeatable): ROUTE=APP_ROOT, where ROUTE is `default`, a
+    /// host (shop.example.com), a wildcard (*.example.com), a path prefix
+    /// (/blog: the app sees SCRIPT_NAME=/blog) or both
+    /// (example.com/blog); or a JSON object with options of the app's own
+    /// (docs/multi-app.md). Relative roots are relative to APP_ROOT, which
+    /// is then served only if named. The apps share --max-pool-size.
+    #[arg(long = "app", value_name = "ROUTE=APP_ROOT", value_parser = crate::apps::decl::parse)]
+    pub apps: Vec<crate::apps::decl::AppDecl>,
+
     /// Settings file (JSON); default: APP_ROOT/rustrack.json, else
     /// APP_ROOT/Passengerfile.json.
     #[arg(long, value_name = "PATH")]

@@ -14,6 +14,7 @@
 //! command line `cli` defines.
 //! See docs/architecture.md.
 
+pub mod apps;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -23,16 +23,25 @@ fn main() {
         Command::Status(args) => client::status::run(args),
         Command::Memory(args) => client::memory::run(args),
         Command::Compare(args) => client::compare::run(args),
-        Command::Restart(c) => client::run_command(&c, AdminRequest::Restart),
+        Command::Restart(c) => client::run_command(
+            &c,
+            AdminRequest::Restart {
+                app: c.app_root.canonicalize().ok(),
+            },
+        ),
         Command::Stop(args) => client::run_command(
             &args.client,
             AdminRequest::Stop {
                 graceful: args.graceful,
             },
         ),
-        Command::Scale(args) => {
-            client::run_command(&args.client, AdminRequest::Scale { delta: args.delta })
-        }
+        Command::Scale(args) => client::run_command(
+            &args.client,
+            AdminRequest::Scale {
+                delta: args.delta,
+                app: args.client.app_root.canonicalize().ok(),
+            },
+        ),
         Command::Preloader(args) => {
             spec(&args.spec).and_then(|s| rustrack::rack::run_preloader(&s))
         }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::listeners::ACCEPT_BACKOFF;
 use super::systemd::Notifier;
 use super::tls::Tls;
-use crate::pool::Pool;
+use crate::apps::Apps;
 use crate::report::AdminRequest;
 
 /// How long a client may take to send its request line.
@@ -42,7 +42,7 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 
 pub async fn serve(
     listener: UnixListener,
-    pool: Arc<Pool>,
+    apps: Arc<Apps>,
     tls: Option<Arc<Tls>>,
     control: mpsc::UnboundedSender<Control>,
     notifier: Arc<Notifier>,
@@ -56,19 +56,19 @@ pub async fn serve(
                 continue;
             }
         };
-        let pool = pool.clone();
+        let apps = apps.clone();
         let tls = tls.clone();
         let control = control.clone();
         let notifier = notifier.clone();
         tokio::spawn(
-            async move { answer(stream, &pool, tls.as_deref(), &control, &notifier).await },
+            async move { answer(stream, &apps, tls.as_deref(), &control, &notifier).await },
         );
     }
 }
 
 async fn answer(
     stream: UnixStream,
-    pool: &Arc<Pool>,
+    apps: &Arc<Apps>,
     tls: Option<&Tls>,
     control: &mpsc::UnboundedSender<Control>,
     notifier: &Arc<Notifier>,
@@ -83,7 +83,7 @@ async fn answer(
     }
     let response = match serde_json::from_str::<AdminRequest>(&line) {
         Ok(AdminRequest::Status) => {
-            let mut value = serde_json::to_value(pool.status()).unwrap_or_default();
+            let mut value = serde_json::to_value(apps.status()).unwrap_or_default();
             if let (Some(tls), Some(map)) = (tls, value.as_object_mut()) {
                 map.insert(
                     "tls".into(),
@@ -93,15 +93,15 @@ async fn answer(
             value
         }
         Ok(AdminRequest::Memory) => {
-            serde_json::to_value(pool.memory_report().await).unwrap_or_default()
+            serde_json::to_value(apps.memory_report().await).unwrap_or_default()
         }
-        Ok(AdminRequest::Restart) => {
+        Ok(AdminRequest::Restart { app }) => {
             // A rolling restart also picks up renewed certificates; a bad
             // one is logged and shown by `status`, and the restart goes on.
             if let Some(tls) = tls {
                 tls.reload("restart");
             }
-            match notifier.restart(pool).await {
+            match notifier.restart(apps, app.as_deref()).await {
                 Ok(()) => {
                     json!({ "message": "rolling restart started: new workers replace old ones one by one" })
                 }
@@ -110,10 +110,10 @@ async fn answer(
                 }
             }
         }
-        Ok(AdminRequest::Scale { delta }) => {
-            let desired = pool.scale(delta);
-            json!({ "message": format!("desired process count: {desired}") })
-        }
+        Ok(AdminRequest::Scale { delta, app }) => match apps.scale(delta, app.as_deref()) {
+            Ok(desired) => json!({ "message": format!("desired process count: {desired}") }),
+            Err(e) => json!({ "error": format!("{e:#}") }),
+        },
         Ok(AdminRequest::Stop { graceful }) => {
             let _ = control.send(Control::Stop { graceful });
             json!({ "message": if graceful { "stopping gracefully" } else { "stopping" } })

@@ -1,7 +1,8 @@
 //! The health check (`--health-check-path`), answered by the front end
 //! without Ruby: 200 while a worker is ready and the instance is not
 //! draining, 503 otherwise (booting, draining, crash loop), with a small
-//! JSON body saying why. It is not an app request: not counted in the
+//! JSON body saying why. An instance serving several apps answers 200
+//! until it drains: its apps start on demand. It is not an app request: not counted in the
 //! metrics, and in the access log only at debug level, so a load
 //! balancer's probe every second does not flood the log.
 
@@ -18,10 +19,15 @@ pub fn answer<B>(front: &Front, req: &Request<B>) -> Option<Response<ResponseBod
     if req.uri().path() != path || !matches!(*req.method(), Method::GET | Method::HEAD) {
         return None;
     }
-    let health = front.pool.health();
+    let health = front.apps.health();
     let draining = front.draining.load(Ordering::SeqCst);
+    // With several apps, each starts on its first request: none running is
+    // not "starting", and one app in trouble must not take the others out.
+    let several = front.apps.several();
     let (status, state) = if draining {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if several {
+        (StatusCode::OK, "ok")
     } else if health.crash_loop {
         (StatusCode::SERVICE_UNAVAILABLE, "crash loop")
     } else if health.ready == 0 {

@@ -1,7 +1,9 @@
-//! The per-request service: answer from `public/` what a static file
-//! answers, else buffer the request body, hand the request to `upstream`
-//! (which encodes it for a worker and relays the answer), send the file an
-//! `X-Sendfile` header names, log and count the outcome.
+//! The per-request service: find the app the request is for (by host and
+//! path prefix, when the instance serves several), answer from its
+//! `public/` what a static file answers, else buffer the request body,
+//! hand the request to `upstream` (which encodes it for one of the app's
+//! workers and relays the answer), send the file an `X-Sendfile` header
+//! names, log and count the outcome.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -19,14 +21,32 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use super::body::{self, BodyError};
 use super::sendfile::Sendfile;
 use super::static_files::StaticFiles;
+use crate::apps::routes::Routes;
+use crate::apps::Apps;
+use crate::metrics::AppMetrics;
 use crate::pool::Pool;
 use crate::upstream::{
     self, error_response, Context, ExchangeOptions, Peer, Refused, ResponseBody, TrustedProxies,
 };
 
-pub struct Front {
+/// What the front end keeps for one app.
+pub struct Site {
     pub pool: Arc<Pool>,
     pub exchange: Arc<ExchangeOptions>,
+    /// `None` with `--static-files false` or no `public/` directory.
+    pub static_files: Option<StaticFiles>,
+    pub sendfile: Sendfile,
+    /// Owner for spilled body files (the app's `--user`).
+    pub body_owner: Option<(u32, u32)>,
+}
+
+pub struct Front {
+    pub apps: Arc<Apps>,
+    /// Index-aligned with `apps.groups()` and `routes`.
+    pub sites: Vec<Site>,
+    pub routes: Routes,
+    /// With several apps: where requests no app takes are counted.
+    pub unrouted: Option<AppMetrics>,
     pub max_body_size: u64,
     pub body_buffer_size: usize,
     pub body_dir: PathBuf,
@@ -40,11 +60,6 @@ pub struct Front {
     pub health_path: Option<String>,
     /// Set on a graceful stop: the health check answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
-    /// Owner for spilled body files (`--user`).
-    pub body_owner: Option<(u32, u32)>,
-    /// `None` with `--static-files false` or no `public/` directory.
-    pub static_files: Option<StaticFiles>,
-    pub sendfile: Sendfile,
 }
 
 /// Serves HTTP/1.1 on one accepted client connection, in its own task.
@@ -145,7 +160,7 @@ pub(super) async fn handle(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let id = request_id(&front, &req);
-    let mut response = match proxy(&front, peer, req, received, &id).await {
+    let (mut response, app) = match proxy(&front, peer, req, received, &id).await {
         Ok(r) | Err(r) => r,
     };
     if !response.headers().contains_key("x-request-id") {
@@ -153,13 +168,24 @@ pub(super) async fn handle(
             response.headers_mut().insert("x-request-id", v);
         }
     }
-    front
-        .pool
-        .metrics
-        .observe_request(response.status().as_u16(), start.elapsed().as_secs_f64());
+    let counted = match app {
+        Some(i) => Some(&front.sites[i].pool.metrics),
+        None => front.unrouted.as_ref(),
+    };
+    if let Some(metrics) = counted {
+        metrics.observe_request(response.status().as_u16(), start.elapsed().as_secs_f64());
+    }
+    // With several apps, each line names the app that answered.
+    let app_name = match (front.apps.several(), app) {
+        (true, Some(i)) => front.sites[i].pool.app_name(),
+        (true, None) => "-",
+        (false, _) => "",
+    };
     tracing::info!(
         target: "rustrack::access",
-        "{} {} {} {:.2}ms id={}",
+        "{}{}{} {} {} {:.2}ms id={}",
+        app_name,
+        if app_name.is_empty() { "" } else { " " },
         method,
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         response.status().as_u16(),
@@ -177,23 +203,27 @@ fn closing(mut r: Response<ResponseBody>) -> Response<ResponseBody> {
     r
 }
 
+/// A response, and the app (its index) that the request went to, if any.
+type Answer = (Response<ResponseBody>, Option<usize>);
+
 async fn proxy(
     front: &Front,
     peer: Peer,
     req: Request<Incoming>,
     received: SystemTime,
     request_id: &str,
-) -> Result<Response<ResponseBody>, Response<ResponseBody>> {
+) -> Result<Answer, Answer> {
     let (parts, body) = req.into_parts();
+    let unrouted = |r| (r, None);
     // Both framings at once is how request smuggling starts: a proxy in
     // front may have used the other one. Refuse, and close the connection.
     if parts.headers.contains_key(header::TRANSFER_ENCODING)
         && parts.headers.contains_key(header::CONTENT_LENGTH)
     {
-        return Err(closing(error_response(
+        return Err(unrouted(closing(error_response(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: both Content-Length and Transfer-Encoding\n",
-        )));
+        ))));
     }
     let refused = |e: Refused| match e {
         Refused::BadHost(_) => closing(error_response(
@@ -205,11 +235,22 @@ async fn proxy(
             "431 Request headers too large\n",
         ),
     };
-    if let Some(files) = &front.static_files {
-        // The same Host rules as for the app, before any file is looked at.
-        upstream::request::host(&parts).map_err(refused)?;
-        if let Some(response) = files.serve(&parts) {
-            return Ok(response);
+    // The same Host rules as for the app, before an app or file is chosen.
+    let host = upstream::request::host(&parts).map_err(|e| unrouted(refused(e)))?;
+    let host_name = host.map(|h| upstream::request::split_host(h).0);
+    let Some(matched) = front.routes.find(host_name, parts.uri.path()) else {
+        return Err(unrouted(error_response(
+            StatusCode::NOT_FOUND,
+            "404 Not Found: no app is served here for this host and path\n",
+        )));
+    };
+    let app = matched.app;
+    let site = &front.sites[app];
+    let routed = |r| (r, Some(app));
+    if let Some(files) = &site.static_files {
+        let within = &parts.uri.path()[matched.script_name.len()..];
+        if let Some(response) = files.serve_within(&parts, within) {
+            return Ok(routed(response));
         }
     }
     let declared = parts
@@ -218,45 +259,48 @@ async fn proxy(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > front.max_body_size) {
-        return Err(error_response(
+        return Err(routed(error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "413 Request body too large\n",
-        ));
+        )));
     }
     let buffered = body::buffer(
         body,
         front.max_body_size,
         front.body_buffer_size,
         &front.body_dir,
-        front.body_owner,
+        site.body_owner,
     )
     .await
-    .map_err(|e| match e {
-        BodyError::TooLarge(_) => error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "413 Request body too large\n",
-        ),
-        BodyError::Client(_) => closing(error_response(
-            StatusCode::BAD_REQUEST,
-            "400 Bad request body\n",
-        )),
-        BodyError::Io(e) => {
-            tracing::error!("buffering a request body: {e}");
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "500 Could not buffer the request body\n",
-            )
-        }
+    .map_err(|e| {
+        routed(match e {
+            BodyError::TooLarge(_) => error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 Request body too large\n",
+            ),
+            BodyError::Client(_) => closing(error_response(
+                StatusCode::BAD_REQUEST,
+                "400 Bad request body\n",
+            )),
+            BodyError::Io(e) => {
+                tracing::error!("buffering a request body: {e}");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "500 Could not buffer the request body\n",
+                )
+            }
+        })
     })?;
     let ctx = Context {
         peer,
         trusted: &front.trusted,
         received,
         request_id,
+        script_name: matched.script_name,
     };
-    let req = upstream::request::encode(&parts, &ctx, buffered).map_err(refused)?;
-    let response = upstream::forward(&front.pool, req, &front.exchange)
+    let req = upstream::request::encode(&parts, &ctx, buffered).map_err(|e| routed(refused(e)))?;
+    let response = upstream::forward(&site.pool, req, &site.exchange)
         .await
-        .map_err(upstream::failure_response)?;
-    Ok(front.sendfile.apply(&parts, response))
+        .map_err(|f| routed(upstream::failure_response(f)))?;
+    Ok(routed(site.sendfile.apply(&parts, response)))
 }

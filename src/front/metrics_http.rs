@@ -20,10 +20,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::listeners::ACCEPT_BACKOFF;
-use crate::pool::Pool;
+use crate::apps::Apps;
 use crate::upstream::{error_response, ResponseBody};
 
-pub async fn serve(listener: TcpListener, pool: Arc<Pool>) {
+pub async fn serve(listener: TcpListener, apps: Arc<Apps>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -33,10 +33,10 @@ pub async fn serve(listener: TcpListener, pool: Arc<Pool>) {
                 continue;
             }
         };
-        let pool = pool.clone();
+        let apps = apps.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let pool = pool.clone();
-            async move { Ok::<_, Infallible>(respond(&pool, &req)) }
+            let apps = apps.clone();
+            async move { Ok::<_, Infallible>(respond(&apps, &req)) }
         });
         tokio::spawn(async move {
             let _ = http1::Builder::new()
@@ -56,17 +56,17 @@ struct LiveStatus {
     recent: crate::recent::RecentSummary,
 }
 
-fn respond(pool: &Arc<Pool>, req: &Request<Incoming>) -> Response<ResponseBody> {
+fn respond(apps: &Arc<Apps>, req: &Request<Incoming>) -> Response<ResponseBody> {
     let (body, content_type): (ResponseBody, &'static str) = match req.uri().path() {
         "/metrics" => (
-            ResponseBody::bytes(pool.metrics.render(&pool.status())),
+            ResponseBody::bytes(apps.metrics_text()),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         "/status" | "/status/" => (ResponseBody::text(STATUS_PAGE), "text/html; charset=utf-8"),
         "/status.json" => {
             let live = LiveStatus {
-                status: pool.status(),
-                recent: pool.metrics.recent.summary(),
+                status: apps.status(),
+                recent: apps.recent(),
             };
             (
                 ResponseBody::bytes(serde_json::to_vec(&live).unwrap_or_default()),

@@ -37,23 +37,21 @@ pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
         .app_root
         .canonicalize()
         .with_context(|| format!("app root {} does not exist", args.app_root.display()))?;
-    let rackup = app_root.join("config.ru");
-    if !rackup.is_file() {
-        bail!(
-            "no config.ru in {}: rustrack serves Rack apps",
-            app_root.display()
-        );
-    }
+    let apps = crate::apps::decl::plan(&args)?;
     if args.max_pool_size == 0 {
         bail!("--max-pool-size must be at least 1");
     }
-    if !args.refork_after.is_empty() && args.spawn_method != crate::config::SpawnMethod::Smart {
+    if !args.refork_after.is_empty()
+        && apps
+            .iter()
+            .any(|a| a.spawn_method != crate::config::SpawnMethod::Smart)
+    {
         bail!("--refork-after needs smart spawning (workers fork from a template)");
     }
     if args.refork_after.contains(&0) {
         bail!("--refork-after thresholds must be at least 1 request");
     }
-    if args.min_instances > args.max_pool_size {
+    if args.apps.is_empty() && args.min_instances > args.max_pool_size {
         bail!(
             "--min-instances ({}) exceeds --max-pool-size ({})",
             args.min_instances,
@@ -62,10 +60,15 @@ pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
     }
     let trusted = server::trusted_proxies(&args)?;
     let tls = load_tls(&args)?;
-    let credentials = match &args.user {
-        Some(user) => Some(daemon::credentials(user, args.group.as_deref())?),
-        None => None,
-    };
+    let credentials = apps
+        .iter()
+        .map(|app| match &app.user {
+            Some(user) => daemon::credentials(user, args.group.as_deref())
+                .map(Some)
+                .with_context(|| format!("app {}", app.name)),
+            None => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
     // Before any thread exists (it edits the environment) and before
     // daemonizing (LISTEN_PID names this process).
     let systemd = systemd::FromSystemd::take_from_env()?;
@@ -123,7 +126,7 @@ pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
     runtime.block_on(server::serve(server::Setup {
         args,
         app_root,
-        rackup,
+        apps,
         credentials,
         log_file,
         ready_pipe,

@@ -17,17 +17,21 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::control::{self, Stop};
-use super::http::Front;
+use super::http::{Front, Site};
 use super::sendfile::Sendfile;
 use super::static_files::StaticFiles;
 use super::systemd::FromSystemd;
 use super::tls::Tls;
 use super::{admin, daemon, listeners, metrics_http};
+use crate::apps::routes::Routes;
+use crate::apps::{AppPlan, Apps, Group};
 use crate::cli::StartArgs;
 use crate::config::{ruby_lib_dir, AppSpec, SpawnMethod};
 use crate::instance::{self, Instance, InstanceInfo};
 use crate::metrics::Metrics;
+use crate::pool::capacity::Capacity;
 use crate::pool::machine::Config;
+use crate::pool::processes::Processes;
 use crate::pool::spawner::Launcher;
 use crate::pool::{reaper, Pool, PoolOptions, PoolSetup, Readiness};
 use crate::upstream::{ExchangeOptions, TrustedProxies};
@@ -35,9 +39,12 @@ use crate::upstream::{ExchangeOptions, TrustedProxies};
 /// What `run` worked out before the runtime started.
 pub struct Setup {
     pub args: StartArgs,
+    /// The instance's APP_ROOT, canonical.
     pub app_root: PathBuf,
-    pub rackup: PathBuf,
-    pub credentials: Option<(u32, u32)>,
+    /// The apps served: APP_ROOT alone, or the `--app` list.
+    pub apps: Vec<AppPlan>,
+    /// Each app's `--user`, resolved (index-aligned with `apps`).
+    pub credentials: Vec<Option<(u32, u32)>>,
     pub log_file: Option<PathBuf>,
     pub ready_pipe: Option<OwnedFd>,
     pub trusted: TrustedProxies,
@@ -65,7 +72,8 @@ struct Listeners {
     /// The `--socket` file this instance created and removes at exit (an
     /// inherited socket's file is systemd's).
     socket_path: Option<PathBuf>,
-    workers: UnixListener,
+    /// One per app.
+    workers: Vec<UnixListener>,
     admin: UnixListener,
     metrics: Option<TcpListener>,
 }
@@ -77,6 +85,7 @@ impl Listeners {
     async fn bind(
         args: &StartArgs,
         dir: &Instance,
+        apps: usize,
         inherited: Vec<(OwnedFd, String)>,
     ) -> Result<Listeners> {
         let adopted = listeners::adopt(inherited)?;
@@ -120,7 +129,9 @@ impl Listeners {
             tls,
             unix,
             socket_path,
-            workers: UnixListener::bind(dir.worker_socket())
+            workers: (0..apps)
+                .map(|i| UnixListener::bind(dir.worker_socket(i)))
+                .collect::<std::io::Result<_>>()
                 .context("binding the worker socket")?,
             admin: admin::bind(&dir.admin_socket())?,
             metrics,
@@ -173,21 +184,21 @@ fn secs(n: u64) -> Option<Duration> {
     (n > 0).then(|| Duration::from_secs(n))
 }
 
-fn pool_options(args: &StartArgs) -> PoolOptions {
+fn pool_options(args: &StartArgs, app: &AppPlan) -> PoolOptions {
     let mut machine = Config::new(
-        args.min_instances,
-        args.max_pool_size,
+        app.min_instances,
+        app.max_instances,
         args.max_request_queue_size,
     );
     machine.max_queue_time = secs(args.max_request_queue_time);
     machine.pool_idle_time = secs(args.pool_idle_time);
-    machine.max_preloader_idle_time = match args.spawn_method {
+    machine.max_preloader_idle_time = match app.spawn_method {
         SpawnMethod::Smart => secs(args.max_preloader_idle_time),
         SpawnMethod::Direct => None,
     };
     machine.max_requests = (args.max_requests > 0).then_some(args.max_requests);
     machine.max_requests_jitter = args.max_requests_jitter;
-    machine.memory_limit = (args.memory_limit > 0).then_some(args.memory_limit << 20);
+    machine.memory_limit = (app.memory_limit > 0).then_some(app.memory_limit << 20);
     machine.start_timeout = secs(args.start_timeout);
     machine.refork_after = args.refork_after.clone();
     PoolOptions {
@@ -207,42 +218,38 @@ pub fn trusted_proxies(args: &StartArgs) -> Result<TrustedProxies> {
     TrustedProxies::parse(&args.trusted_proxies).map_err(|e| anyhow::anyhow!(e))
 }
 
-fn exchange_options(args: &StartArgs, dir: &Instance) -> ExchangeOptions {
+fn exchange_options(args: &StartArgs, app: &AppPlan, dir: &Instance) -> ExchangeOptions {
     let mb = |n: u64| (n > 0).then_some(n << 20);
     ExchangeOptions {
         timeout: secs(args.worker_timeout),
         response_buffer: args.response_buffer_size,
         spool_dir: dir.body_dir(),
-        memory_limit: mb(args.memory_limit),
+        memory_limit: mb(app.memory_limit),
         memory_limit_hard: mb(args.memory_limit_hard),
     }
 }
 
-fn launcher(setup: &Setup, dir: &Instance) -> Result<Launcher> {
+fn launcher(setup: &Setup, i: usize, dir: &Instance) -> Result<Launcher> {
     let args = &setup.args;
+    let app = &setup.apps[i];
     let spec = AppSpec {
-        app_name: AppSpec::app_name_of(&setup.app_root),
-        app_root: setup.app_root.clone(),
-        rackup: setup.rackup.clone(),
-        worker_socket: dir.worker_socket(),
+        app_name: app.name.clone(),
+        app_root: app.root.clone(),
+        rackup: app.rackup.clone(),
+        worker_socket: dir.worker_socket(i),
         ruby_lib: ruby_lib_dir(),
         preload_gc: args.preload.preload_gc,
         preload_hugepages: args.preload.preload_hugepages,
         log_file: setup.log_file.clone(),
         strict_fork: args.strict_fork,
         passenger_compat: args.passenger_compat,
-        credentials: setup.credentials,
+        credentials: setup.credentials[i],
     };
-    let mut app_env: Vec<(String, String)> = ["RACK_ENV", "RAILS_ENV", "APP_ENV"]
-        .iter()
-        .map(|k| (k.to_string(), args.environment.clone()))
-        .collect();
-    app_env.extend(args.envvars.iter().cloned());
     Ok(Launcher {
-        method: args.spawn_method,
+        method: app.spawn_method,
         spec,
         exe: std::env::current_exe().context("locating the rustrack executable")?,
-        app_env,
+        app_env: app.app_env(),
         start_timeout: Duration::from_secs(args.start_timeout),
     })
 }
@@ -251,44 +258,58 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     let inherited = std::mem::take(&mut setup.systemd.sockets);
     let notifier = setup.systemd.notifier.clone();
     let args = &setup.args;
+    let several = setup.apps.len() > 1;
+    let routes = Routes::new(setup.apps.iter().map(|a| a.route.clone()).collect())
+        .map_err(anyhow::Error::msg)?;
     // Before anything starts: a --sendfile-root that does not exist stops here.
-    let sendfile = Sendfile::new(&setup.app_root, &args.sendfile_roots)?;
-    let static_files = match args.static_files {
-        true => StaticFiles::new(&setup.app_root),
-        false => None,
-    };
+    let mut sendfiles = Vec::new();
+    for app in &setup.apps {
+        sendfiles.push(Sendfile::new(&app.root, &args.sendfile_roots)?);
+    }
     reaper::become_subreaper();
     let registry = instance::registry_dir(args.instance_registry_dir.as_deref());
     let instance = InstanceGuard(Instance::create(&registry)?);
     let dir = &instance.0;
-    let mut listeners = Listeners::bind(args, dir, inherited).await?;
-    if let Some((uid, gid)) = setup.credentials {
-        daemon::grant(&[&dir.dir, &dir.worker_socket(), &dir.body_dir()], uid, gid)?;
-    }
+    let mut listeners = Listeners::bind(args, dir, setup.apps.len(), inherited).await?;
+    grant_access(dir, &setup.credentials)?;
 
-    let pool = Pool::start(
-        PoolSetup {
-            options: pool_options(args),
-            launcher: launcher(&setup, dir)?,
-            metrics: Arc::new(Metrics::new()),
-        },
-        listeners.workers,
-    );
+    let apps = start_apps(&setup, dir, std::mem::take(&mut listeners.workers))?;
     notifier.starting();
     if let Some(period) = setup.systemd.watchdog {
-        notifier.spawn_watchdog(&pool, period);
+        notifier.spawn_watchdog(&apps, period);
     }
-    if let Err(code) = first_worker(&pool, Duration::from_secs(args.start_timeout)).await {
-        return Ok(code);
+    if !several {
+        let pool = &apps.groups()[0].pool;
+        if let Err(code) = first_worker(pool, Duration::from_secs(args.start_timeout)).await {
+            return Ok(code);
+        }
     }
     if let Err(e) = bind_shared(args, &mut listeners.tcp, &mut listeners.tls).await {
-        pool.shutdown(Duration::ZERO).await;
+        apps.shutdown(Duration::ZERO).await;
         return Err(e);
     }
 
+    let sites = apps
+        .groups()
+        .iter()
+        .zip(sendfiles)
+        .enumerate()
+        .map(|(i, (g, sendfile))| Site {
+            pool: g.pool.clone(),
+            exchange: Arc::new(exchange_options(args, &g.plan, dir)),
+            static_files: match args.static_files {
+                true => StaticFiles::new(&g.plan.root),
+                false => None,
+            },
+            sendfile,
+            body_owner: setup.credentials[i],
+        })
+        .collect();
     let front = Arc::new(Front {
-        pool: pool.clone(),
-        exchange: Arc::new(exchange_options(args, dir)),
+        apps: apps.clone(),
+        sites,
+        routes,
+        unrouted: several.then(|| apps.groups()[0].pool.metrics.registry().app(Some("-"))),
         max_body_size: args.max_body_size,
         body_buffer_size: args.body_buffer_size,
         body_dir: dir.body_dir(),
@@ -298,9 +319,6 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
         draining: std::sync::atomic::AtomicBool::new(false),
         header_timeout: Duration::from_secs(args.header_timeout),
         proxy_protocol: args.proxy_protocol,
-        body_owner: setup.credentials,
-        static_files,
-        sendfile,
     });
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accepting: Vec<JoinHandle<()>> = Vec::new();
@@ -325,12 +343,12 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     let url = urls.first().cloned();
     if let Some(listener) = listeners.metrics {
         tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-        tokio::spawn(metrics_http::serve(listener, pool.clone()));
+        tokio::spawn(metrics_http::serve(listener, apps.clone()));
     }
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let admin_task = tokio::spawn(admin::serve(
         listeners.admin,
-        pool.clone(),
+        apps.clone(),
         setup.tls.clone(),
         control_tx,
         notifier.clone(),
@@ -338,13 +356,17 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     dir.write_info(&InstanceInfo {
         pid: std::process::id(),
         app_root: setup.app_root.clone(),
-        spawn_method: args.spawn_method.as_str().to_string(),
+        spawn_method: apps.status().spawn_method,
         url: url.clone(),
         socket: unix_paths.first().cloned(),
         started_at: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        apps: match several {
+            true => apps.groups().iter().map(|g| g.plan.root.clone()).collect(),
+            false => Vec::new(),
+        },
     })?;
     let pid_file = match &args.pid_file {
         Some(path) => Some(daemon::PidFile::write(path)?),
@@ -354,8 +376,8 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     if let Some(pipe) = setup.ready_pipe {
         daemon::report_ready(pipe);
     }
-    notifier.ready(&pool);
-    notifier.spawn_status(&pool);
+    notifier.ready(&apps);
+    notifier.spawn_status(&apps);
 
     let leftovers = Leftovers {
         dir: dir.dir.clone(),
@@ -363,8 +385,7 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
         pid_file: args.pid_file.clone(),
     };
     let stop = control::run(
-        &pool,
-        &setup.app_root,
+        &apps,
         setup.log_file.as_deref(),
         setup.tls.as_deref(),
         control_rx,
@@ -373,14 +394,14 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     .await?;
     notifier.stopping();
     if let Stop::Now = stop {
-        stop_now(&pool, &leftovers, 0);
+        stop_now(&apps, &leftovers, 0);
     }
     // A second INT during the graceful stop kills everything now.
-    let hard_stop_pool = pool.clone();
+    let hard_stop_apps = apps.clone();
     tokio::spawn(async move {
         control::second_interrupt().await;
         tracing::warn!("second SIGINT: stopping at once");
-        stop_now(&hard_stop_pool, &leftovers, 130);
+        stop_now(&hard_stop_apps, &leftovers, 130);
     });
 
     drain(&front, Duration::from_secs(args.shutdown_delay)).await;
@@ -393,11 +414,69 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     }
     finish_connections(graceful, shutdown_timeout).await;
     let left = shutdown_timeout.saturating_sub(started.elapsed());
-    pool.shutdown(left).await;
+    apps.shutdown(left).await;
     admin_task.abort();
     drop(pid_file);
     tracing::info!("stopped");
     Ok(0)
+}
+
+/// Starts a pool per app: one process table and reaper for all, and with
+/// several apps one process limit they share.
+fn start_apps(setup: &Setup, dir: &Instance, workers: Vec<UnixListener>) -> Result<Arc<Apps>> {
+    let args = &setup.args;
+    let several = setup.apps.len() > 1;
+    let metrics = Arc::new(Metrics::new());
+    let table = Processes::new();
+    tokio::spawn(reaper::run(table.clone()));
+    let capacity = several.then(|| Capacity::new(args.max_pool_size));
+    let mut groups = Vec::new();
+    for (i, (plan, listener)) in setup.apps.iter().zip(workers).enumerate() {
+        let pool = Pool::start(
+            PoolSetup {
+                options: pool_options(args, plan),
+                launcher: launcher(setup, i, dir)?,
+                metrics: metrics.app(several.then_some(plan.name.as_str())),
+                processes: table.group(i as u32),
+                share: capacity.as_ref().map(|c| c.join()),
+            },
+            listener,
+        );
+        groups.push(Group {
+            plan: plan.clone(),
+            pool,
+        });
+    }
+    if let Some(capacity) = &capacity {
+        capacity.start_arbiter();
+    }
+    Ok(Arc::new(Apps::new(
+        groups,
+        capacity,
+        metrics,
+        setup.app_root.clone(),
+    )))
+}
+
+/// Lets each app's unprivileged workers (`--user`) reach their own worker
+/// socket and the spilled bodies handed to them (each file owned by the
+/// app's user); the directories are traversable, not listable, and the
+/// admin socket stays the front end's, mode 0600.
+fn grant_access(dir: &Instance, credentials: &[Option<(u32, u32)>]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if credentials.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    for path in [&dir.dir, &dir.body_dir()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("chmod {}", path.display()))?;
+    }
+    for (i, creds) in credentials.iter().enumerate() {
+        if let Some((uid, gid)) = creds {
+            daemon::grant(&[&dir.worker_socket(i)], *uid, *gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the pool's first worker; on failure, stops what started and
@@ -422,13 +501,34 @@ async fn first_worker(pool: &Arc<Pool>, start_timeout: Duration) -> Result<(), i
 }
 
 fn announce(setup: &Setup, dir: &Instance, urls: &[String], unix_paths: &[PathBuf]) {
-    tracing::info!(
-        instance = %dir.dir.display(),
-        "rustrack {} serving {} ({} spawning)",
-        env!("CARGO_PKG_VERSION"),
-        setup.app_root.display(),
-        setup.args.spawn_method.as_str()
-    );
+    if let [app] = setup.apps.as_slice() {
+        tracing::info!(
+            instance = %dir.dir.display(),
+            "rustrack {} serving {} ({} spawning)",
+            env!("CARGO_PKG_VERSION"),
+            app.root.display(),
+            app.spawn_method.as_str()
+        );
+    } else {
+        tracing::info!(
+            instance = %dir.dir.display(),
+            "rustrack {} serving {} apps sharing {} processes; each starts on its first request",
+            env!("CARGO_PKG_VERSION"),
+            setup.apps.len(),
+            setup.args.max_pool_size
+        );
+        for app in &setup.apps {
+            tracing::info!(
+                "  {} → {} ({}, {} spawning, {}..{} processes)",
+                app.route,
+                app.root.display(),
+                app.name,
+                app.spawn_method.as_str(),
+                app.min_instances,
+                app.max_instances
+            );
+        }
+    }
     for url in urls {
         tracing::info!("listening on {url}");
     }
@@ -489,10 +589,10 @@ struct Leftovers {
 }
 
 /// Kills every process of the instance, removes its files and exits.
-fn stop_now(pool: &Arc<Pool>, leftovers: &Leftovers, code: i32) -> ! {
-    pool.kill_all();
+fn stop_now(apps: &Arc<Apps>, leftovers: &Leftovers, code: i32) -> ! {
+    apps.kill_all();
     std::thread::sleep(Duration::from_millis(100));
-    pool.reap_now();
+    apps.reap_now();
     let _ = std::fs::remove_dir_all(&leftovers.dir);
     for path in [&leftovers.socket, &leftovers.pid_file]
         .into_iter()

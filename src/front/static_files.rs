@@ -290,11 +290,21 @@ impl StaticFiles {
 
     /// The response for a request a file answers, or `None` to give it to
     /// the app.
+    #[cfg(test)]
     pub fn serve(&self, req: &http::request::Parts) -> Option<Response<ResponseBody>> {
+        self.serve_within(req, req.uri.path())
+    }
+
+    /// As `serve`, for an app mounted under a prefix: `raw` is the path
+    /// below it (the whole path for an app that serves the whole site).
+    pub fn serve_within(
+        &self,
+        req: &http::request::Parts,
+        raw: &str,
+    ) -> Option<Response<ResponseBody>> {
         if req.method != Method::GET && req.method != Method::HEAD {
             return None;
         }
-        let raw = req.uri.path();
         let (rel, dir) = match map_path(raw) {
             Mapped::App => return None,
             Mapped::Refused => {

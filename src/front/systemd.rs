@@ -22,6 +22,7 @@
 use std::fmt::Write as _;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +31,7 @@ use anyhow::{Context, Result};
 use sd_notify::NotifyState;
 use tokio::time::MissedTickBehavior;
 
-use crate::pool::Pool;
+use crate::apps::Apps;
 use crate::report::{StatusReport, WorkerState};
 
 /// Every variable of both protocols: removed from our environment so
@@ -158,13 +159,13 @@ impl Notifier {
     }
 
     /// READY=1: the first worker serves and the listeners accept.
-    pub fn ready(&self, pool: &Arc<Pool>) {
+    pub fn ready(&self, apps: &Arc<Apps>) {
         // A restart that ends during a stop must not look like a return
         // to service.
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let status = self.describe(&pool.status());
+        let status = self.describe(&apps.status());
         self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
         *self.last_status.lock().unwrap() = status;
     }
@@ -182,10 +183,10 @@ impl Notifier {
     /// framed by RELOADING=1 and READY=1; returns when `Pool::restart`
     /// does (the new code loaded, or failed to). READY=1 goes out once the
     /// last old worker is replaced, or at once when the code failed to load
-    /// (the old workers serve on).
-    pub async fn restart(self: &Arc<Self>, pool: &Arc<Pool>) -> Result<()> {
+    /// (the old workers serve on). `app`: one app of several, else all.
+    pub async fn restart(self: &Arc<Self>, apps: &Arc<Apps>, app: Option<&Path>) -> Result<()> {
         if !self.enabled() {
-            return pool.restart().await;
+            return apps.restart(app).await;
         }
         self.reloads.fetch_add(1, Ordering::SeqCst);
         // MONOTONIC_USEC: systemd 253's Type=notify-reload wants it with
@@ -197,28 +198,28 @@ impl Notifier {
         ];
         states.extend(now);
         self.send(&states);
-        let result = pool.restart().await;
+        let result = apps.restart(app).await;
         let loaded = result.is_ok();
         let notifier = self.clone();
-        let pool = pool.clone();
+        let apps = apps.clone();
         tokio::spawn(async move {
-            while loaded && pool.status().restarting {
+            while loaded && apps.restarting() {
                 tokio::time::sleep(RELOAD_POLL).await;
             }
             if notifier.reloads.fetch_sub(1, Ordering::SeqCst) == 1 {
-                notifier.ready(&pool);
+                notifier.ready(&apps);
             }
         });
         result
     }
 
     /// Keeps STATUS= current: recomputed every second, sent on change.
-    pub fn spawn_status(self: &Arc<Self>, pool: &Arc<Pool>) {
+    pub fn spawn_status(self: &Arc<Self>, apps: &Arc<Apps>) {
         if !self.enabled() {
             return;
         }
         let notifier = self.clone();
-        let pool = pool.clone();
+        let apps = apps.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(STATUS_INTERVAL);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -227,7 +228,7 @@ impl Notifier {
                 if notifier.stopping.load(Ordering::SeqCst) {
                     return;
                 }
-                let status = notifier.describe(&pool.status());
+                let status = notifier.describe(&apps.status());
                 let mut last = notifier.last_status.lock().unwrap();
                 if *last != status {
                     notifier.send(&[NotifyState::Status(&status)]);
@@ -240,21 +241,21 @@ impl Notifier {
     /// WATCHDOG=1 every half period, from the event loop and only after
     /// the pool answered: if either is stuck, the pings stop and systemd
     /// (WatchdogSec=) kills and restarts the service.
-    pub fn spawn_watchdog(self: &Arc<Self>, pool: &Arc<Pool>, period: Duration) {
+    pub fn spawn_watchdog(self: &Arc<Self>, apps: &Arc<Apps>, period: Duration) {
         if !self.enabled() {
             return;
         }
         let notifier = self.clone();
-        let pool = pool.clone();
+        let apps = apps.clone();
         tracing::info!("systemd watchdog: pinging every {:?}", period / 2);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period / 2);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                // Takes the pool's lock: a pool wedged holding it never
+                // Takes every pool's lock: a pool wedged holding it never
                 // gets past this line.
-                let _ = pool.status();
+                let _ = apps.status();
                 notifier.send(&[NotifyState::Watchdog]);
             }
         });

@@ -319,7 +319,7 @@ impl Machine {
             && self.count(SlotState::Idle) == 0
             && self.count(SlotState::Spawning) == 0
             && self.workers.len() < self.cfg.max_pool_size
-            && !self.retry_at.is_some_and(|t| now < t)
+            && self.retry_at.is_none_or(|t| now >= t)
     }
 
     /// When the worker an eviction would stop was last used: the idle

@@ -226,9 +226,17 @@ fn json_given(arg: &Arg, value: &Value, base: Option<&Path>) -> Result<Option<Gi
         Value::Bool(b) if is_flag(arg) => Given::Flag(*b),
         Value::String(s) if is_flag(arg) => Given::Flag(parse_bool(s)?),
         _ if is_flag(arg) => bail!("expected true or false, got {value}"),
-        Value::Array(items) if is_list(arg) => {
-            Given::Values(items.iter().map(scalar).collect::<Result<_>>()?)
-        }
+        // An object in a list is a value of its own (an `--app` with its
+        // options), passed on as JSON.
+        Value::Array(items) if is_list(arg) => Given::Values(
+            items
+                .iter()
+                .map(|item| match item {
+                    Value::Object(_) => Ok(item.to_string()),
+                    _ => scalar(item),
+                })
+                .collect::<Result<_>>()?,
+        ),
         Value::Object(map) if is_list(arg) => Given::Values(
             map.iter()
                 .map(|(k, v)| Ok(format!("{k}={}", scalar(v)?)))

@@ -120,6 +120,9 @@ pub struct Context<'a> {
     pub received: SystemTime,
     /// The client's `X-Request-Id`, or one made up for this request.
     pub request_id: &'a str,
+    /// The path prefix the app is mounted under ("" for the whole site):
+    /// the app sees it as `SCRIPT_NAME`, and the rest as `PATH_INFO`.
+    pub script_name: &'a str,
 }
 
 /// The first value of a header, as text.
@@ -249,7 +252,8 @@ pub fn encode(
     let head = RequestHead {
         method: parts.method.as_str().as_bytes(),
         target: target.as_bytes(),
-        path: parts.uri.path().as_bytes(),
+        script_name: ctx.script_name.as_bytes(),
+        path: &parts.uri.path().as_bytes()[ctx.script_name.len()..],
         query: parts.uri.query().unwrap_or("").as_bytes(),
         protocol: match parts.version {
             Version::HTTP_10 => b"HTTP/1.0",
@@ -328,6 +332,7 @@ mod tests {
             trusted: if trust { &LAN } else { &NOBODY },
             received: UNIX_EPOCH + std::time::Duration::from_micros(1_500_000),
             request_id: "req-1",
+            script_name: "",
         }
     }
 

@@ -28,17 +28,46 @@ type Labels = Vec<(&'static str, String)>;
 
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
+/// A series that has no labels of its own: one series with one app, one
+/// per app (by the `app` label) with several. (An empty label set would
+/// print as `name{}`.)
+enum Single<M, F> {
+    One(M),
+    PerApp(F),
+}
+
+impl<M: Clone> Single<M, Family<Labels, M>>
+where
+    M: prometheus_client::metrics::TypedMetric + Default,
+{
+    fn for_app(&self, base: &Labels) -> M {
+        match self {
+            Single::One(m) => m.clone(),
+            Single::PerApp(f) => f.get_or_create(base).clone(),
+        }
+    }
+}
+
+impl Single<Histogram, HistogramFamily> {
+    fn histogram_for(&self, base: &Labels) -> Histogram {
+        match self {
+            Single::One(m) => m.clone(),
+            Single::PerApp(f) => f.get_or_create(base).clone(),
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
-    request_duration: HistogramFamily,
-    queue_wait: HistogramFamily,
+    request_duration: Single<Histogram, HistogramFamily>,
+    queue_wait: Single<Histogram, HistogramFamily>,
     spawns: Family<Labels, Counter>,
     spawn_duration: HistogramFamily,
-    queue_length: Family<Labels, Gauge>,
+    queue_length: Single<Gauge, Family<Labels, Gauge>>,
     processes: Family<Labels, Gauge>,
     restarts: Family<Labels, Counter>,
-    reforks: Family<Labels, Counter>,
+    reforks: Single<Counter, Family<Labels, Counter>>,
     template: Family<Labels, Gauge>,
     worker_pss: Family<Labels, Gauge<u64, AtomicU64>>,
     worker_private_dirty: Family<Labels, Gauge<u64, AtomicU64>>,
@@ -55,14 +84,61 @@ fn histograms() -> HistogramFamily {
     Family::new_with_constructor(latency_histogram as fn() -> Histogram)
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+/// Registers a series without labels of its own (see [`Single`]).
+fn single<M>(
+    registry: &mut Registry,
+    several: bool,
+    name: &str,
+    help: &str,
+) -> Single<M, Family<Labels, M>>
+where
+    M: prometheus_client::encoding::EncodeMetric
+        + prometheus_client::metrics::TypedMetric
+        + Default
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    match several {
+        true => {
+            let f = Family::<Labels, M>::default();
+            registry.register(name, help, f.clone());
+            Single::PerApp(f)
+        }
+        false => {
+            let m = M::default();
+            registry.register(name, help, m.clone());
+            Single::One(m)
+        }
+    }
+}
+
+fn single_histogram(
+    registry: &mut Registry,
+    several: bool,
+    name: &str,
+    help: &str,
+) -> Single<Histogram, HistogramFamily> {
+    match several {
+        true => {
+            let f = histograms();
+            registry.register(name, help, f.clone());
+            Single::PerApp(f)
+        }
+        false => {
+            let m = latency_histogram();
+            registry.register(name, help, m.clone());
+            Single::One(m)
+        }
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// `several`: the instance serves several apps, and every series
+    /// carries an `app` label.
+    pub fn new(several: bool) -> Self {
         let mut registry = Registry::with_prefix("rustrack");
         let requests = Family::default();
         registry.register(
@@ -70,17 +146,17 @@ impl Metrics {
             "HTTP requests answered, by status class",
             requests.clone(),
         );
-        let request_duration = histograms();
-        registry.register(
+        let request_duration = single_histogram(
+            &mut registry,
+            several,
             "request_duration_seconds",
             "Time from the request's head to the response's head",
-            request_duration.clone(),
         );
-        let queue_wait = histograms();
-        registry.register(
+        let queue_wait = single_histogram(
+            &mut registry,
+            several,
             "queue_wait_seconds",
             "Time requests waited for a worker",
-            queue_wait.clone(),
         );
         let spawns = Family::default();
         registry.register("spawns", "Workers started, by spawn method", spawns.clone());
@@ -90,11 +166,11 @@ impl Metrics {
             "Time from a spawn decision to the worker being ready",
             spawn_duration.clone(),
         );
-        let queue_length = Family::default();
-        registry.register(
+        let queue_length = single(
+            &mut registry,
+            several,
             "queue_length",
             "Requests waiting for a worker",
-            queue_length.clone(),
         );
         let processes = Family::default();
         registry.register("processes", "Worker processes, by state", processes.clone());
@@ -104,11 +180,11 @@ impl Metrics {
             "Workers stopped or lost, by reason",
             restarts.clone(),
         );
-        let reforks = Family::default();
-        registry.register(
+        let reforks = single(
+            &mut registry,
+            several,
             "reforks",
             "Workers promoted to be the template new workers fork from",
-            reforks.clone(),
         );
         let template = Family::default();
         registry.register(
@@ -159,9 +235,10 @@ impl Metrics {
             .map(|class| self.requests.get_or_create(&with("class", class)).clone());
         AppMetrics {
             classes,
-            request_duration: self.request_duration.get_or_create(&base).clone(),
-            queue_wait: self.queue_wait.get_or_create(&base).clone(),
-            reforks: self.reforks.get_or_create(&base).clone(),
+            request_duration: self.request_duration.histogram_for(&base),
+            queue_wait: self.queue_wait.histogram_for(&base),
+            reforks: self.reforks.for_app(&base),
+            queue_length: self.queue_length.for_app(&base),
             base,
             all: self.clone(),
         }
@@ -193,12 +270,13 @@ pub struct AppMetrics {
     request_duration: Histogram,
     pub queue_wait: Histogram,
     reforks: Counter,
+    queue_length: Gauge,
 }
 
 impl AppMetrics {
     /// A handle on a registry of its own, for tests.
     pub fn standalone() -> AppMetrics {
-        Arc::new(Metrics::new()).app(None)
+        Arc::new(Metrics::new(false)).app(None)
     }
 
     pub fn registry(&self) -> &Arc<Metrics> {
@@ -246,9 +324,7 @@ impl AppMetrics {
 
     fn set_gauges(&self, status: &StatusReport) {
         let all = &self.all;
-        all.queue_length
-            .get_or_create(&self.base)
-            .set(status.requests_in_queue as i64);
+        self.queue_length.set(status.requests_in_queue as i64);
         for state in WorkerState::ALL {
             let n = status.workers.iter().filter(|w| w.state == state).count();
             all.processes

@@ -426,7 +426,7 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
 fn start_apps(setup: &Setup, dir: &Instance, workers: Vec<UnixListener>) -> Result<Arc<Apps>> {
     let args = &setup.args;
     let several = setup.apps.len() > 1;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(several));
     let table = Processes::new();
     tokio::spawn(reaper::run(table.clone()));
     let capacity = several.then(|| Capacity::new(args.max_pool_size));

@@ -111,6 +111,29 @@ fn command_line_beats_environment_beats_file_beats_default() {
 }
 
 #[test]
+fn apps_are_listed_in_the_file_as_strings_or_objects() {
+    let dir = app(&[(
+        "rustrack.json",
+        r#"{"apps": ["shop.test=shop", {"route": "/blog", "root": "blog",
+            "environment": "production", "min_instances": 1}]}"#,
+    )]);
+    let (args, resolved) = start(dir.path(), &[], &[]);
+    assert_eq!(args.apps.len(), 2);
+    assert_eq!(args.apps[0].route, "shop.test");
+    assert_eq!(args.apps[1].route, "/blog");
+    assert_eq!(args.apps[1].environment.as_deref(), Some("production"));
+    assert_eq!(args.apps[1].min_instances, Some(1));
+    assert!(resolved.warnings.is_empty(), "{:?}", resolved.warnings);
+    // A mistake inside an app's object names the file and the key.
+    let dir = app(&[(
+        "rustrack.json",
+        r#"{"apps": [{"route": "/blog", "root": "blog", "min_instance": 1}]}"#,
+    )]);
+    let err = settings_error(parse(&["start", dir.path().to_str().unwrap()], &[]));
+    assert!(err.contains("rustrack.json") && err.contains("min_instance"), "{err}");
+}
+
+#[test]
 fn lists_objects_and_booleans_from_the_file() {
     let dir = app(&[(
         "rustrack.json",

@@ -130,7 +130,10 @@ fn apps_are_listed_in_the_file_as_strings_or_objects() {
         r#"{"apps": [{"route": "/blog", "root": "blog", "min_instance": 1}]}"#,
     )]);
     let err = settings_error(parse(&["start", dir.path().to_str().unwrap()], &[]));
-    assert!(err.contains("rustrack.json") && err.contains("min_instance"), "{err}");
+    assert!(
+        err.contains("rustrack.json") && err.contains("min_instance"),
+        "{err}"
+    );
 }
 
 #[test]

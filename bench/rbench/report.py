@@ -22,6 +22,7 @@ import json
 import statistics
 from pathlib import Path
 
+from . import multiapp
 from .paths import README, RESULTS
 
 
@@ -89,6 +90,8 @@ def summarize(runs: list) -> dict:
             if rs and "slow" in rs[0]:
                 entry["slow_connected"] = mean([r["slow"]["connected_before_fast_stream"] for r in rs])
                 entry["slow_responses"] = mean([r["slow"]["sender_responses"] + r["slow"]["reader_responses"] for r in rs])
+            if rs and "phases" in rs[0]:
+                entry.update(multiapp.summarize(rs))
             labels[label] = entry
     return s
 
@@ -246,6 +249,9 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
               f"{', '.join(format(x, '.1f') for x in e.get('scaleup_samples', []))} | "
               f"{fmt(ratio(e.get('scaleup_median_ms'), base), '.1f')} | {loads(rs)} |")
         w("")
+
+    if "multiapp" in s:
+        L.extend(multiapp.markdown(runs, s["multiapp"]))
 
     w("## targets (issue 7)\n")
     w("| target | measured | met |")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import procs
+from . import multiapp, procs
 from .load import SlowClients, fixed_requests, wrk
 from .log import log
 from .servers import Server, Spec
@@ -331,6 +331,8 @@ SCENARIO_PACKAGES: dict[str, tuple[str, ...]] = {
     "download": ("wrk",), "slow": ("wrk",), "memory": (), "spawn": ("ruby-rails",),
     "static": ("wrk",),
 }
+SCENARIOS["multiapp"], SCENARIO_SPECS["multiapp"], SCENARIO_PACKAGES["multiapp"] = (  # bench/rbench/multiapp.py
+    multiapp.scenario, multiapp.SPECS, multiapp.PACKAGES)
 
 
 def servers_used(scenarios: list[str], servers: list[str]) -> list[str]:

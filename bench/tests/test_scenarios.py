@@ -29,7 +29,7 @@ class Order(unittest.TestCase):
 
     def test_scenario_names(self):
         self.assertEqual(list(scenarios.SCENARIOS),
-                         ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static"])
+                         ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static", "multiapp"])
         self.assertEqual(set(scenarios.SCENARIO_SPECS), set(scenarios.SCENARIOS))
         self.assertEqual(set(scenarios.SCENARIO_PACKAGES), set(scenarios.SCENARIOS))
         self.assertEqual(PEERS, ["rustrack", "passenger", "puma", "unicorn", "nginx"])

@@ -17,6 +17,10 @@ class Publishes(unittest.TestCase):
         self.assertTrue(cli.publishes(False, ALL, PEERS))
         self.assertTrue(cli.publishes(False, list(reversed(ALL)), list(reversed(PEERS))))
 
+    def test_realmem_is_not_needed_to_publish(self):
+        self.assertTrue(cli.publishes(False, ALL + ["realmem"], PEERS))
+        self.assertFalse(cli.publishes(False, ["realmem"], PEERS))
+
     def test_partial_runs(self):
         self.assertFalse(cli.publishes(True, ALL, PEERS))
         self.assertFalse(cli.publishes(False, ALL[:-1], PEERS))

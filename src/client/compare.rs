@@ -1084,21 +1084,28 @@ fn series_section(out: &mut String, runs: &[&RunResult], y: f64) -> f64 {
             esc(&r.config),
             list.join(" ")
         );
-        for (x, y) in &points {
+        for (sample, (x, y)) in r.series.iter().zip(&points) {
+            // Hollow while a rollout runs (processes the report omits).
+            let fill = if sample.unlisted > 0 { "white" } else { color };
             let _ = writeln!(
                 out,
-                "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{color}\"/>"
+                "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{fill}\" stroke=\"{color}\"><title>{} requests: {:.0} MB in {} processes</title></circle>",
+                sample.requests,
+                sample.total_pss as f64 / MB,
+                sample.processes
             );
         }
-        // A triangle above the first sample after each refork.
+        // A dashed line at the first sample after each refork.
         for pair in r.series.windows(2).zip(points.iter().skip(1)) {
-            let ([a, b], (x, y)) = pair else { continue };
+            let ([a, b], (x, _)) = pair else { continue };
             if b.reforks > a.reforks {
                 let _ = writeln!(
                     out,
-                    "<path d=\"M{:.1},{:.1} l-6,-10 h12 z\" fill=\"{color}\"><title>refork {}</title></path>",
-                    x,
-                    y - 6.0,
+                    "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"{color}\" stroke-dasharray=\"4,3\"><title>refork {}</title></line>\
+                     <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\" font-size=\"11\">refork {}</text>",
+                    b.reforks,
+                    x + 3.0,
+                    top + 10.0,
                     b.reforks
                 );
             }
@@ -1118,11 +1125,12 @@ fn series_section(out: &mut String, runs: &[&RunResult], y: f64) -> f64 {
     if runs.iter().any(|r| r.reforks > 0) {
         let _ = writeln!(
             out,
-            "<path d=\"M{},{} l-6,-10 h12 z\" fill=\"#1864ab\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">a refork: a worker became the mold and its children replace the others (the rollout briefly adds processes)</text>",
-            PLOT_LEFT + 6.0,
-            ly + 2.0,
-            PLOT_LEFT + 18.0,
-            ly
+            "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#1864ab\" stroke-dasharray=\"4,3\"/><text x=\"{}\" y=\"{ly}\" font-size=\"12\">a refork: a worker became the mold and its fresh children replaced the others (hollow: the rollout still running)</text>",
+            PLOT_LEFT,
+            ly - 4.0,
+            PLOT_LEFT + 14.0,
+            ly - 4.0,
+            PLOT_LEFT + 20.0,
         );
         ly += 18.0;
     }
@@ -1535,6 +1543,7 @@ mod tests {
         }
         // One refork marker, the app path escaped, axis titles with units.
         assert_eq!(out.matches("<title>refork 1</title>").count(), 1);
+        assert_eq!(out.matches(">refork 1</text>").count(), 1);
         assert!(out.contains("/apps/a&amp;b") && !out.contains("a&b"));
         assert!(out.contains("total PSS (MB)"));
         assert!(out.contains("requests served"));

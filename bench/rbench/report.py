@@ -105,8 +105,9 @@ def summarize_realmem(rs: list) -> dict:
     spawns = [x for r in rs for x in r.get("mold_spawn_ms") or []]
     out = {
         "mix_rps": mean([r["mix"]["rps"] for r in rs]),
+        "mix_cpu_ms_per_req": mean([r["mix"].get("server_cpu_ms_per_req") for r in rs]),
         "mix_errors": sum(status_errors(r) for r in rs),
-        "template_pss": mean([r.get("template_pss") for r in rs]),
+        "template_pss": mean([r.get("template_pss") or None for r in rs]),
         "worker_dirty_mean": mean([statistics.fmean(d) for d in dirty]),
         "worker_dirty_max": mean([max(d) for d in dirty]),
         "reforks": mean([r.get("reforks") for r in rs]),
@@ -326,8 +327,8 @@ def realmem_tables(meta: dict, s: dict, runs: list, w) -> None:
     w(f"## realmem (fixtures/rails-large in production, {workers} workers, {requests} requests over "
       "the page mix of pages.txt)\n")
     w("| server | total PSS MB | ÷ direct | worker Private_Dirty MB, mean / largest | template PSS MB | "
-      "req/s over the mix | ÷ smart | errors | reforks | spawn from a mold, median ms (samples) | load |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+      "req/s over the mix | ÷ smart | server CPU ms/req | errors | reforks | spawn from a mold, median ms (samples) | load |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     direct = rm.get("rustrack direct", {}).get("app_pss")
     smart = rm.get("rustrack smart", {}).get("mix_rps")
     mb = lambda x, spec=".0f": fmt(x and x / 2**20, spec)
@@ -339,7 +340,7 @@ def realmem_tables(meta: dict, s: dict, runs: list, w) -> None:
         w(f"| {label} | {mb(e.get('app_pss'))} | {fmt(ratio(e.get('app_pss'), direct), '.2f')} | "
           f"{mb(e.get('worker_dirty_mean'), '.1f')} / {mb(e.get('worker_dirty_max'), '.1f')} | "
           f"{mb(e.get('template_pss'))} | {fmt(e.get('mix_rps'), '.1f')} | {fmt(ratio(e.get('mix_rps'), smart), '.2f')} | "
-          f"{errors} | {fmt(e.get('reforks'), '.1f')} | {spawn} | {loads(rs)} |")
+          f"{fmt(e.get('mix_cpu_ms_per_req'), '.0f')} | {errors} | {fmt(e.get('reforks'), '.1f')} | {spawn} | {loads(rs)} |")
     w("")
     steps = next((e["series"] for e in rm.values() if e.get("series")), None)
     if steps:

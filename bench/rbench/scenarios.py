@@ -363,7 +363,8 @@ def memory_figures(processes: list[dict]) -> dict:
         "total_private_dirty": sum(p["private_dirty"] for p in processes),
         "app_pss": sum(p["pss"] for p in app),
         "app_private_dirty": sum(p["private_dirty"] for p in app),
-        "template_pss": sum(p["pss"] for p in app if p["role"] == "master"),
+        # None without one (direct spawning).
+        "template_pss": sum(p["pss"] for p in app if p["role"] == "master") or None,
         "worker_count": len(workers),
         "worker_private_dirty": [p["private_dirty"] for p in workers],
     }
@@ -391,7 +392,12 @@ def scenario_realmem(ctx: Ctx) -> None:
             series.append({"requests": done, "app_pss": memory_figures(realmem_processes(srv))["app_pss"]})
 
         sample(0)
+        # CPU time of the server's processes over the mix (the samples'
+        # /proc reads are the harness's own): steadier than req/s on a
+        # machine shared with other work.
+        cpu0 = procs.tree_cpu_ticks()
         mix = mix_requests(srv.port, pages, total, 2 * workers, mix_steps(total, ctx.realmem_steps), sample)
+        mix["server_cpu_ms_per_req"] = (procs.tree_cpu_ticks() - cpu0) / procs.CLK_TCK * 1000 / total
         # A refork may still be rolling out: let it finish (at most 2 min).
         settle_deadline = time.monotonic() + 120
         while not srv.adapter.settled(srv) and time.monotonic() < settle_deadline:

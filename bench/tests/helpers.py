@@ -56,10 +56,10 @@ def realmem_run(label: str, rnd: int, app_pss_mb: float, worker_dirty_mb: list[f
     steps = [0, 500, 1000, 1500, 2000]
     r.update({"app_pss": app_pss_mb * mb, "total_pss": (app_pss_mb + 10) * mb,
               "app_private_dirty": sum(worker_dirty_mb) * mb, "total_private_dirty": sum(worker_dirty_mb) * mb,
-              "template_pss": template_mb * mb, "worker_count": len(worker_dirty_mb),
+              "template_pss": template_mb * mb if template_mb else None, "worker_count": len(worker_dirty_mb),
               "worker_private_dirty": [d * mb for d in worker_dirty_mb], "settled": True,
               "mix": {"requests": 2000, "seconds": 2000 / rps, "rps": rps, "errors": 0,
-                      "statuses": statuses or {200: 2000}},
+                      "statuses": statuses or {200: 2000}, "server_cpu_ms_per_req": 2000 / rps},
               "series": [{"requests": n, "app_pss": v * mb} for n, v in zip(steps, series_mb or [])]})
     if reforks is not None:
         r.update({"reforks": reforks, "template": "mold" if reforks else "preloader"})

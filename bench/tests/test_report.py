@@ -343,7 +343,8 @@ def realmem_runs(refork_pss: float = 240, refork_dirty: float = 28, refork_rps: 
                  mold_ms: list | None = None) -> list:
     """One round of realmem: direct, smart, smart + refork, Puma, Unicorn."""
     return [
-        realmem_run(DI, 0, 500, [120, 121, 122, 125], 10.0, reforks=0, series_mb=[340, 420, 460, 490, 500]),
+        realmem_run(DI, 0, 500, [120, 121, 122, 125], 10.0, reforks=0, series_mb=[340, 420, 460, 490, 500],
+                    template_mb=0),
         realmem_run(RR, 0, 440, [85, 86, 88, 90], 10.0, reforks=0, series_mb=[100, 330, 400, 430, 440]),
         realmem_run(RF, 0, refork_pss, [refork_dirty - 4, refork_dirty - 2, refork_dirty - 1, refork_dirty],
                     refork_rps, mold_spawn_ms=mold_ms if mold_ms is not None else [4.0, 6.0, 8.0, 30.0],
@@ -424,10 +425,13 @@ class Realmem(unittest.TestCase):
         md = report.markdown(meta, report.summarize(runs), runs)
         self.assertIn("\n- configurations not measured: realmem: rustrack smart + warm-up (no --warmup-request)\n", md)
         rows = table_rows(md, "realmem")
-        # | server | PSS | ÷ direct | dirty mean / largest | template | req/s | ÷ smart | errors | reforks | mold spawn | load |
-        self.assertEqual(rows[RF][1:10], ["240", "0.48", "26.2 / 28.0", "50", "10.5", "1.05", "0", "2.0", "7.0 (4)"])
-        self.assertEqual(rows[DI][9], "–")
-        self.assertEqual(rows[PU][8], "–")
+        # | server | PSS | ÷ direct | dirty mean / largest | template | req/s | ÷ smart | CPU ms/req | errors
+        # | reforks | mold spawn | load |
+        self.assertEqual(rows[RF][1:11], ["240", "0.48", "26.2 / 28.0", "50", "10.5", "1.05", "190", "0", "2.0",
+                                          "7.0 (4)"])
+        self.assertEqual(rows[DI][4], "–")
+        self.assertEqual(rows[DI][10], "–")
+        self.assertEqual(rows[PU][9], "–")
         self.assertIn("| server | after 0 | after 500 | after 1000 | after 1500 | after 2000 |", md)
         self.assertIn(f"| {RF} | 100 | 300 | 260 | 250 | 240 |", md)
         self.assertIn("## targets\n", md)

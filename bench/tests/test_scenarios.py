@@ -120,6 +120,7 @@ class Realmem(unittest.TestCase):
         self.assertEqual((f["total_pss"], f["app_pss"], f["template_pss"]), (125, 115, 50))
         self.assertEqual((f["total_private_dirty"], f["app_private_dirty"]), (93, 85))
         self.assertEqual((f["worker_count"], f["worker_private_dirty"]), (2, [20, 25]))
+        self.assertIsNone(scenarios.memory_figures([p for p in procs if p["role"] != "master"])["template_pss"])
 
     def test_refork_figures_from_status(self):
         st = {"reforks": 2, "generation": 3, "template": {"kind": "mold", "pid": 9},

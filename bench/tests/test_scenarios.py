@@ -137,6 +137,12 @@ def fake_server(server: str, variant: str, tmp: Path) -> types.SimpleNamespace:
 
 
 class Adapters(unittest.TestCase):
+    def test_passenger_options(self):
+        srv = fake_server("passenger", "smart", Path("/w"))
+        self.assertNotIn("--max-preloader-idle-time", ADAPTERS["passenger"].argv(srv))
+        srv.spec = Spec("passenger", "smart", options=("--max-preloader-idle-time", "0"))
+        self.assertEqual(ADAPTERS["passenger"].argv(srv)[-2:], ["--max-preloader-idle-time", "0"])
+
     def test_puma_argv(self):
         argv = ADAPTERS["puma"].argv(fake_server("puma", "preload", Path("/w")))
         self.assertEqual(argv, ["puma", "-b", "tcp://127.0.0.1:4000", "-w", "2", "-t", "1:1",

@@ -48,7 +48,7 @@ class Spec:
     # rustrack's memory remedies ("warm-up", "refork", "heap aging"): part of
     # the label; the scenario turns them into `options` (scenarios.realmem_options).
     remedies: tuple[str, ...] = ()
-    options: tuple[str, ...] = ()  # extra rustrack start options
+    options: tuple[str, ...] = ()  # extra options for rustrack start or passenger start
 
     @property
     def label(self) -> str:

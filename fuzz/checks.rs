@@ -359,14 +359,15 @@ fn header_lines(distinct: &[Line], total: usize, mut size: usize) -> (Vec<LineRe
 pub fn request_head_roundtrip(data: &[u8]) {
     let mut c = Cursor::new(data);
     let prefix = c.prefix();
-    let fields: [Vec<u8>; 10] = std::array::from_fn(|_| c.field());
+    let fields: [Vec<u8>; 11] = std::array::from_fn(|_| c.field());
     let (distinct, total) = c.headers();
-    let size = 10 * 4 + fields.iter().map(Vec::len).sum::<usize>() + 4;
+    let size = 11 * 4 + fields.iter().map(Vec::len).sum::<usize>() + 4;
     let (headers, size) = header_lines(&distinct, total, size);
     let f = |i: usize| &fields[i][..];
     let head = RequestHead {
         method: f(0),
         target: f(1),
+        script_name: f(10),
         path: f(2),
         query: f(3),
         protocol: f(4),

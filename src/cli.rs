@@ -1,5 +1,8 @@
 //! The command line: every flag is defined once, here, with its default.
 //! Defaults and names follow Passenger Standalone where it has the option.
+//! `settings` gives each `start` option two more sources (a `RUSTRACK_*`
+//! variable, a config file) by walking these definitions: a new flag
+//! needs nothing more.
 
 use std::path::PathBuf;
 
@@ -21,7 +24,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the Rack app in APP_ROOT (its config.ru) over HTTP.
+    #[command(after_help = crate::settings::SOURCES_HELP)]
     Start(Box<StartArgs>),
+    /// Print the settings `start` would use, and where each comes from.
+    #[command(after_help = crate::settings::SOURCES_HELP)]
+    Config(Box<ConfigArgs>),
     /// Show the process pool of a running instance.
     Status(StatusArgs),
     /// Memory of every process of a running instance (PSS, private dirty,
@@ -51,6 +58,21 @@ pub struct StartArgs {
     #[arg(default_value = ".")]
     pub app_root: PathBuf,
 
+    /// Serve several apps from this instance, as Passenger's application
+    /// groups (repeatable): ROUTE=APP_ROOT, where ROUTE is `default`, a
+    /// host (shop.example.com), a wildcard (*.example.com), a path prefix
+    /// (/blog: the app sees SCRIPT_NAME=/blog) or both
+    /// (example.com/blog); or a JSON object with options of the app's own
+    /// (docs/multi-app.md). Relative roots are relative to APP_ROOT, which
+    /// is then served only if named. The apps share --max-pool-size.
+    #[arg(long = "app", value_name = "ROUTE=APP_ROOT", value_parser = crate::apps::decl::parse)]
+    pub apps: Vec<crate::apps::decl::AppDecl>,
+
+    /// Settings file (JSON); default: APP_ROOT/rustrack.json, else
+    /// APP_ROOT/Passengerfile.json.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on for HTTP.
     #[arg(long, default_value = "0.0.0.0")]
     pub address: String,
@@ -66,6 +88,27 @@ pub struct StartArgs {
     /// Don't listen on TCP (needs --socket).
     #[arg(long, requires = "socket")]
     pub no_tcp: bool,
+
+    /// Serve HTTPS (and HTTP/2 over it): on --port, or with --ssl-port on
+    /// that port while --port stays plain HTTP (Passenger's rule). Needs
+    /// --ssl-certificate and --ssl-certificate-key.
+    #[arg(long, requires_all = ["ssl_certificate", "ssl_certificate_key"])]
+    pub ssl: bool,
+
+    /// PEM certificate chain, the server's certificate first. Read again
+    /// on SIGHUP and every rolling restart.
+    #[arg(long, value_name = "PATH", requires = "ssl")]
+    pub ssl_certificate: Option<PathBuf>,
+
+    /// PEM private key of --ssl-certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "ssl")]
+    pub ssl_certificate_key: Option<PathBuf>,
+
+    /// With --ssl: serve HTTPS on this port and plain HTTP on --port. It
+    /// must differ from --port (leave it out for HTTPS only); 0 picks a
+    /// free one.
+    #[arg(long, value_name = "PORT", requires = "ssl")]
+    pub ssl_port: Option<u16>,
 
     /// smart: load the app once in a preloader and fork workers from it;
     /// direct: boot every worker from scratch.
@@ -144,6 +187,19 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
 
+    /// Seconds to keep accepting and serving after TERM, with the health
+    /// check already answering 503, before the listeners close: time for a
+    /// load balancer (a Kubernetes Service) to stop sending new requests.
+    #[arg(long, default_value_t = 0)]
+    pub shutdown_delay: u64,
+
+    /// Answer GET/HEAD of this path in the front end (never a worker): 200
+    /// with a small JSON body while a worker is ready and the instance is
+    /// not draining; 503 while booting, draining or in a crash loop. For
+    /// load balancers' health checks (e.g. /up).
+    #[arg(long, value_name = "PATH")]
+    pub health_check_path: Option<String>,
+
     /// RACK_ENV, RAILS_ENV and APP_ENV for the app.
     #[arg(long, short = 'e', default_value = "development")]
     pub environment: String,
@@ -184,8 +240,43 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 30)]
     pub header_timeout: u64,
 
-    /// Trust X-Forwarded-Proto from the client (only behind a proxy that sets it).
+    /// Serve GET and HEAD requests for files in APP_ROOT/public from the
+    /// front end (with x.html and x/index.html for /x, precompressed .br/.gz
+    /// siblings, conditional and range requests), without asking a worker.
+    /// `false` sends every request to the app.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub static_files: bool,
+
+    /// X-Sendfile: the front end sends a file the app names in an
+    /// `X-Sendfile` response header only if it lies under this directory
+    /// (repeatable; default: the app root). Others get 500.
+    #[arg(long = "sendfile-root", value_name = "DIR")]
+    pub sendfile_roots: Vec<PathBuf>,
+
+    /// A proxy that may tell the client's address, scheme and host
+    /// (X-Forwarded-For/-Proto/-Host/-Port, X-Request-Start): a CIDR
+    /// (10.0.0.0/8), an address, or `unix` for the Unix socket
+    /// (repeatable). From anyone else those headers reach the app as plain
+    /// headers and change nothing.
+    #[arg(long = "trusted-proxy", value_name = "CIDR|unix")]
+    pub trusted_proxies: Vec<String>,
+
+    /// Accept the PROXY protocol (v1 and v2, as HAProxy's send-proxy sends
+    /// it) from trusted proxies: the client it names becomes REMOTE_ADDR. A
+    /// PROXY header from anyone else, or a malformed one, closes the
+    /// connection; a connection without one is served as it is.
     #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// Listen with SO_REUSEPORT, so a new instance can bind the same
+    /// address while the old one drains (zero-downtime upgrades of rustrack
+    /// itself). The TCP listeners are then bound only once a worker is
+    /// ready.
+    #[arg(long)]
+    pub reuse_port: bool,
+
+    /// Deprecated: trusts every peer as a proxy; use --trusted-proxy.
+    #[arg(long, hide = true)]
     pub trust_proxy: bool,
 
     /// Threads for the front end's event loop; 0 = one per CPU.
@@ -252,6 +343,17 @@ impl PreloadArgs {
             self.preload_hugepages.to_string(),
         ]
     }
+}
+
+/// `rustrack config`: the same options as `start`, shown instead of used.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub start: StartArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which running instance a client command talks to.

@@ -21,6 +21,9 @@ pub struct InstanceInfo {
     pub url: Option<String>,
     pub socket: Option<PathBuf>,
     pub started_at: u64,
+    /// With several apps: each app's root (a client command names any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,8 +80,14 @@ impl Instance {
         self.dir.join("admin.sock")
     }
 
-    pub fn worker_socket(&self) -> PathBuf {
-        self.dir.join("workers.sock")
+    /// Where the workers of app `group` (0 for the first or only app)
+    /// connect: one socket per app, so no app's worker can greet as
+    /// another's.
+    pub fn worker_socket(&self, group: usize) -> PathBuf {
+        match group {
+            0 => self.dir.join("workers.sock"),
+            n => self.dir.join(format!("workers-{n}.sock")),
+        }
     }
 
     pub fn body_dir(&self) -> PathBuf {
@@ -127,7 +136,8 @@ pub fn find(registry: &Path, app_root: &Path) -> Result<PathBuf> {
         let Ok(info) = read_info(&entry.path()) else {
             continue;
         };
-        if info.app_root == app_root && crate::procfs::is_alive(info.pid) {
+        let serves = info.app_root == app_root || info.apps.contains(&app_root);
+        if serves && crate::procfs::is_alive(info.pid) {
             found.push(entry.path());
         }
     }

@@ -10,8 +10,11 @@
 //! `upstream` translates between HTTP and the worker protocol, and `pool`
 //! lends workers out and owns every process. `client` holds the command-line
 //! clients of a running instance, which share only `report` with the server.
+//! `settings` layers the environment and a settings file under the
+//! command line `cli` defines.
 //! See docs/architecture.md.
 
+pub mod apps;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -24,5 +27,7 @@ pub mod pool;
 pub mod procfs;
 pub mod protocol;
 pub mod rack;
+pub mod recent;
 pub mod report;
+pub mod settings;
 pub mod upstream;

@@ -17,7 +17,7 @@
 use thiserror::Error;
 
 /// Bumped whenever a frame's layout changes; sent in `HELLO`.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Bytes before a frame's payload: type (1) + length (4).
 pub const FRAME_HEADER_LEN: usize = 5;
@@ -200,6 +200,9 @@ pub struct RequestHead<'a> {
     pub method: &'a [u8],
     /// The raw request target, as the client sent it (REQUEST_URI).
     pub target: &'a [u8],
+    /// Where the app is mounted (`SCRIPT_NAME`): "" or a path prefix.
+    pub script_name: &'a [u8],
+    /// The rest of the path (`PATH_INFO`).
     pub path: &'a [u8],
     pub query: &'a [u8],
     pub protocol: &'a [u8],
@@ -224,6 +227,7 @@ impl<'a> RequestHead<'a> {
         for field in [
             self.method,
             self.target,
+            self.script_name,
             self.path,
             self.query,
             self.protocol,
@@ -252,6 +256,7 @@ impl<'a> RequestHead<'a> {
         let mut head = RequestHead {
             method: f.bytes()?,
             target: f.bytes()?,
+            script_name: f.bytes()?,
             path: f.bytes()?,
             query: f.bytes()?,
             protocol: f.bytes()?,
@@ -412,7 +417,8 @@ mod tests {
     fn sample_head() -> RequestHead<'static> {
         RequestHead {
             method: b"POST",
-            target: b"/a%20b?x=1",
+            target: b"/app/a%20b?x=1",
+            script_name: b"/app",
             path: b"/a%20b",
             query: b"x=1",
             protocol: b"HTTP/1.1",
@@ -484,7 +490,8 @@ mod tests {
     #[test]
     fn a_lying_header_count_is_rejected_without_allocating_it() {
         let mut payload = Vec::new();
-        for _ in 0..10 {
+        // Every string field empty.
+        for _ in 0..11 {
             put_bytes(&mut payload, b"");
         }
         payload.extend_from_slice(&u32::MAX.to_be_bytes());

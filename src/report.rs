@@ -15,15 +15,32 @@ use crate::procfs::Memory;
 pub enum AdminRequest {
     Status,
     Memory,
-    Restart,
-    Stop { graceful: bool },
-    Scale { delta: i32 },
+    /// `app`: the root of one app of several (`rustrack restart APP_ROOT`);
+    /// `None` restarts every app.
+    Restart {
+        #[serde(default)]
+        app: Option<PathBuf>,
+    },
+    Stop {
+        graceful: bool,
+    },
+    Scale {
+        delta: i32,
+        #[serde(default)]
+        app: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub version: String,
     pub pid: u32,
+    /// The app's name, in a group's report of an instance serving several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Where the app's requests come from (`--app ROUTE=…`), likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     pub app_root: PathBuf,
     pub spawn_method: String,
     pub min_instances: usize,
@@ -48,11 +65,41 @@ pub struct StatusReport {
     /// Workers promoted to mold so far (`--refork-after`).
     #[serde(default)]
     pub reforks: u32,
+    /// Times the app went from no worker to one with requests waiting
+    /// (an app scaled to zero, or just started), and how long the first
+    /// waiting request waited the last time.
+    #[serde(default)]
+    pub cold_starts: u64,
+    #[serde(default)]
+    pub last_cold_start_ms: Option<f64>,
     pub last_spawn_error: Option<String>,
     pub last_restart_error: Option<String>,
     /// Workers stopped or lost, by reason (idle, max requests, died, …).
     pub worker_restarts: BTreeMap<String, u64>,
+    /// With several apps: every app's workers, each naming its app.
     pub workers: Vec<WorkerStatus>,
+    /// With several apps (application groups): one report per app. The
+    /// fields above then describe the whole instance: sums, the global
+    /// `max_pool_size`, and the instance's APP_ROOT.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<StatusReport>,
+}
+
+/// The TLS certificate of an instance started with `--ssl`: the front end
+/// adds it to the status answer as `"tls"` (the pool's report knows
+/// nothing of listeners).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsStatus {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// When the pair in use was loaded (Unix seconds).
+    pub loaded_at: u64,
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// The last reload's error, until a reload succeeds: the previous pair
+    /// is still in use.
+    pub error: Option<String>,
+    pub error_at: Option<u64>,
 }
 
 /// What kind of process a template is.
@@ -127,6 +174,9 @@ impl WorkerState {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerStatus {
+    /// The app it serves, when the instance serves several; ids are per app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     pub id: u64,
     pub pid: Option<u32>,
     pub generation: u64,
@@ -171,6 +221,9 @@ impl ProcessRole {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessMemory {
+    /// The app it belongs to, when the instance serves several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     pub pid: u32,
     pub ppid: Option<u32>,
     pub role: ProcessRole,
@@ -246,6 +299,7 @@ pub(crate) fn sample_memory_report() -> MemoryReport {
         "smart".into(),
         vec![
             ProcessMemory {
+                app: None,
                 pid: 10,
                 ppid: Some(1),
                 role: ProcessRole::Preloader,
@@ -253,6 +307,7 @@ pub(crate) fn sample_memory_report() -> MemoryReport {
                 memory: mem(100, 90, 40, 10),
             },
             ProcessMemory {
+                app: None,
                 pid: 11,
                 ppid: Some(10),
                 role: ProcessRole::Worker,

@@ -373,9 +373,11 @@ fn status_reports_cached_samples_whatever_the_scrape_rate() {
         seen
     });
     let first = spinning[0].expect("a CPU figure after two samples");
+    // About one core on an idle machine; far less when the test shares two
+    // cores with a loaded suite, but never nothing and never two.
     assert!(
-        (50.0..=150.0).contains(&first),
-        "a spinning worker uses about one core, got {first}%"
+        (5.0..=150.0).contains(&first),
+        "a spinning worker uses up to one core, got {first}%"
     );
     // Back-to-back scrapes mostly fall inside one sampling period; a new
     // sample may land between two of them, but not one per scrape.

@@ -41,19 +41,21 @@ end
 """
 
 
-def wrk_argv(port: int, path: str, seconds: float, connections: int, lua: Path, timeout_s: int) -> list[str]:
+def wrk_argv(port: int, path: str, seconds: float, connections: int, lua: Path, timeout_s: int,
+             scheme: str = "http") -> list[str]:
     return [
         "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-        f"--timeout={timeout_s}s", "-s", str(lua), f"http://127.0.0.1:{port}{path}",
+        f"--timeout={timeout_s}s", "-s", str(lua), f"{scheme}://127.0.0.1:{port}{path}",
     ]
 
 
 def wrk(port: int, path: str, seconds: float, connections: int, workdir: Path,
-        script: str = "", timeout_s: int = 5) -> dict:
-    """One wrk run (1 thread); returns its numbers (latencies in µs)."""
+        script: str = "", timeout_s: int = 5, scheme: str = "http") -> dict:
+    """One wrk run (1 thread); returns its numbers (latencies in µs).
+    `scheme` "https" runs it over TLS (bench/run-tls)."""
     lua = workdir / f"wrk-{time.monotonic_ns()}.lua"
     lua.write_text(script + WRK_DONE)
-    argv = wrk_argv(port, path, seconds, connections, lua, timeout_s)
+    argv = wrk_argv(port, path, seconds, connections, lua, timeout_s, scheme)
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     Clients.pids.add(p.pid)
     try:

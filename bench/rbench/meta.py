@@ -28,6 +28,7 @@ def versions(servers: list[str]) -> dict:
         "passenger": lambda: first_line(["passenger", "--version"]),
         "puma": lambda: "Puma " + first_line(["ruby", "-e", "require 'puma/const'; print Puma::Const::PUMA_VERSION"]),
         "unicorn": lambda: first_line(["unicorn", "-v"]),
+        "nginx": lambda: first_line(["nginx", "-v"]),
     }
     out = {name: version() for name, version in peers.items() if name in servers}
     out.update({

@@ -69,6 +69,9 @@ def summarize(runs: list) -> dict:
                 entry["requests"] = sum(r["wrk"]["requests"] for r in rs)
                 entry["frontend_cpu_us_per_req"] = mean([r.get("frontend_cpu_us_per_req") for r in rs])
                 entry["server_cpu_us_per_req"] = mean([r.get("server_cpu_us_per_req") for r in rs])
+                during = [r["app_requests_during"] for r in rs if "app_requests_during" in r]
+                if during:
+                    entry["app_requests_during"] = sum(during)
             if rs and "total_pss" in rs[0]:
                 for k in ["total_pss", "total_private_dirty", "app_pss", "app_private_dirty"]:
                     entry[k] = mean([r[k] for r in rs])
@@ -206,6 +209,16 @@ def targets(s: dict) -> list[tuple[str, str, bool | None]]:
     x = ratio(a, b)
     out.append(("front-end CPU/request ≤ ½ Passenger core's",
                 f"{fmt(a, '.1f')} µs vs {fmt(b, '.1f')} µs ({fmt(x, '.2f')}×)", None if x is None else x <= 0.5))
+    # Static files (only in runs that measured them, so older results
+    # recompute unchanged).
+    for scen, size in [("static-10k", "10 KB"), ("static-1m", "1 MB")]:
+        if scen not in s:
+            continue
+        x = ratio(get(scen, rr, "rps"), get(scen, "nginx static", "rps"))
+        out.append((f"static {size} req/s ≥ 0.8× nginx", fmt(x, ".2f") + "×", None if x is None else x >= 0.8))
+        n = get(scen, rr, "app_requests_during")
+        out.append((f"static {size}: no request reaches a worker", f"{fmt(n)} requests",
+                    None if n is None else n == 0))
     return out
 
 
@@ -241,6 +254,9 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
         if scen == "slow-clients":
             hdr += " slow conns open | slow responses |"
             sep += "---:|---:|"
+        if scen.startswith("static-"):
+            hdr += " requests that reached the app |"
+            sep += "---:|"
         w(hdr + " load |")
         w(sep + "---|")
         base = s[scen].get("rustrack smart", {})
@@ -254,6 +270,8 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
                 row += f" {fmt(e.get('frontend_cpu_us_per_req'), '.1f')} | {fmt(e.get('server_cpu_us_per_req'), '.1f')} |"
             if scen == "slow-clients":
                 row += f" {fmt(e.get('slow_connected'))} | {fmt(e.get('slow_responses'))} |"
+            if scen.startswith("static-"):
+                row += f" {fmt(e.get('app_requests_during'))} |"
             w(row + f" {loads(rs)} |")
         w("")
 
@@ -263,6 +281,10 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
     throughput_table("download", "download (GET 1 MB responses from fixtures/bench-payload)")
     throughput_table("slow-clients", f"slow clients ({meta['slow_senders']} slow senders + {meta['slow_readers']} "
                      "slow readers of 1 MB) with a fast wrk stream of GET /")
+    throughput_table("static-10k", "static 10 KB file from public/ (fixtures/bench-static; nginx serves the same copy)",
+                     extra_cpu=True)
+    throughput_table("static-1m", "static 1 MB file from public/ (fixtures/bench-static; nginx serves the same copy)",
+                     extra_cpu=True)
 
     if "memory" in s:
         w(f"## memory (fixtures/bloat, {meta['memory_workers']} workers, after "

@@ -11,12 +11,13 @@ that drift over the run hits all of them alike.
 
 Scenarios, by --only name: hello, rails, upload, download (wrk throughput
 on one app), slow (slow clients plus a fast wrk stream), memory (PSS and
-Private_Dirty of every process after a fixed number of requests) and spawn
+Private_Dirty of every process after a fixed number of requests), spawn
 (each server's own worker spawn times, then the scale-up cross-check timed
-from outside). Those make the default run. realmem (a large Rails app's
-memory over a page mix, with each of rustrack's memory remedies, against
-Puma, Unicorn and Passenger) runs only when named: it takes about an hour
-per round.
+from outside), static (a 10 KB and a 1 MB file from public/, rustrack's
+front end against nginx, with the count of requests that reached the app).
+Those make the default run. realmem (a large Rails app's memory over a page
+mix, with each of rustrack's memory remedies, against Puma, Unicorn and
+Passenger) runs only when named: it takes about an hour per round.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ SPAWN_SPECS = [
 ]
 
 SPAWN_APPS = ["bloat", "hello", "bench-rails"]
+
+# rustrack's front end serving public/ against nginx serving the same copy.
+STATIC_SPECS = [Spec("rustrack", "smart"), Spec("nginx", "static")]
+
+# The static scenario's files: URL path -> size. Fingerprinted names, as a
+# Rails app's compiled assets are named (so rustrack adds its immutable
+# Cache-Control, a few bytes nginx does not send).
+STATIC_FILES = {
+    "/assets/small-0f3a5c7e9b1d2f4a.css": 10 * 1024,
+    "/assets/large-8e6c4a2b0d9f7e5c.js": 1024 * 1024,
+}
 
 # realmem: fixtures/rails-large with rustrack's remedies for the sharing that
 # a real app's first requests erode, each alone and combined, against the
@@ -140,7 +152,7 @@ def selected(specs: list[Spec], ctx: Ctx) -> list[Spec]:
 
 
 def run_one(ctx: Ctx, scenario: str, spec: Spec, rnd: int, app: str, workers: int, body,
-            max_pool: int | None = None) -> dict:
+            max_pool: int | None = None, prepare=None) -> dict:
     """Starts spec on app, runs body(server) -> dict, stops it; records the
     load average before the run and any failure instead of aborting."""
     rec = {"scenario": scenario, "server": spec.server, "variant": spec.variant,
@@ -148,7 +160,7 @@ def run_one(ctx: Ctx, scenario: str, spec: Spec, rnd: int, app: str, workers: in
            "loadavg_before": procs.loadavg(), "started": dt.datetime.now().isoformat(timespec="seconds")}
     log(f"{scenario}: round {rnd + 1}, {spec.label} (load {rec['loadavg_before'][0]:.2f})")
     srv = Server(spec, app, workers, ctx.new_dir(f"{scenario}-{spec.slug}"),
-                 max_pool=max_pool)
+                 max_pool=max_pool, prepare=prepare)
     try:
         srv.start()
         rec["first_response_s"] = srv.first_response_s
@@ -290,6 +302,45 @@ def scenario_scaleup(ctx: Ctx, rounds: int) -> None:
     for rnd, spec in interleaved(selected(SPAWN_SPECS, ctx), rounds):
         run_one(ctx, "scaleup", spec, rnd, "bench-payload", 1, body, max_pool=2)
 
+
+# -- static files: rustrack's front end against nginx -----------------------
+
+
+def write_static_files(app: Path) -> None:
+    """Writes STATIC_FILES under app/public: printable bytes (as CSS and
+    JavaScript are), deterministic, so every server sends the same."""
+    for path, size in STATIC_FILES.items():
+        target = app / "public" / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        line = b"/* rustrack static benchmark: the same bytes for every server. */\n"
+        target.write_bytes((line * (size // len(line) + 1))[:size])
+
+
+def scenario_static(ctx: Ctx) -> None:
+    """wrk against each file, keep-alive HTTP/1.1, servers interleaved;
+    each record says how many requests the app saw (rustrack: none may)."""
+    for path, size in STATIC_FILES.items():
+        name = f"static-{'10k' if size < 100_000 else '1m'}"
+        for rnd, spec in interleaved(selected(STATIC_SPECS, ctx), ctx.rounds):
+            run_one(ctx, name, spec, rnd, "bench-static", 2, static_body(ctx, path),
+                    prepare=write_static_files)
+
+
+def static_body(ctx: Ctx, path: str):
+    """throughput_body, plus how many requests reached the app from the
+    start of the warm-up to the end of the measurement (rustrack's
+    processed_total; the readiness probe's GET / came before)."""
+    inner = throughput_body(ctx, path)
+
+    def body(srv: Server) -> dict:
+        before = srv.adapter.app_processed(srv).get("app_processed")
+        out = inner(srv)
+        after = out.get("app_processed")
+        if before is not None and after is not None:
+            out["app_requests_during"] = after - before
+        return out
+
+    return body
 
 # -- realmem: a large Rails app's memory under rustrack's remedies -------------
 
@@ -433,18 +484,19 @@ SCENARIOS: dict[str, Callable[[Ctx], None]] = {
     "slow": scenario_slow,
     "memory": scenario_memory,
     "spawn": lambda ctx: (scenario_spawn(ctx, SPAWN_APPS), scenario_scaleup(ctx, ctx.scaleup_rounds)),
+    "static": scenario_static,
     "realmem": scenario_realmem,
 }
 
 # What a run without --only runs (and what a published run must include):
 # realmem takes about an hour per round, so it runs only when named.
-DEFAULT_SCENARIOS = ["hello", "rails", "upload", "download", "slow", "memory", "spawn"]
+DEFAULT_SCENARIOS = ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static"]
 
 # The servers each scenario can run (the rest of --servers is not started).
 SCENARIO_SPECS: dict[str, list[Spec]] = {
     "hello": THROUGHPUT_SPECS, "rails": THROUGHPUT_SPECS, "upload": THROUGHPUT_SPECS,
     "download": THROUGHPUT_SPECS, "slow": THROUGHPUT_SPECS, "memory": MEMORY_SPECS,
-    "spawn": SPAWN_SPECS, "realmem": REALMEM_SPECS,
+    "spawn": SPAWN_SPECS, "static": STATIC_SPECS, "realmem": REALMEM_SPECS,
 }
 
 # Debian packages a scenario needs whatever the server: wrk for the wrk
@@ -452,6 +504,7 @@ SCENARIO_SPECS: dict[str, list[Spec]] = {
 SCENARIO_PACKAGES: dict[str, tuple[str, ...]] = {
     "hello": ("wrk",), "rails": ("wrk", "ruby-rails"), "upload": ("wrk",),
     "download": ("wrk",), "slow": ("wrk",), "memory": (), "spawn": ("ruby-rails",),
+    "static": ("wrk",),
     "realmem": ("ruby-rails", "ruby-sqlite3"),
 }
 

@@ -9,7 +9,7 @@ import unittest
 from rbench import cli
 from rbench.servers import PEERS
 
-ALL = ["hello", "rails", "upload", "download", "slow", "memory", "spawn"]
+ALL = ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static"]
 
 
 class Publishes(unittest.TestCase):
@@ -26,6 +26,7 @@ class Publishes(unittest.TestCase):
         self.assertFalse(cli.publishes(False, ALL[:-1], PEERS))
         # A peer skipped (not installed) or left out with --servers.
         self.assertFalse(cli.publishes(False, ALL, ["rustrack", "puma", "unicorn"]))
+        self.assertFalse(cli.publishes(False, ALL, ["rustrack", "passenger", "puma", "unicorn"]))
 
 
 class CommandLine(unittest.TestCase):
@@ -45,7 +46,7 @@ class CommandLine(unittest.TestCase):
             self.parse("--install", "--no-install")
 
     def test_unknown_names_fail_before_anything_runs(self):
-        for argv in (["--only", "hello,nope"], ["--servers", "rustrack,nginx"]):
+        for argv in (["--only", "hello,nope"], ["--servers", "rustrack,lighttpd"]):
             err = io.StringIO()
             with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
                 cli.main(argv)

@@ -18,8 +18,15 @@ class Plan(unittest.TestCase):
     def test_everything_installed(self):
         plan = prereqs.plan(["hello", "spawn"], PEERS, False,
                             only("ruby-rack", "wrk", "ruby-rails", "passenger", "puma", "unicorn"))
-        self.assertEqual(plan.servers, PEERS)
+        self.assertEqual(plan.servers, ["rustrack", "passenger", "puma", "unicorn"])
         self.assertEqual(plan.skipped, {})
+
+    def test_static_runs_nginx_and_skips_it_when_missing(self):
+        plan = prereqs.plan(["static"], PEERS, False, only("ruby-rack", "wrk", "nginx"))
+        self.assertEqual(plan.servers, ["rustrack", "nginx"])
+        plan = prereqs.plan(["static"], PEERS, False, only("ruby-rack", "wrk"))
+        self.assertEqual(plan.servers, ["rustrack"])
+        self.assertEqual(plan.skipped, {"nginx": "Debian package nginx not installed"})
 
     def test_missing_peer_is_skipped(self):
         plan = prereqs.plan(["hello"], PEERS, False, only("ruby-rack", "wrk", "puma"))

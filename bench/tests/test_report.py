@@ -494,3 +494,36 @@ class ReadmeSection(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Static(unittest.TestCase):
+    """The static scenario: rustrack against nginx, and the app untouched."""
+
+    def runs(self, rr_rps: float, ng_rps: float, during=(0, 0)) -> list:
+        out = []
+        for scen in ["static-10k", "static-1m"]:
+            for rnd, n in enumerate(during):
+                r = wrk_run(scen, RR, rnd, rr_rps, 1.0, 3.0, frontend_cpu=40.0)
+                r["app_requests_during"] = n
+                out.append(r)
+                out.append(wrk_run(scen, "nginx static", rnd, ng_rps, 0.8, 2.0, server_cpu=30.0))
+        return out
+
+    def test_table_ratio_and_app_requests(self):
+        runs = self.runs(8000, 10000)
+        md = report.markdown(META, report.summarize(runs), runs)
+        rows = table_rows(md, "static 10 KB")
+        # ... | rr rps ÷ this | rr p99 ÷ this | fe CPU | all CPU | reached the app | load |
+        self.assertEqual(rows["nginx static"][6], "0.80")
+        self.assertEqual(rows[RR][10], "0")
+        self.assertEqual(rows["nginx static"][10], "–")
+        self.assertIn("## static 1 MB", md)
+
+    def test_targets_only_when_measured(self):
+        t = {name: (val, ok) for name, val, ok in report.targets(report.summarize(self.runs(8000, 10000)))}
+        self.assertEqual(t["static 10 KB req/s ≥ 0.8× nginx"], ("0.80×", True))
+        self.assertEqual(t["static 1 MB: no request reaches a worker"], ("0 requests", True))
+        t = {name: ok for name, _, ok in report.targets(report.summarize(self.runs(7000, 10000, (0, 3))))}
+        self.assertFalse(t["static 10 KB req/s ≥ 0.8× nginx"])
+        self.assertFalse(t["static 10 KB: no request reaches a worker"])
+        self.assertNotIn("static 10 KB req/s ≥ 0.8× nginx", [n for n, _, _ in report.targets(full_summary())])

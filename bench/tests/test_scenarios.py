@@ -35,15 +35,17 @@ class Order(unittest.TestCase):
 
     def test_scenario_names(self):
         self.assertEqual(list(scenarios.SCENARIOS),
-                         ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "realmem"])
+                         ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static", "realmem"])
         # realmem (an hour a round) runs only when named.
         self.assertEqual(scenarios.DEFAULT_SCENARIOS, list(scenarios.SCENARIOS)[:-1])
         self.assertEqual(set(scenarios.SCENARIO_SPECS), set(scenarios.SCENARIOS))
         self.assertEqual(set(scenarios.SCENARIO_PACKAGES), set(scenarios.SCENARIOS))
-        self.assertEqual(PEERS, ["rustrack", "passenger", "puma", "unicorn"])
+        self.assertEqual(PEERS, ["rustrack", "passenger", "puma", "unicorn", "nginx"])
 
     def test_servers_used(self):
         self.assertEqual(scenarios.servers_used(["spawn"], PEERS), ["rustrack", "passenger"])
+        self.assertEqual(scenarios.servers_used(["static"], PEERS), ["rustrack", "nginx"])
+        self.assertEqual(scenarios.servers_used(["hello"], PEERS), ["rustrack", "passenger", "puma", "unicorn"])
         self.assertEqual(scenarios.servers_used(["hello"], ["unicorn", "rustrack"]), ["unicorn", "rustrack"])
         self.assertEqual(scenarios.servers_used(["spawn"], ["puma"]), [])
 
@@ -204,3 +206,26 @@ class Adapters(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Static(unittest.TestCase):
+    def test_files_have_their_sizes_and_fingerprinted_names(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            scenarios.write_static_files(Path(tmp))
+            for path, size in scenarios.STATIC_FILES.items():
+                self.assertEqual((Path(tmp) / "public" / path.lstrip("/")).stat().st_size, size)
+                self.assertRegex(path, r"^/assets/[a-z]+-[0-9a-f]{16}\.\w+$")
+
+    def test_nginx_config(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = fake_server("nginx", "static", Path(tmp))
+            argv = ADAPTERS["nginx"].argv(srv)
+            conf = (Path(tmp) / "nginx.conf").read_text()
+        self.assertEqual(argv[:3], ["nginx", "-c", f"{tmp}/nginx.conf"])
+        self.assertIn("listen 127.0.0.1:4000;", conf)
+        self.assertIn(f"root {tmp}/app/public;", conf)
+        self.assertIn("try_files $uri $uri.html $uri/index.html =404;", conf)
+        self.assertIn("sendfile on;", conf)
+        self.assertIn("daemon off;", conf)

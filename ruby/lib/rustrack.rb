@@ -319,6 +319,11 @@ module Rustrack
   module RequestHandler
     def self.handle(app, env)
       body = nil
+      # The front end sends files named in X-Sendfile, and says so in this
+      # header (replacing any a client sent). Rack >= 2.2.20 and 3.1.18 no
+      # longer read it (CVE-2025-61780): sendfile.type is how a server tells
+      # Rack::Sendfile.
+      env["sendfile.type"] = "X-Sendfile" if env["HTTP_X_SENDFILE_TYPE"] == "X-Sendfile"
       status, headers, body = app.call(env)
       # Arrays (and bodies that say they are finite via to_ary) are written
       # in one go; anything else may be a stream, so each chunk is flushed

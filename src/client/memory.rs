@@ -21,21 +21,24 @@ pub fn run(args: StatusArgs) -> Result<i32> {
 
 pub fn render(report: &MemoryReport) -> String {
     let mut out = format!(
-        "{:<8} {:<8} {:<12} {:>10} {:>10} {:>12} {:>12} {:>12} {:>8}\n",
+        "{:<8} {:<8} {:<20} {:>10} {:>10} {:>12} {:>12} {:>12} {:>8}\n",
         "PID", "PPID", "ROLE", "RSS", "PSS", "PRIV DIRTY", "SHARED CLEAN", "SHARED DIRTY", "COW"
     );
     for p in &report.processes {
         let m = p.memory.unwrap_or_default();
-        let role = match p.worker_id {
+        let mut role = match p.worker_id {
             Some(id) => format!("{} {id}", p.role.as_str()),
             None => p.role.as_str().to_string(),
         };
+        if let Some(app) = &p.app {
+            role = format!("{app}: {role}");
+        }
         let cow = report
             .sharing(p)
             .map(|f| format!("{:.0}%", f * 100.0))
             .unwrap_or_else(|| "-".into());
         out += &format!(
-            "{:<8} {:<8} {:<12} {:>10} {:>10} {:>12} {:>12} {:>12} {:>8}\n",
+            "{:<8} {:<8} {:<20} {:>10} {:>10} {:>12} {:>12} {:>12} {:>8}\n",
             p.pid,
             p.ppid.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
             role,

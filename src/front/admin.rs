@@ -17,7 +17,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use super::listeners::ACCEPT_BACKOFF;
-use crate::pool::Pool;
+use super::systemd::Notifier;
+use super::tls::Tls;
+use crate::apps::Apps;
 use crate::report::AdminRequest;
 
 /// How long a client may take to send its request line.
@@ -40,8 +42,10 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 
 pub async fn serve(
     listener: UnixListener,
-    pool: Arc<Pool>,
+    apps: Arc<Apps>,
+    tls: Option<Arc<Tls>>,
     control: mpsc::UnboundedSender<Control>,
+    notifier: Arc<Notifier>,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -52,13 +56,23 @@ pub async fn serve(
                 continue;
             }
         };
-        let pool = pool.clone();
+        let apps = apps.clone();
+        let tls = tls.clone();
         let control = control.clone();
-        tokio::spawn(async move { answer(stream, &pool, &control).await });
+        let notifier = notifier.clone();
+        tokio::spawn(
+            async move { answer(stream, &apps, tls.as_deref(), &control, &notifier).await },
+        );
     }
 }
 
-async fn answer(stream: UnixStream, pool: &Arc<Pool>, control: &mpsc::UnboundedSender<Control>) {
+async fn answer(
+    stream: UnixStream,
+    apps: &Arc<Apps>,
+    tls: Option<&Tls>,
+    control: &mpsc::UnboundedSender<Control>,
+    notifier: &Arc<Notifier>,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
@@ -68,22 +82,38 @@ async fn answer(stream: UnixStream, pool: &Arc<Pool>, control: &mpsc::UnboundedS
         Err(_) => return tracing::debug!("admin socket: no request within {READ_TIMEOUT:?}"),
     }
     let response = match serde_json::from_str::<AdminRequest>(&line) {
-        Ok(AdminRequest::Status) => serde_json::to_value(pool.status()).unwrap_or_default(),
+        Ok(AdminRequest::Status) => {
+            let mut value = serde_json::to_value(apps.status()).unwrap_or_default();
+            if let (Some(tls), Some(map)) = (tls, value.as_object_mut()) {
+                map.insert(
+                    "tls".into(),
+                    serde_json::to_value(tls.status()).unwrap_or_default(),
+                );
+            }
+            value
+        }
         Ok(AdminRequest::Memory) => {
-            serde_json::to_value(pool.memory_report().await).unwrap_or_default()
+            serde_json::to_value(apps.memory_report().await).unwrap_or_default()
         }
-        Ok(AdminRequest::Restart) => match pool.restart().await {
-            Ok(()) => {
-                json!({ "message": "rolling restart started: new workers replace old ones one by one" })
+        Ok(AdminRequest::Restart { app }) => {
+            // A rolling restart also picks up renewed certificates; a bad
+            // one is logged and shown by `status`, and the restart goes on.
+            if let Some(tls) = tls {
+                tls.reload("restart");
             }
-            Err(e) => {
-                json!({ "error": format!("restart aborted, the old workers keep serving: {e:#}") })
+            match notifier.restart(apps, app.as_deref()).await {
+                Ok(()) => {
+                    json!({ "message": "rolling restart started: new workers replace old ones one by one" })
+                }
+                Err(e) => {
+                    json!({ "error": format!("restart aborted, the old workers keep serving: {e:#}") })
+                }
             }
+        }
+        Ok(AdminRequest::Scale { delta, app }) => match apps.scale(delta, app.as_deref()) {
+            Ok(desired) => json!({ "message": format!("desired process count: {desired}") }),
+            Err(e) => json!({ "error": format!("{e:#}") }),
         },
-        Ok(AdminRequest::Scale { delta }) => {
-            let desired = pool.scale(delta);
-            json!({ "message": format!("desired process count: {desired}") })
-        }
         Ok(AdminRequest::Stop { graceful }) => {
             let _ = control.send(Control::Stop { graceful });
             json!({ "message": if graceful { "stopping gracefully" } else { "stopping" } })

@@ -4,11 +4,11 @@
 //! | signal | action |
 //! |---|---|
 //! | TERM, QUIT, INT | stop gracefully (a second INT: at once) |
-//! | HUP | rolling restart (also: `APP_ROOT/tmp/restart.txt` touched) |
-//! | TTIN / TTOU | one more / one fewer process |
+//! | HUP | reload the TLS certificate (`--ssl`), rolling restart of every app (also: an app's `tmp/restart.txt` touched restarts that app) |
+//! | TTIN / TTOU | one more / one fewer process (one app served only) |
 //! | USR1 | reopen `--log-file`, and have every process reopen theirs |
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::admin::Control;
-use crate::pool::Pool;
+use super::systemd::Notifier;
+use super::tls::Tls;
+use crate::apps::Apps;
 
 /// How often `APP_ROOT/tmp/restart.txt` is checked.
 const RESTART_TXT_INTERVAL: Duration = Duration::from_secs(2);
@@ -34,10 +36,11 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 }
 
 pub async fn run(
-    pool: &Arc<Pool>,
-    app_root: &Path,
+    apps: &Arc<Apps>,
     log_file: Option<&Path>,
+    tls: Option<&Tls>,
     mut admin: mpsc::UnboundedReceiver<Control>,
+    notifier: &Arc<Notifier>,
 ) -> Result<Stop> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -46,8 +49,16 @@ pub async fn run(
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let mut sigttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
     let mut sigttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
-    let restart_txt = app_root.join("tmp").join("restart.txt");
-    let mut restart_mtime = mtime(&restart_txt);
+    // Each app's own tmp/restart.txt restarts that app.
+    let mut restart_txts: Vec<(PathBuf, Option<SystemTime>)> = apps
+        .groups()
+        .iter()
+        .map(|g| {
+            let path = g.plan.root.join("tmp").join("restart.txt");
+            let seen = mtime(&path);
+            (path, seen)
+        })
+        .collect();
     let mut restart_check = tokio::time::interval(RESTART_TXT_INTERVAL);
     loop {
         tokio::select! {
@@ -72,16 +83,19 @@ pub async fn run(
             }
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: rolling restart");
-                spawn_restart(pool);
+                if let Some(tls) = tls {
+                    tls.reload("SIGHUP");
+                }
+                spawn_restart(apps, None, notifier);
             }
-            _ = sigttin.recv() => {
-                let n = pool.scale(1);
-                tracing::info!("SIGTTIN: desired process count {n}");
-            }
-            _ = sigttou.recv() => {
-                let n = pool.scale(-1);
-                tracing::info!("SIGTTOU: desired process count {n}");
-            }
+            _ = sigttin.recv() => match apps.scale(1, None) {
+                Ok(n) => tracing::info!("SIGTTIN: desired process count {n}"),
+                Err(e) => tracing::info!("SIGTTIN ignored: {e:#} (rustrack scale +1 APP_ROOT)"),
+            },
+            _ = sigttou.recv() => match apps.scale(-1, None) {
+                Ok(n) => tracing::info!("SIGTTOU: desired process count {n}"),
+                Err(e) => tracing::info!("SIGTTOU ignored: {e:#} (rustrack scale -1 APP_ROOT)"),
+            },
             _ = sigusr1.recv() => {
                 match log_file {
                     Some(path) => match crate::logfile::redirect_output(path) {
@@ -92,15 +106,21 @@ pub async fn run(
                 }
                 // The preloader and workers reopen theirs (the same file,
                 // and the app's own append-mode logs).
-                pool.signal_all(Signal::SIGUSR1);
+                apps.signal_all(Signal::SIGUSR1);
             }
             _ = restart_check.tick() => {
-                let now = mtime(&restart_txt);
-                if now.is_some() && now != restart_mtime {
-                    tracing::info!("{} changed: rolling restart", restart_txt.display());
-                    spawn_restart(pool);
+                for (i, (path, seen)) in restart_txts.iter_mut().enumerate() {
+                    let now = mtime(path);
+                    if now.is_some() && now != *seen {
+                        tracing::info!("{} changed: rolling restart", path.display());
+                        if let Some(tls) = tls {
+                            tls.reload("restart.txt");
+                        }
+                        let root = apps.groups()[i].plan.root.clone();
+                        spawn_restart(apps, Some(root), notifier);
+                    }
+                    *seen = now;
                 }
-                restart_mtime = now;
             }
         }
     }
@@ -116,10 +136,12 @@ pub async fn second_interrupt() {
     }
 }
 
-fn spawn_restart(pool: &Arc<Pool>) {
-    let pool = pool.clone();
+/// A rolling restart of `app` (its root), or of every app.
+fn spawn_restart(apps: &Arc<Apps>, app: Option<PathBuf>, notifier: &Arc<Notifier>) {
+    let apps = apps.clone();
+    let notifier = notifier.clone();
     tokio::spawn(async move {
         // Failures are logged and kept for `status` by the pool.
-        let _ = pool.restart().await;
+        let _ = notifier.restart(&apps, app.as_deref()).await;
     });
 }

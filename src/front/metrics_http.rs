@@ -1,6 +1,13 @@
-//! `GET /metrics` (Prometheus text format) on its own listener, so that
-//! scrapes never queue behind app requests. The figures come from the
-//! pool's cached status: a scrape reads no `/proc` file.
+//! The observability listener (`--metrics-address`), apart from the app's
+//! so that scrapes never queue behind app requests:
+//! - `GET /metrics`: Prometheus text format;
+//! - `GET /status`: a live HTML page (`status_page.html`: no external
+//!   assets, a few lines of script that poll `/status.json` every 2 s);
+//! - `GET /status.json`: the pool's status with the last minute's request
+//!   rate and latency percentiles (`recent.rs`).
+//!
+//! Every figure comes from the pool's cached status: a scrape reads no
+//! `/proc` file.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,10 +20,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::listeners::ACCEPT_BACKOFF;
-use crate::pool::Pool;
+use crate::apps::Apps;
 use crate::upstream::{error_response, ResponseBody};
 
-pub async fn serve(listener: TcpListener, pool: Arc<Pool>) {
+pub async fn serve(listener: TcpListener, apps: Arc<Apps>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -26,10 +33,10 @@ pub async fn serve(listener: TcpListener, pool: Arc<Pool>) {
                 continue;
             }
         };
-        let pool = pool.clone();
+        let apps = apps.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let pool = pool.clone();
-            async move { Ok::<_, Infallible>(respond(&pool, &req)) }
+            let apps = apps.clone();
+            async move { Ok::<_, Infallible>(respond(&apps, &req)) }
         });
         tokio::spawn(async move {
             let _ = http1::Builder::new()
@@ -39,15 +46,44 @@ pub async fn serve(listener: TcpListener, pool: Arc<Pool>) {
     }
 }
 
-fn respond(pool: &Arc<Pool>, req: &Request<Incoming>) -> Response<ResponseBody> {
-    if req.uri().path() != "/metrics" {
-        return error_response(StatusCode::NOT_FOUND, "404 Not Found: try /metrics\n");
-    }
-    let text = pool.metrics.render(&pool.status());
-    let mut r = Response::new(ResponseBody::bytes(text));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+/// The live status page.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+/// What `/status.json` carries.
+#[derive(serde::Serialize)]
+struct LiveStatus {
+    status: crate::report::StatusReport,
+    recent: crate::recent::RecentSummary,
+}
+
+fn respond(apps: &Arc<Apps>, req: &Request<Incoming>) -> Response<ResponseBody> {
+    let (body, content_type): (ResponseBody, &'static str) = match req.uri().path() {
+        "/metrics" => (
+            ResponseBody::bytes(apps.metrics_text()),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        "/status" | "/status/" => (ResponseBody::text(STATUS_PAGE), "text/html; charset=utf-8"),
+        "/status.json" => {
+            let live = LiveStatus {
+                status: apps.status(),
+                recent: apps.recent(),
+            };
+            (
+                ResponseBody::bytes(serde_json::to_vec(&live).unwrap_or_default()),
+                "application/json",
+            )
+        }
+        _ => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "404 Not Found: try /metrics, /status or /status.json\n",
+            )
+        }
+    };
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

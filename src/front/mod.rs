@@ -12,47 +12,66 @@ mod admin;
 mod body;
 mod control;
 mod daemon;
+mod files;
+mod health;
 mod http;
 mod listeners;
 mod metrics_http;
+mod proxy_protocol;
+mod secure;
+mod sendfile;
 mod server;
+mod static_files;
+mod systemd;
+mod tls;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cli::StartArgs;
+use crate::settings::Resolved;
 
-pub fn run(args: StartArgs) -> Result<i32> {
+/// `settings` is what the environment and settings file contributed
+/// (logged once logging is set up).
+pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
     let app_root = args
         .app_root
         .canonicalize()
         .with_context(|| format!("app root {} does not exist", args.app_root.display()))?;
-    let rackup = app_root.join("config.ru");
-    if !rackup.is_file() {
-        bail!(
-            "no config.ru in {}: rustrack serves Rack apps",
-            app_root.display()
-        );
-    }
+    let apps = crate::apps::decl::plan(&args)?;
     if args.max_pool_size == 0 {
         bail!("--max-pool-size must be at least 1");
     }
-    if !args.refork_after.is_empty() && args.spawn_method != crate::config::SpawnMethod::Smart {
+    if !args.refork_after.is_empty()
+        && apps
+            .iter()
+            .any(|a| a.spawn_method != crate::config::SpawnMethod::Smart)
+    {
         bail!("--refork-after needs smart spawning (workers fork from a template)");
     }
     if args.refork_after.contains(&0) {
         bail!("--refork-after thresholds must be at least 1 request");
     }
-    if args.min_instances > args.max_pool_size {
+    if args.apps.is_empty() && args.min_instances > args.max_pool_size {
         bail!(
             "--min-instances ({}) exceeds --max-pool-size ({})",
             args.min_instances,
             args.max_pool_size
         );
     }
-    let credentials = match &args.user {
-        Some(user) => Some(daemon::credentials(user, args.group.as_deref())?),
-        None => None,
-    };
+    let trusted = server::trusted_proxies(&args)?;
+    let tls = load_tls(&args)?;
+    let credentials = apps
+        .iter()
+        .map(|app| match &app.user {
+            Some(user) => daemon::credentials(user, args.group.as_deref())
+                .map(Some)
+                .with_context(|| format!("app {}", app.name)),
+            None => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Before any thread exists (it edits the environment) and before
+    // daemonizing (LISTEN_PID names this process).
+    let systemd = systemd::FromSystemd::take_from_env()?;
     let log_file = match (&args.log_file, args.daemonize) {
         // Absolute: the preloader and workers reopen it from the app's directory.
         (Some(path), _) => Some(std::path::absolute(path).context("resolving --log-file")?),
@@ -69,6 +88,20 @@ pub fn run(args: StartArgs) -> Result<i32> {
         crate::logfile::redirect_output(path)?;
     }
     init_logging(&args.log_level, log_file.is_some());
+    if let Some(path) = &settings.file {
+        tracing::info!(
+            "settings from {} (`rustrack config` shows each one's source)",
+            path.display()
+        );
+    }
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    if systemd.notifier.enabled() && args.daemonize {
+        // systemd takes notifications from the main PID only (unless
+        // NotifyAccess=all), and daemonizing made a new one.
+        tracing::warn!("--daemonize under systemd's Type=notify: use Type=notify without it");
+    }
     raise_fd_limit();
     keep_freed_memory();
     // Measured on 2 cores (hello, wrk -c16, A/B/A/B): one thread served
@@ -93,11 +126,47 @@ pub fn run(args: StartArgs) -> Result<i32> {
     runtime.block_on(server::serve(server::Setup {
         args,
         app_root,
-        rackup,
+        apps,
         credentials,
         log_file,
         ready_pipe,
+        trusted,
+        tls,
+        systemd,
     }))
+}
+
+/// Checks the `--ssl` options and loads the certificate, before anything
+/// starts: a bad file stops `rustrack start` with an error naming it.
+///
+/// Ports (Passenger Standalone's rule): `--ssl` alone makes `--port` serve
+/// HTTPS only; `--ssl --ssl-port N` serves plain HTTP on `--port` and HTTPS
+/// on N. N equal to `--port` is refused rather than guessed at (0 is not a
+/// port but "pick one", so `--port 0 --ssl-port 0` is two listeners).
+fn load_tls(args: &StartArgs) -> Result<Option<std::sync::Arc<tls::Tls>>> {
+    if !args.ssl {
+        return Ok(None);
+    }
+    if args.ssl_port.is_some_and(|p| p == args.port && p != 0) {
+        bail!(
+            "--ssl-port {} is --port too: leave --ssl-port out to serve HTTPS only on --port, \
+             or give another port to serve HTTP and HTTPS",
+            args.port
+        );
+    }
+    if args.no_tcp && args.ssl_port.is_none() {
+        bail!("--ssl with --no-tcp needs --ssl-port: --no-tcp turns off --port");
+    }
+    let (Some(certificate), Some(key)) = (&args.ssl_certificate, &args.ssl_certificate_key) else {
+        bail!("--ssl needs --ssl-certificate and --ssl-certificate-key");
+    };
+    // Absolute, so a reload reads the same files whatever the directory.
+    let files = tls::TlsFiles {
+        certificate: std::path::absolute(certificate).context("resolving --ssl-certificate")?,
+        key: std::path::absolute(key).context("resolving --ssl-certificate-key")?,
+    };
+    let tls = tls::Tls::load(files).context("loading the TLS certificate")?;
+    Ok(Some(std::sync::Arc::new(tls)))
 }
 
 /// Idle keep-alive and slow clients each hold a socket: allow as many as

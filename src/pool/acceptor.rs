@@ -4,6 +4,7 @@
 //! a few seconds, or greets badly, is dropped.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -26,15 +27,18 @@ pub async fn run(listener: UnixListener, events: mpsc::UnboundedSender<Event>) {
             }
         };
         let events = events.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(HELLO_TIMEOUT, read_hello(stream)).await {
-                Ok(Ok((hello, conn))) => {
-                    let _ = events.send(Event::Hello { hello, conn });
+        tokio::spawn(
+            async move {
+                match tokio::time::timeout(HELLO_TIMEOUT, read_hello(stream)).await {
+                    Ok(Ok((hello, conn))) => {
+                        let _ = events.send(Event::Hello { hello, conn });
+                    }
+                    Ok(Err(e)) => tracing::warn!("bad worker greeting: {e}"),
+                    Err(_) => tracing::warn!("a worker connected but did not greet"),
                 }
-                Ok(Err(e)) => tracing::warn!("bad worker greeting: {e}"),
-                Err(_) => tracing::warn!("a worker connected but did not greet"),
             }
-        });
+            .in_current_span(),
+        );
     }
 }
 

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
@@ -63,6 +64,10 @@ pub(super) struct Inner {
     pub template_memory: Option<(u32, Memory)>,
     /// Workers promoted to mold, with the requests each had served.
     pub molds: BTreeMap<WorkerId, u64>,
+    /// Starts from zero workers with requests waiting, and how long the
+    /// first of them waited the last time.
+    pub cold_starts: u64,
+    pub last_cold_start: Option<Duration>,
 }
 
 impl Inner {
@@ -78,6 +83,8 @@ impl Inner {
             restarts_by_reason: BTreeMap::new(),
             template_memory: None,
             molds: BTreeMap::new(),
+            cold_starts: 0,
+            last_cold_start: None,
         }
     }
 }
@@ -98,9 +105,23 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::UnboundedReceiver<Eve
 }
 
 impl Pool {
+    /// The machine's decision on `event`, under the limit shared with other
+    /// apps when there is one.
+    pub(super) fn decide(
+        &self,
+        inner: &mut Inner,
+        now: Instant,
+        event: machine::Event,
+    ) -> Vec<Action> {
+        match &self.share {
+            Some(share) => share.decide(&mut inner.machine, now, event),
+            None => inner.machine.handle(now, event),
+        }
+    }
+
     pub(super) fn machine_event(self: &Arc<Self>, event: machine::Event) {
         let mut inner = self.inner.lock().unwrap();
-        let actions = inner.machine.handle(Instant::now(), event);
+        let actions = self.decide(&mut inner, Instant::now(), event);
         self.apply(&mut inner, actions);
     }
 
@@ -116,12 +137,13 @@ impl Pool {
                 enqueued: now,
             },
         );
-        let actions = inner.machine.handle(now, machine::Event::Request(ticket));
+        let actions = self.decide(&mut inner, now, machine::Event::Request(ticket));
         self.apply(&mut inner, actions);
     }
 
     /// A lease handed back (see `Outcome`).
     pub(super) fn release(self: &Arc<Self>, worker: WorkerId, conn: WorkerConn, outcome: Outcome) {
+        let _in_app = self.span.enter();
         match outcome {
             Outcome::Done { memory } => {
                 let now = Instant::now();
@@ -135,12 +157,12 @@ impl Pool {
                 info.conn = Some(conn);
                 // Over its memory limit: retire it before it takes another.
                 let mut actions = match memory {
-                    Some(bytes) => inner
-                        .machine
-                        .handle(now, machine::Event::Memory(worker, bytes)),
+                    Some(bytes) => {
+                        self.decide(&mut inner, now, machine::Event::Memory(worker, bytes))
+                    }
                     None => Vec::new(),
                 };
-                actions.extend(inner.machine.handle(now, machine::Event::Done(worker)));
+                actions.extend(self.decide(&mut inner, now, machine::Event::Done(worker)));
                 self.apply(&mut inner, actions);
             }
             Outcome::Unsent => {
@@ -172,10 +194,13 @@ impl Pool {
                 // even if the worker has long exited.
                 self.processes.signal_worker(worker, Signal::SIGTERM);
                 let processes = self.processes.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(KILL_GRACE).await;
-                    processes.signal_worker(worker, Signal::SIGKILL);
-                });
+                tokio::spawn(
+                    async move {
+                        tokio::time::sleep(KILL_GRACE).await;
+                        processes.signal_worker(worker, Signal::SIGKILL);
+                    }
+                    .in_current_span(),
+                );
             }
             Outcome::OverHardLimit(bytes) => {
                 drop(conn);
@@ -197,9 +222,7 @@ impl Pool {
             return;
         };
         info.conn = Some(conn);
-        let actions = inner
-            .machine
-            .handle(Instant::now(), machine::Event::Unused(worker));
+        let actions = self.decide(&mut inner, Instant::now(), machine::Event::Unused(worker));
         self.apply(&mut inner, actions);
     }
 
@@ -211,13 +234,12 @@ impl Pool {
         }
         *inner.restarts_by_reason.entry(reason).or_default() += 1;
         self.metrics.observe_restart(reason);
-        let actions = inner
-            .machine
-            .handle(Instant::now(), machine::Event::Lost(worker));
+        let actions = self.decide(&mut inner, Instant::now(), machine::Event::Lost(worker));
         self.apply(&mut inner, actions);
     }
 
     pub(super) fn apply(self: &Arc<Self>, inner: &mut Inner, actions: Vec<Action>) {
+        let _in_app = self.span.enter();
         let mut actions = VecDeque::from(actions);
         while let Some(action) = actions.pop_front() {
             match action {
@@ -250,11 +272,11 @@ impl Pool {
                         // free. (Taking the connection back by hand: a
                         // dropped lease would lock the pool, which we hold.)
                         info.conn = lease.conn.take();
-                        actions.extend(
-                            inner
-                                .machine
-                                .handle(Instant::now(), machine::Event::Unused(worker)),
-                        );
+                        actions.extend(self.decide(
+                            inner,
+                            Instant::now(),
+                            machine::Event::Unused(worker),
+                        ));
                     }
                 }
                 Action::Reject { ticket, reason } => {
@@ -338,7 +360,7 @@ impl Pool {
                     let promote =
                         self.clone()
                             .promote(worker, info.pid, conn, self.spawner.restarts());
-                    tokio::spawn(promote);
+                    tokio::spawn(promote.in_current_span());
                 }
                 Action::DropMold => {
                     tracing::warn!(
@@ -376,6 +398,7 @@ impl Pool {
     }
 
     pub(super) fn on_event(self: &Arc<Self>, event: Event) {
+        let _in_app = self.span.enter();
         match event {
             Event::Forked { worker, pid } => {
                 let mut inner = self.inner.lock().unwrap();
@@ -432,9 +455,7 @@ impl Pool {
         );
         inner.molds.insert(worker, info.processed);
         self.metrics.observe_refork();
-        let actions = inner
-            .machine
-            .handle(Instant::now(), machine::Event::Promoted(worker));
+        let actions = self.decide(&mut inner, Instant::now(), machine::Event::Promoted(worker));
         self.apply(&mut inner, actions);
     }
 
@@ -447,9 +468,11 @@ impl Pool {
         inner.workers.remove(&worker);
         self.processes.signal_worker(worker, Signal::SIGKILL);
         self.spawn_error(&mut inner, msg);
-        let actions = inner
-            .machine
-            .handle(Instant::now(), machine::Event::SpawnFailed(worker));
+        let actions = self.decide(
+            &mut inner,
+            Instant::now(),
+            machine::Event::SpawnFailed(worker),
+        );
         self.apply(&mut inner, actions);
     }
 
@@ -492,7 +515,20 @@ impl Pool {
         inner.last_spawn_error = None;
         self.metrics
             .observe_spawn(self.method.as_str(), took.as_secs_f64());
-        let actions = inner.machine.handle(now, machine::Event::Ready(worker));
+        let serving = inner.workers.values().filter(|w| w.conn.is_some()).count();
+        if serving == 1 && inner.machine.count(SlotState::Busy) == 0 {
+            if let Some(first) = inner.pending.values().map(|w| w.enqueued).min() {
+                let waited = now.saturating_duration_since(first);
+                inner.cold_starts += 1;
+                inner.last_cold_start = Some(waited);
+                tracing::info!(
+                    "started from zero workers: {} request(s) waited, the first {:.0} ms",
+                    inner.pending.len(),
+                    waited.as_secs_f64() * 1000.0
+                );
+            }
+        }
+        let actions = self.decide(&mut inner, now, machine::Event::Ready(worker));
         self.apply(&mut inner, actions);
         drop(inner);
         self.readiness.send_if_modified(|r| {
@@ -580,7 +616,7 @@ impl Pool {
             }
         }
         for event in events {
-            let actions = inner.machine.handle(samples.at, event);
+            let actions = self.decide(&mut inner, samples.at, event);
             self.apply(&mut inner, actions);
         }
     }

@@ -33,6 +33,7 @@ impl Pool {
                     Some(SlotState::Promoting) => WorkerState::Promoting,
                 };
                 WorkerStatus {
+                    app: None,
                     id: *id,
                     pid: w.pid,
                     generation: w.generation,
@@ -68,6 +69,8 @@ impl Pool {
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
+            app: None,
+            route: None,
             app_root: self.app_root.clone(),
             spawn_method: self.method.as_str().to_string(),
             min_instances: cfg.min_instances,
@@ -88,6 +91,8 @@ impl Pool {
             preloader_memory: template_memory.filter(|_| preloader_pid.is_some()),
             template,
             reforks: inner.machine.reforks(),
+            cold_starts: inner.cold_starts,
+            last_cold_start_ms: inner.last_cold_start.map(|d| d.as_secs_f64() * 1000.0),
             last_spawn_error: inner.last_spawn_error.clone(),
             last_restart_error: inner.last_restart_error.clone(),
             worker_restarts: inner
@@ -96,6 +101,7 @@ impl Pool {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             workers,
+            groups: Vec::new(),
         }
     }
 
@@ -119,6 +125,7 @@ impl Pool {
             let processes = list
                 .into_iter()
                 .map(|(pid, role, worker_id)| ProcessMemory {
+                    app: None,
                     pid,
                     ppid: crate::procfs::stat(pid).ok().map(|s| s.ppid),
                     role,
@@ -130,5 +137,30 @@ impl Pool {
         });
         read.await
             .unwrap_or_else(|_| MemoryReport::new(self.method.as_str().to_string(), Vec::new()))
+    }
+}
+
+/// What a load balancer's health check needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// Workers greeted and serving (idle or busy).
+    pub ready: usize,
+    pub queue: usize,
+    pub generation: u64,
+    /// Respawning paused after a crash loop.
+    pub crash_loop: bool,
+}
+
+impl Pool {
+    /// A cheap snapshot for the health check: a lock, no `/proc`.
+    pub fn health(&self) -> Health {
+        let inner = self.inner.lock().unwrap();
+        let m = &inner.machine;
+        Health {
+            ready: m.count(SlotState::Idle) + m.count(SlotState::Busy),
+            queue: m.queue_len(),
+            generation: m.generation(),
+            crash_loop: m.crash_looping(Instant::now()),
+        }
     }
 }

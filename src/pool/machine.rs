@@ -37,6 +37,13 @@
 //!   is not asked again; a mold that dies or whose worker fails to start
 //!   is dropped and the preloader serves again (no retry of that
 //!   generation; the next threshold may promote again);
+//! - several apps in one instance (application groups) share a global
+//!   process limit: each group's machine is told its `room` (processes it
+//!   may add) before every event. A group whose requests wait with no room
+//!   says so (`waiting_for_room`); someone outside (the pool's capacity
+//!   arbiter) then evicts another group's idle worker (`Event::Evict`,
+//!   least recently used first, never the last worker of a group that is
+//!   serving). Spawns to keep `min_instances` yield to a group that waits;
 //! - the preloader is asked to stop after `max_preloader_idle_time`
 //!   without a spawn (the spawner starts a new one for the next spawn).
 //!   Whether a preloader runs is the spawner's business, not the machine's:
@@ -119,6 +126,9 @@ pub enum Event {
     PreloaderUp,
     /// Periodic: timeouts, idle retirement, backoffs.
     Tick,
+    /// Another app needs room under the global limit: stop the idle worker
+    /// used least recently, if one may go (see [`Machine::evictable`]).
+    Evict,
     /// Stop spawning; let queued and in-flight requests finish.
     Shutdown,
 }
@@ -143,6 +153,8 @@ pub enum Retire {
     Restart,
     Refork,
     ScaleDown,
+    /// Stopped to make room for another app's requests.
+    Evicted,
 }
 
 impl Retire {
@@ -154,6 +166,7 @@ impl Retire {
             Retire::Restart => "rolling restart",
             Retire::Refork => "refork",
             Retire::ScaleDown => "scaled down",
+            Retire::Evicted => "room for another app",
         }
     }
 }
@@ -252,6 +265,11 @@ pub struct Machine {
     refused: BTreeSet<WorkerId>,
     /// The generation whose workers fork from a mold, if any.
     mold_generation: Option<u64>,
+    /// Processes this group may add under a global limit shared with other
+    /// groups; `None` when it has the limit to itself.
+    room: Option<usize>,
+    /// Another group has requests waiting for room.
+    others_wait: bool,
 }
 
 impl Machine {
@@ -274,7 +292,46 @@ impl Machine {
             promoting: None,
             refused: BTreeSet::new(),
             mold_generation: None,
+            room: None,
+            others_wait: false,
         }
+    }
+
+    /// Sets this group's share of a global limit before an event: `room`
+    /// more processes may start, and whether another group waits for room.
+    pub fn set_room(&mut self, room: usize, others_wait: bool) {
+        self.room = Some(room);
+        self.others_wait = others_wait;
+    }
+
+    /// Processes that count against a global limit: every slot, leaving or
+    /// not (a retiring worker still holds its memory).
+    pub fn size(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Requests wait, no worker of ours is idle or starting, our own limit
+    /// would allow one more, and only the global limit stands in the way.
+    pub fn waiting_for_room(&self, now: Instant) -> bool {
+        self.room == Some(0)
+            && !self.shutting_down
+            && !self.queue.is_empty()
+            && self.count(SlotState::Idle) == 0
+            && self.count(SlotState::Spawning) == 0
+            && self.workers.len() < self.cfg.max_pool_size
+            && self.retry_at.is_none_or(|t| now >= t)
+    }
+
+    /// When the worker an eviction would stop was last used: the idle
+    /// worker used least recently, unless it is the last one left while
+    /// this group is serving (busy workers or waiting requests).
+    pub fn evictable(&self) -> Option<Instant> {
+        let worker = self.least_recently_used_idle()?;
+        let serving = self.count(SlotState::Busy) > 0 || !self.queue.is_empty();
+        if serving && self.active() <= 1 {
+            return None;
+        }
+        Some(self.workers[&worker].last_used)
     }
 
     pub fn config(&self) -> &Config {
@@ -284,6 +341,11 @@ impl Machine {
     /// Molds promoted so far.
     pub fn reforks(&self) -> u32 {
         self.reforks
+    }
+
+    /// Whether respawning is paused after a crash loop.
+    pub fn crash_looping(&self, now: Instant) -> bool {
+        self.quick_deaths >= CRASH_LOOP && self.retry_at.is_some_and(|t| now < t)
     }
 
     /// Whether the current generation's workers fork from a mold.
@@ -508,6 +570,16 @@ impl Machine {
                             reason: Retire::ScaleDown,
                         });
                     }
+                }
+            }
+            Event::Evict => {
+                if self.evictable().is_some() {
+                    let worker = self.least_recently_used_idle().expect("evictable");
+                    self.workers.remove(&worker);
+                    out.push(Action::Stop {
+                        worker,
+                        reason: Retire::Evicted,
+                    });
                 }
             }
             Event::PreloaderUp => self.preloader_needed = Some(now),
@@ -754,6 +826,14 @@ impl Machine {
                 .workers
                 .values()
                 .any(|s| s.generation < current && s.retire.is_none());
+        // Under a shared limit: a rolling replacement may go one over, as
+        // it may over our own maximum; the minimum waits while another
+        // group's requests need the room.
+        let (starved, below_min) = match self.room {
+            None => (starved, below_min),
+            Some(0) => (false, false),
+            Some(_) => (starved, below_min && !self.others_wait),
+        };
         if below_min || starved || replacing {
             let worker = self.next_worker;
             self.next_worker += 1;
@@ -827,6 +907,115 @@ mod tests {
             m.handle(c.at(id), Event::Ready(id));
         }
         m
+    }
+
+    /// Groups sharing a global limit, as the pool's capacity runs them:
+    /// each event is handled with the group's room set first.
+    struct Groups {
+        machines: Vec<Machine>,
+        max: usize,
+    }
+
+    impl Groups {
+        fn new(cfgs: Vec<Config>, max: usize) -> Self {
+            let machines = cfgs.into_iter().map(Machine::new).collect();
+            Groups { machines, max }
+        }
+
+        fn handle(&mut self, at: Instant, group: usize, event: Event) -> Vec<Action> {
+            let used: usize = self.machines.iter().map(Machine::size).sum();
+            let others_wait = self
+                .machines
+                .iter()
+                .enumerate()
+                .any(|(g, m)| g != group && m.waiting_for_room(at));
+            let m = &mut self.machines[group];
+            m.set_room(self.max.saturating_sub(used), others_wait);
+            m.handle(at, event)
+        }
+
+        /// What the arbiter does: evict from the group whose evictable
+        /// worker was used least recently, other than `for_group`.
+        fn evict_for(&mut self, at: Instant, for_group: usize) -> Option<(usize, Vec<Action>)> {
+            let victim = (0..self.machines.len())
+                .filter(|g| *g != for_group)
+                .filter_map(|g| self.machines[g].evictable().map(|t| (t, g)))
+                .min()?
+                .1;
+            Some((victim, self.handle(at, victim, Event::Evict)))
+        }
+    }
+
+    #[test]
+    fn with_no_room_requests_wait_and_say_so_and_spawn_once_room_frees() {
+        let c = Clock(Instant::now());
+        let mut g = Groups::new(vec![Config::new(1, 4, 10), Config::new(1, 4, 10)], 2);
+        assert_eq!(g.handle(c.at(0), 0, Event::Start), vec![spawn(1)]);
+        g.handle(c.at(1), 0, Event::Ready(1));
+        assert_eq!(g.handle(c.at(2), 1, Event::Start), vec![spawn(1)]);
+        g.handle(c.at(3), 1, Event::Ready(1));
+        // Group 0 is busy and full under the global limit of 2.
+        assert_eq!(
+            g.handle(c.at(4), 0, Event::Request(1)),
+            vec![dispatch(1, 1)]
+        );
+        assert_eq!(g.handle(c.at(5), 0, Event::Request(2)), vec![]);
+        assert!(g.machines[0].waiting_for_room(c.at(5)));
+        // Group 1's idle worker is the one to go; then group 0 spawns.
+        let (victim, actions) = g.evict_for(c.at(6), 0).unwrap();
+        assert_eq!(victim, 1);
+        assert_eq!(actions, vec![stop(1, Retire::Evicted)]);
+        assert_eq!(g.handle(c.at(7), 0, Event::Tick), vec![spawn(2)]);
+        assert!(!g.machines[0].waiting_for_room(c.at(7)));
+        // Group 1's minimum waits while group 0 still has a request waiting.
+        assert_eq!(g.handle(c.at(8), 1, Event::Tick), vec![]);
+    }
+
+    #[test]
+    fn the_minimum_yields_to_another_group_that_waits_for_room() {
+        let c = Clock(Instant::now());
+        let mut g = Groups::new(vec![Config::new(0, 4, 10), Config::new(1, 4, 10)], 1);
+        assert_eq!(g.handle(c.at(0), 1, Event::Start), vec![spawn(1)]);
+        g.handle(c.at(1), 1, Event::Ready(1));
+        g.handle(c.at(2), 0, Event::Request(1));
+        assert!(g.machines[0].waiting_for_room(c.at(2)));
+        g.evict_for(c.at(3), 0).unwrap();
+        // Room for one: group 0 (requests waiting) takes it, even though
+        // group 1 is now below its minimum and ticks first.
+        assert_eq!(g.handle(c.at(4), 1, Event::Tick), vec![]);
+        assert_eq!(g.handle(c.at(5), 0, Event::Tick), vec![spawn(1)]);
+        assert_eq!(g.handle(c.at(6), 0, Event::Ready(1)), vec![dispatch(1, 1)]);
+        // Group 0 done and idle, nobody waits: group 1 gets its minimum back
+        // once group 0's idle worker is evicted or retired; with no room it waits.
+        g.handle(c.at(7), 0, Event::Done(1));
+        assert_eq!(g.handle(c.at(8), 1, Event::Tick), vec![]);
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_idle_worker_but_never_the_last_one_serving() {
+        let c = Clock(Instant::now());
+        // Eviction ignores the minimum: another app's requests come first.
+        let mut m = ready(Config::new(2, 4, 10), 2, &c);
+        m.set_room(0, false);
+        // Worker 2 used more recently than 1.
+        m.handle(c.at(10), Event::Request(1));
+        m.handle(c.at(11), Event::Done(2));
+        assert_eq!(m.evictable(), Some(c.at(1)));
+        assert_eq!(
+            m.handle(c.at(12), Event::Evict),
+            vec![stop(1, Retire::Evicted)]
+        );
+        // One worker left and it is serving: it stays.
+        m.handle(c.at(13), Event::Request(2));
+        assert_eq!(m.evictable(), None);
+        assert_eq!(m.handle(c.at(14), Event::Evict), vec![]);
+        // Idle and nobody waiting: even the last one may go.
+        m.handle(c.at(15), Event::Done(2));
+        assert_eq!(m.evictable(), Some(c.at(15)));
+        // A busy worker is never evicted.
+        let mut busy = ready(Config::new(1, 4, 10), 1, &c);
+        busy.handle(c.at(20), Event::Request(1));
+        assert_eq!(busy.evictable(), None);
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! never across an await.
 
 pub mod acceptor;
+pub mod capacity;
 pub mod conn;
 mod driver;
 mod introspect;
@@ -43,12 +44,15 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::config::SpawnMethod;
-use crate::metrics::Metrics;
+use crate::metrics::AppMetrics;
 use crate::protocol::Hello;
+use capacity::Share;
 pub use conn::WorkerConn;
 use driver::Inner;
+pub use introspect::Health;
 use machine::{Config, WorkerId};
 use processes::{Exit, Processes};
 use spawner::{Launcher, SpawnerHandle};
@@ -137,13 +141,18 @@ pub enum Readiness {
 
 pub struct Pool {
     inner: Mutex<Inner>,
-    processes: Arc<Processes>,
+    processes: Processes,
     spawner: SpawnerHandle,
     events: mpsc::UnboundedSender<Event>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: AppMetrics,
     options: PoolOptions,
     method: SpawnMethod,
     app_root: std::path::PathBuf,
+    app_name: String,
+    /// The process limit shared with other apps, when there are others.
+    share: Option<Share>,
+    /// With several apps, names the app in every log line of this pool.
+    span: tracing::Span,
     readiness: watch::Sender<Readiness>,
     /// Wakes the sampler early (a worker just became ready).
     sample_now: tokio::sync::Notify,
@@ -208,19 +217,32 @@ impl Drop for Lease {
 pub struct PoolSetup {
     pub options: PoolOptions,
     pub launcher: Launcher,
-    pub metrics: Arc<Metrics>,
+    pub metrics: AppMetrics,
+    /// This group's view of the instance's process table (whose reaper
+    /// runs elsewhere, once for all groups).
+    pub processes: Processes,
+    /// A process limit shared with other apps.
+    pub share: Option<Share>,
 }
 
 impl Pool {
     /// Builds the pool and starts its tasks: the spawner, the driver's event
-    /// loop, the reaper, the sampler, and the acceptor on `worker_listener`.
+    /// loop, the sampler, and the acceptor on `worker_listener`.
     pub fn start(setup: PoolSetup, worker_listener: tokio::net::UnixListener) -> Arc<Pool> {
+        let span = match &setup.share {
+            Some(_) => tracing::info_span!("app", app = %setup.launcher.spec.app_name),
+            None => tracing::Span::none(),
+        };
+        // Tasks spawned from here on carry the span (`in_current_span`).
+        let _in_app = span.clone().entered();
+        let app_name = setup.launcher.spec.app_name.clone();
         let (events, rx) = mpsc::unbounded_channel();
-        let processes = Arc::new(Processes::new());
+        let processes = setup.processes;
+        processes.route_exits(events.clone());
         let method = setup.launcher.method;
         let app_root = setup.launcher.spec.app_root.clone();
         let spawner = spawner::start(setup.launcher, processes.clone(), events.clone());
-        let pool = Pool::new(
+        let mut pool = Pool::new(
             setup.options,
             setup.metrics,
             (method, app_root),
@@ -228,8 +250,15 @@ impl Pool {
             processes,
             events,
         );
-        tokio::spawn(reaper::run(pool.processes.clone(), pool.events.clone()));
-        tokio::spawn(acceptor::run(worker_listener, pool.events.clone()));
+        let p = Arc::get_mut(&mut pool).expect("nobody else holds the pool yet");
+        p.app_name = app_name;
+        p.span = span;
+        if let Some(share) = setup.share {
+            let p = Arc::get_mut(&mut pool).expect("nobody else holds the pool yet");
+            p.share = Some(share.clone());
+            share.register(&pool);
+        }
+        tokio::spawn(acceptor::run(worker_listener, pool.events.clone()).in_current_span());
         pool.run(rx);
         pool
     }
@@ -237,10 +266,10 @@ impl Pool {
     /// The pool around a given spawner (the real one, or a test's fake).
     fn new(
         options: PoolOptions,
-        metrics: Arc<Metrics>,
+        metrics: AppMetrics,
         (method, app_root): (SpawnMethod, std::path::PathBuf),
         spawner: SpawnerHandle,
-        processes: Arc<Processes>,
+        processes: Processes,
         events: mpsc::UnboundedSender<Event>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
@@ -251,7 +280,10 @@ impl Pool {
             metrics,
             options,
             method,
+            app_name: crate::config::AppSpec::app_name_of(&app_root),
             app_root,
+            share: None,
+            span: tracing::Span::none(),
             readiness: watch::channel(Readiness::Starting).0,
             sample_now: tokio::sync::Notify::new(),
             restart_lock: tokio::sync::Mutex::new(()),
@@ -262,8 +294,8 @@ impl Pool {
 
     /// Starts the driver's event loop and the sampler, then the machine.
     fn run(self: &Arc<Self>, events: mpsc::UnboundedReceiver<Event>) {
-        tokio::spawn(driver::run(self.clone(), events));
-        tokio::spawn(sampler::run(self.clone()));
+        tokio::spawn(driver::run(self.clone(), events).in_current_span());
+        tokio::spawn(sampler::run(self.clone()).in_current_span());
         self.machine_event(machine::Event::Start);
     }
 
@@ -279,6 +311,21 @@ impl Pool {
 
     pub fn spawn_method(&self) -> SpawnMethod {
         self.method
+    }
+
+    pub fn app_root(&self) -> &std::path::Path {
+        &self.app_root
+    }
+
+    /// The app's short name (its directory's), for logs and labels.
+    pub fn app_name(&self) -> &str {
+        &self.app_name
+    }
+
+    /// When the worker an eviction would stop was last used (see
+    /// [`machine::Machine::evictable`]).
+    pub fn evictable(&self) -> Option<Instant> {
+        self.inner.lock().unwrap().machine.evictable()
     }
 
     /// Waits in the queue for a worker. Dropping the future gives up the

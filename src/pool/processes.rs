@@ -18,6 +18,12 @@
 //!   preloader reaps on the same thread, later) and passes it over the
 //!   control channel with `SCM_RIGHTS`; `adopt` files it.
 //!
+//! Several apps (application groups) share one table, each through its
+//! own [`Processes`] view: a view files, lists and signals only its group's
+//! processes. There is one table because there is one `waitpid(-1)`: the
+//! reaper collects every child and routes each exit to the group that filed
+//! it.
+//!
 //! Entries leave the table when the process is known to have exited: reaped
 //! here (`reap`: our children, and forked workers re-parented to us after
 //! their preloader died, since the front end is a child subreaper), or
@@ -25,17 +31,23 @@
 //! says "exited" are removed, so a stale report can never drop a live
 //! process that happens to have the same PID.
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::machine::WorkerId;
+use super::Event;
+
+/// Which application group a process belongs to.
+pub type Group = u32;
 
 /// What a process is to the front end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +72,7 @@ pub struct Exit {
 
 struct Child {
     pid: u32,
+    group: Group,
     role: Role,
     pidfd: OwnedFd,
     expected: bool,
@@ -76,9 +89,25 @@ impl Child {
     }
 }
 
+/// Every process of the instance, whatever its group.
 #[derive(Default)]
-pub struct Processes {
+struct Table {
     children: Mutex<Vec<Child>>,
+    /// Where each group hears of its processes' exits.
+    routes: Mutex<BTreeMap<Group, UnboundedSender<Event>>>,
+}
+
+/// One group's view of the process table.
+#[derive(Clone)]
+pub struct Processes {
+    table: Arc<Table>,
+    group: Group,
+}
+
+impl Default for Processes {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 fn open_pidfd(pid: u32) -> std::io::Result<OwnedFd> {
@@ -91,14 +120,39 @@ fn open_pidfd(pid: u32) -> std::io::Result<OwnedFd> {
 }
 
 impl Processes {
+    /// A new table, seen as group 0.
     pub fn new() -> Self {
-        Self::default()
+        Processes {
+            table: Arc::default(),
+            group: 0,
+        }
+    }
+
+    /// Group `group`'s view of the same table.
+    pub fn group(&self, group: Group) -> Processes {
+        Processes {
+            table: self.table.clone(),
+            group,
+        }
+    }
+
+    /// Sends this group's exits, as the reaper finds them, to `events`.
+    pub fn route_exits(&self, events: UnboundedSender<Event>) {
+        self.table.routes.lock().unwrap().insert(self.group, events);
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, Vec<Child>> {
+        self.table.children.lock().unwrap()
+    }
+
+    fn mine(&self, c: &Child) -> bool {
+        c.group == self.group
     }
 
     /// Starts `cmd` as a child in `role` and files it. The `Child` std
     /// returns is dropped: the reaper collects every child with `waitpid`.
     pub fn spawn(&self, cmd: &mut Command, role: Role) -> std::io::Result<u32> {
-        let mut children = self.children.lock().unwrap();
+        let mut children = self.children();
         let child = cmd.spawn()?;
         let pid = child.id();
         drop(child);
@@ -107,6 +161,7 @@ impl Processes {
         let pidfd = open_pidfd(pid)?;
         children.push(Child {
             pid,
+            group: self.group,
             role,
             pidfd,
             expected: false,
@@ -118,8 +173,9 @@ impl Processes {
     /// Files a process someone else started (a worker the preloader
     /// forked), with the pidfd that someone opened for it.
     pub fn adopt(&self, pid: u32, pidfd: OwnedFd, role: Role) {
-        self.children.lock().unwrap().push(Child {
+        self.children().push(Child {
             pid,
+            group: self.group,
             role,
             pidfd,
             expected: false,
@@ -127,9 +183,46 @@ impl Processes {
         });
     }
 
-    /// Reaps every child of the front end that has exited.
+    /// Reaps every child of the front end that has exited, and sends each
+    /// group's exits to it (the reaper's job).
+    pub fn reap_and_route(&self, forget_after: Option<Duration>) {
+        let mut exits = self.reap_all();
+        if let Some(grace) = forget_after {
+            exits.extend(self.forget_exited(grace));
+        }
+        let routes = self.table.routes.lock().unwrap();
+        let mut by_group: BTreeMap<Group, Vec<Exit>> = BTreeMap::new();
+        for (group, exit) in exits {
+            by_group.entry(group).or_default().push(exit);
+        }
+        for (group, exits) in by_group {
+            match routes.get(&group) {
+                Some(events) => {
+                    let _ = events.send(Event::Exits(exits));
+                }
+                None => tracing::debug!(group, "exits of a group nobody listens for: {exits:?}"),
+            }
+        }
+    }
+
+    /// Reaps every child that has exited, now (on the way out): this
+    /// group's exits are returned, other groups' sent to them.
     pub fn reap(&self) -> Vec<Exit> {
-        let mut children = self.children.lock().unwrap();
+        let (mine, others): (Vec<_>, Vec<_>) = self
+            .reap_all()
+            .into_iter()
+            .partition(|(group, _)| *group == self.group);
+        let routes = self.table.routes.lock().unwrap();
+        for (group, exit) in others {
+            if let Some(events) = routes.get(&group) {
+                let _ = events.send(Event::Exits(vec![exit]));
+            }
+        }
+        mine.into_iter().map(|(_, exit)| exit).collect()
+    }
+
+    fn reap_all(&self) -> Vec<(Group, Exit)> {
+        let mut children = self.children();
         let mut exits = Vec::new();
         loop {
             let (pid, code, signal) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -154,19 +247,18 @@ impl Processes {
     /// The preloader reaped `pid`, one of its workers.
     pub fn exited(&self, pid: u32, code: Option<i32>, signal: Option<i32>) -> Vec<Exit> {
         let mut exits = Vec::new();
-        remove_exited(
-            &mut self.children.lock().unwrap(),
-            pid,
-            code,
-            signal,
-            &mut exits,
-        );
+        remove_exited(&mut self.children(), pid, code, signal, &mut exits);
+        // A template reports only its own group's workers.
         exits
+            .into_iter()
+            .filter(|(group, _)| *group == self.group)
+            .map(|(_, exit)| exit)
+            .collect()
     }
 
     /// Files a process under another role (a worker promoted to mold).
     pub fn set_role(&self, pid: u32, role: Role) {
-        for c in self.children.lock().unwrap().iter_mut() {
+        for c in self.children().iter_mut().filter(|c| c.group == self.group) {
             if c.pid == pid && !c.has_exited() {
                 c.role = role;
             }
@@ -175,7 +267,7 @@ impl Processes {
 
     /// Marks a process whose exit rustrack asked for.
     pub fn expect_exit(&self, pid: u32) {
-        for c in self.children.lock().unwrap().iter_mut() {
+        for c in self.children().iter_mut().filter(|c| c.group == self.group) {
             if c.pid == pid {
                 c.expected = true;
             }
@@ -197,7 +289,7 @@ impl Processes {
         self.signal_where(sig, |c| c.pid == pid)
     }
 
-    /// Signals every process of the instance.
+    /// Signals every process of this group.
     pub fn signal_all(&self, sig: Signal) {
         self.signal_where(sig, |_| true);
     }
@@ -206,7 +298,8 @@ impl Processes {
         let rsig = rustix::process::Signal::from_named_raw(sig as i32)
             .expect("nix signals are named signals");
         let mut sent = false;
-        for c in self.children.lock().unwrap().iter().filter(|c| which(c)) {
+        let children = self.children();
+        for c in children.iter().filter(|c| self.mine(c) && which(c)) {
             match rustix::process::pidfd_send_signal(&c.pidfd, rsig) {
                 Ok(()) => sent = true,
                 // Exited, not yet reaped or reported: nobody to signal.
@@ -219,38 +312,33 @@ impl Processes {
 
     /// The PID of a worker, if it is ours and filed.
     pub fn pid_of(&self, id: WorkerId) -> Option<u32> {
-        self.children
-            .lock()
-            .unwrap()
+        self.children()
             .iter()
-            .find(|c| c.role == Role::Worker(id))
+            .find(|c| self.mine(c) && c.role == Role::Worker(id))
             .map(|c| c.pid)
     }
 
     /// Every filed process, as (pid, role).
     pub fn list(&self) -> Vec<(u32, Role)> {
-        self.children
-            .lock()
-            .unwrap()
+        self.children()
             .iter()
+            .filter(|c| self.mine(c))
             .map(|c| (c.pid, c.role))
             .collect()
     }
 
     /// Processes filed and not yet known to have exited.
     pub fn live(&self) -> usize {
-        self.children
-            .lock()
-            .unwrap()
+        self.children()
             .iter()
-            .filter(|c| !c.has_exited())
+            .filter(|c| self.mine(c) && !c.has_exited())
             .count()
     }
 
     /// Forgets processes that exited and that nobody reported within
     /// `grace` (workers a preloader reaped just before it was killed).
-    pub fn forget_exited(&self, grace: Duration) -> Vec<Exit> {
-        let mut children = self.children.lock().unwrap();
+    fn forget_exited(&self, grace: Duration) -> Vec<(Group, Exit)> {
+        let mut children = self.children();
         let mut exits = Vec::new();
         let now = Instant::now();
         children.retain_mut(|c| {
@@ -259,13 +347,16 @@ impl Processes {
             }
             let seen = *c.exited_seen.get_or_insert(now);
             if now.duration_since(seen) >= grace {
-                exits.push(Exit {
-                    pid: c.pid,
-                    role: c.role,
-                    code: None,
-                    signal: None,
-                    expected: c.expected,
-                });
+                exits.push((
+                    c.group,
+                    Exit {
+                        pid: c.pid,
+                        role: c.role,
+                        code: None,
+                        signal: None,
+                        expected: c.expected,
+                    },
+                ));
                 false
             } else {
                 true
@@ -280,17 +371,20 @@ fn remove_exited(
     pid: u32,
     code: Option<i32>,
     signal: Option<i32>,
-    exits: &mut Vec<Exit>,
+    exits: &mut Vec<(Group, Exit)>,
 ) {
     children.retain(|c| {
         if c.pid == pid && c.has_exited() {
-            exits.push(Exit {
-                pid,
-                role: c.role,
-                code,
-                signal,
-                expected: c.expected,
-            });
+            exits.push((
+                c.group,
+                Exit {
+                    pid,
+                    role: c.role,
+                    code,
+                    signal,
+                    expected: c.expected,
+                },
+            ));
             false
         } else {
             true

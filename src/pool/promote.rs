@@ -63,9 +63,11 @@ impl Pool {
                 if let Some(info) = inner.workers.get_mut(&worker) {
                     info.conn = Some(conn);
                 }
-                let actions = inner
-                    .machine
-                    .handle(Instant::now(), machine::Event::PromotionRefused(worker));
+                let actions = self.decide(
+                    &mut inner,
+                    Instant::now(),
+                    machine::Event::PromotionRefused(worker),
+                );
                 self.apply(&mut inner, actions);
             }
             Ok(Err(e)) => {

@@ -10,14 +10,11 @@
 //! forgets processes that exited without anyone reporting it (workers a
 //! preloader reaped just before it was killed).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
 
 use super::processes::Processes;
-use super::Event;
 
 /// An exited process not reported within this long is forgotten.
 const UNREPORTED: Duration = Duration::from_secs(5);
@@ -28,7 +25,9 @@ pub fn become_subreaper() {
     }
 }
 
-pub async fn run(processes: Arc<Processes>, events: mpsc::UnboundedSender<Event>) {
+/// Reaps for every group of the table `processes` views; each group
+/// hears of its own exits on the channel it registered.
+pub async fn run(processes: Processes) {
     let mut sigchld = match signal(SignalKind::child()) {
         Ok(s) => s,
         Err(e) => {
@@ -44,12 +43,6 @@ pub async fn run(processes: Arc<Processes>, events: mpsc::UnboundedSender<Event>
             _ = sigchld.recv() => false,
             _ = sweep.tick() => true,
         };
-        let mut exits = processes.reap();
-        if swept {
-            exits.extend(processes.forget_exited(UNREPORTED));
-        }
-        if !exits.is_empty() && events.send(Event::Exits(exits)).is_err() {
-            return;
-        }
+        processes.reap_and_route(swept.then_some(UNREPORTED));
     }
 }

@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use std::process::{Command as Exec, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
@@ -168,7 +169,7 @@ impl SpawnerHandle {
 /// Starts the spawner task.
 pub fn start(
     launcher: Launcher,
-    processes: Arc<Processes>,
+    processes: Processes,
     events: mpsc::UnboundedSender<Event>,
 ) -> SpawnerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -188,7 +189,7 @@ pub fn start(
         restart_reply: None,
         stopped: false,
     };
-    tokio::spawn(spawner.run(rx, internal_rx));
+    tokio::spawn(spawner.run(rx, internal_rx).in_current_span());
     SpawnerHandle { tx, published }
 }
 
@@ -236,7 +237,7 @@ struct Template {
 
 struct Spawner {
     launcher: Arc<Launcher>,
-    processes: Arc<Processes>,
+    processes: Processes,
     events: mpsc::UnboundedSender<Event>,
     internal: mpsc::UnboundedSender<Internal>,
     /// Every template whose control channel is open, by PID.
@@ -419,10 +420,13 @@ impl Spawner {
         let launcher = self.launcher.clone();
         let processes = self.processes.clone();
         let internal = self.internal.clone();
-        tokio::spawn(async move {
-            let result = launch(&launcher, &processes).await;
-            let _ = internal.send(Internal::Launched { purpose, result });
-        });
+        tokio::spawn(
+            async move {
+                let result = launch(&launcher, &processes).await;
+                let _ = internal.send(Internal::Launched { purpose, result });
+            }
+            .in_current_span(),
+        );
     }
 
     /// Takes a promoted worker's connection as a control channel and waits
@@ -430,29 +434,32 @@ impl Spawner {
     fn adopt(&self, worker: WorkerId, pid: u32, conn: WorkerConn, restarts: u64) {
         let internal = self.internal.clone();
         let timeout = self.launcher.start_timeout;
-        tokio::spawn(async move {
-            let stream = Arc::new(conn.stream);
-            let mut reader = ControlReader::new(stream.clone());
-            reader.buf.extend_from_slice(&conn.buf);
-            let result = match tokio::time::timeout(timeout, reader.next()).await {
-                Ok(Ok(Some((Report::Ready { huge_pages, .. }, _)))) => {
-                    if let Some(h) = huge_pages {
-                        log_huge_pages(&h);
+        tokio::spawn(
+            async move {
+                let stream = Arc::new(conn.stream);
+                let mut reader = ControlReader::new(stream.clone());
+                reader.buf.extend_from_slice(&conn.buf);
+                let result = match tokio::time::timeout(timeout, reader.next()).await {
+                    Ok(Ok(Some((Report::Ready { huge_pages, .. }, _)))) => {
+                        if let Some(h) = huge_pages {
+                            log_huge_pages(&h);
+                        }
+                        Ok(Launched {
+                            pid,
+                            stream,
+                            reader,
+                        })
                     }
-                    Ok(Launched {
-                        pid,
-                        stream,
-                        reader,
-                    })
-                }
-                Ok(Ok(Some((other, _)))) => Err(anyhow!("the mold reported {other:?} first")),
-                Ok(Ok(None)) => Err(anyhow!("the mold exited before it was ready")),
-                Ok(Err(e)) => Err(anyhow!("reading from the mold: {e}")),
-                Err(_) => Err(anyhow!("the mold was not ready within {timeout:?}")),
-            };
-            let purpose = Purpose::Mold { worker, restarts };
-            let _ = internal.send(Internal::Launched { purpose, result });
-        });
+                    Ok(Ok(Some((other, _)))) => Err(anyhow!("the mold reported {other:?} first")),
+                    Ok(Ok(None)) => Err(anyhow!("the mold exited before it was ready")),
+                    Ok(Err(e)) => Err(anyhow!("reading from the mold: {e}")),
+                    Err(_) => Err(anyhow!("the mold was not ready within {timeout:?}")),
+                };
+                let purpose = Purpose::Mold { worker, restarts };
+                let _ = internal.send(Internal::Launched { purpose, result });
+            }
+            .in_current_span(),
+        );
     }
 
     async fn internal(&mut self, msg: Internal) {
@@ -509,7 +516,7 @@ impl Spawner {
             },
         );
         let internal = self.internal.clone();
-        tokio::spawn(read_reports(pid, reader, internal));
+        tokio::spawn(read_reports(pid, reader, internal).in_current_span());
         if self.stopped {
             return self.tell_to_exit(pid).await;
         }

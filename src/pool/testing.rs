@@ -15,7 +15,7 @@ use super::machine::{Config, WorkerId};
 use super::spawner::{Command, SpawnerHandle};
 use super::{Event, Pool, PoolOptions, WorkerConn};
 use crate::config::SpawnMethod;
-use crate::metrics::Metrics;
+use crate::metrics::AppMetrics;
 use crate::protocol::Hello;
 
 pub(crate) struct FakePool {
@@ -34,10 +34,10 @@ impl FakePool {
                 machine: config,
                 sample_interval: Duration::from_secs(3600),
             },
-            Arc::new(Metrics::new()),
+            AppMetrics::standalone(),
             (SpawnMethod::Smart, "/fake".into()),
             spawner,
-            Arc::new(super::processes::Processes::new()),
+            super::processes::Processes::new(),
             events.clone(),
         );
         pool.run(rx);

@@ -140,7 +140,10 @@ impl EnvBuilder {
         let env = ruby.hash_new();
         let k = &self.keys;
         env.aset(k.request_method, self.bin(ruby, head.method))?;
-        env.aset(k.script_name, self.empty)?;
+        match head.script_name {
+            [] => env.aset(k.script_name, self.empty)?,
+            prefix => env.aset(k.script_name, self.bin(ruby, prefix))?,
+        }
         env.aset(k.path_info, self.bin(ruby, head.path))?;
         env.aset(k.query_string, self.bin(ruby, head.query))?;
         env.aset(k.request_uri, self.bin(ruby, head.target))?;

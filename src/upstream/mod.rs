@@ -15,6 +15,7 @@
 //! of the worker protocol.
 
 pub mod exchange;
+pub mod forwarded;
 pub mod request;
 pub mod response;
 pub mod spool;
@@ -27,7 +28,8 @@ use tokio::sync::oneshot;
 use crate::pool::{Pool, Rejection};
 pub use exchange::ExchangeOptions;
 use exchange::Failed;
-pub use request::{split_host, Buffered, Peer, Refused, WireRequest};
+pub use forwarded::TrustedProxies;
+pub use request::{split_host, Buffered, Context, Peer, Refused, WireRequest};
 pub use response::ResponseBody;
 
 /// A request not yet sent is given to another worker at most this many

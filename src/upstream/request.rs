@@ -1,14 +1,20 @@
 //! HTTP → worker protocol: a parsed, fully buffered request becomes the
 //! frames a worker reads (`REQUEST_HEAD`, `BODY`… or `BODY_FILE`, `END`),
 //! with everything the Rack env needs decided here, once: the host and
-//! port, the scheme, the peer's address, and header lines joined per name.
+//! port, the scheme, the client's address (through trusted proxies only,
+//! `forwarded.rs`), header lines joined per name, and the two headers the
+//! front end adds for APMs: `X-Request-Start: t=<µs since the epoch>` (when
+//! the front end got the request, unless a trusted proxy already said)
+//! and `X-Request-Id`.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, Version};
 
+use super::forwarded::TrustedProxies;
 use crate::protocol::{self, kind, ProtocolError, RequestHead};
 
 /// Who is on the other end of a client connection.
@@ -17,6 +23,8 @@ pub enum Peer {
     Tcp {
         remote: SocketAddr,
         local: SocketAddr,
+        /// Over TLS (`--ssl`): the app sees `https`.
+        tls: bool,
     },
     Unix,
 }
@@ -57,6 +65,9 @@ pub enum Refused {
     TooLarge(ProtocolError),
 }
 
+/// Tells the app that the front end sends files named in `X-Sendfile`.
+const X_SENDFILE_TYPE: &str = "x-sendfile-type";
+
 /// Splits a Host header value into name and port ("[::1]:80" included).
 /// A port is one or more digits, bracketed name or not.
 pub fn split_host(host: &str) -> (&str, Option<&str>) {
@@ -76,7 +87,7 @@ pub fn split_host(host: &str) -> (&str, Option<&str>) {
 
 /// The request's host, as the Rack env's SERVER_NAME/SERVER_PORT come from
 /// it: two Host lines, or an HTTP/1.1 request with none, are refused.
-fn host(parts: &http::request::Parts) -> Result<Option<&str>, Refused> {
+pub fn host(parts: &http::request::Parts) -> Result<Option<&str>, Refused> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {
@@ -91,6 +102,9 @@ fn host(parts: &http::request::Parts) -> Result<Option<&str>, Refused> {
         None => match parts.uri.authority() {
             Some(a) => Ok(Some(a.as_str())),
             None if parts.version == Version::HTTP_10 => Ok(None),
+            None if parts.version == Version::HTTP_2 => Err(Refused::BadHost(
+                "an HTTP/2 request without :authority or Host",
+            )),
             None => Err(Refused::BadHost(
                 "an HTTP/1.1 request without a Host header",
             )),
@@ -98,25 +112,44 @@ fn host(parts: &http::request::Parts) -> Result<Option<&str>, Refused> {
     }
 }
 
+/// What the front end knows of a request besides its head and body.
+pub struct Context<'a> {
+    pub peer: Peer,
+    pub trusted: &'a TrustedProxies,
+    /// When the front end got the request (for `X-Request-Start`).
+    pub received: SystemTime,
+    /// The client's `X-Request-Id`, or one made up for this request.
+    pub request_id: &'a str,
+    /// The path prefix the app is mounted under ("" for the whole site):
+    /// the app sees it as `SCRIPT_NAME`, and the rest as `PATH_INFO`.
+    pub script_name: &'a str,
+}
+
+/// The first value of a header, as text.
+fn first<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a str> {
+    let v = parts.headers.get(name)?.to_str().ok()?;
+    Some(v.split(',').next().unwrap_or(v).trim())
+}
+
 /// Encodes the request as the frames a worker reads.
 pub fn encode(
     parts: &http::request::Parts,
-    peer: Peer,
-    trust_proxy: bool,
+    ctx: &Context<'_>,
     body: Buffered,
 ) -> Result<WireRequest, Refused> {
-    let https = trust_proxy
-        && parts
-            .headers
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let peer = ctx.peer;
+    let proxied = !ctx.trusted.is_empty() && ctx.trusted.trusts(&peer);
+    let over_tls = matches!(peer, Peer::Tcp { tls: true, .. });
+    let https = over_tls
+        || (proxied
+            && first(parts, "x-forwarded-proto").is_some_and(|v| v.eq_ignore_ascii_case("https")));
     let target = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
     let (local_ip, local_port, remote_ip, remote_port) = match peer {
-        Peer::Tcp { remote, local } => (
+        Peer::Tcp { remote, local, .. } => (
             local.ip().to_string(),
             local.port().to_string(),
             remote.ip().to_string(),
@@ -129,20 +162,59 @@ pub fn encode(
             String::new(),
         ),
     };
+    let remote_ip = match proxied {
+        true => {
+            let hops: Vec<&str> = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            ctx.trusted
+                .client_address(&hops)
+                .map(|ip| ip.to_string())
+                .unwrap_or(remote_ip)
+        }
+        false => remote_ip,
+    };
     let default_port = if https { "443" } else { "80" };
-    let (server_name, server_port) = match host(parts)? {
+    let host = host(parts)?;
+    let host = match proxied {
+        true => first(parts, "x-forwarded-host").or(host),
+        false => host,
+    };
+    let (server_name, mut server_port) = match host {
         Some(h) => {
             let (name, port) = split_host(h);
             (name.to_string(), port.unwrap_or(default_port).to_string())
         }
         None => (local_ip, local_port),
     };
+    if proxied {
+        if let Some(port) = first(parts, "x-forwarded-port").filter(|p| p.parse::<u16>().is_ok()) {
+            server_port = port.to_string();
+        }
+    }
+    // A trusted proxy's X-Request-Start is earlier and truer than ours.
+    let keep_start = proxied && parts.headers.contains_key("x-request-start");
+    let request_start = format!(
+        "t={}",
+        ctx.received
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0)
+    );
 
     // One entry per header name; repeated lines are joined as RFC 9110
     // allows (cookies with "; " as browsers send them).
     let mut headers: Vec<(&[u8], Cow<'_, [u8]>)> = Vec::with_capacity(parts.headers.keys_len() + 1);
     for name in parts.headers.keys() {
-        if name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
+        if name == header::TRANSFER_ENCODING
+            || name == header::CONTENT_LENGTH
+            || name == "x-request-id"
+            || (name == "x-request-start" && !keep_start)
+            || name.as_str() == X_SENDFILE_TYPE
+        {
             continue;
         }
         let mut values = parts.headers.get_all(name).iter();
@@ -161,20 +233,31 @@ pub fn encode(
         };
         headers.push((name.as_str().as_bytes(), value));
     }
+    // The front end sends the files an app names in `X-Sendfile`
+    // (front/sendfile.rs); Rack::Sendfile reads this as HTTP_X_SENDFILE_TYPE.
+    // Whatever a client sent under that name is replaced: it must not pick
+    // another mechanism (X-Accel-Redirect with its path mapping).
+    headers.push((X_SENDFILE_TYPE.as_bytes(), Cow::Borrowed(b"X-Sendfile")));
     // The body is fully buffered, so its length is known even when the
     // client sent it chunked.
     let body_len = body.len().to_string();
     if !body.is_empty() || parts.headers.contains_key(header::CONTENT_LENGTH) {
         headers.push((b"content-length", Cow::Borrowed(body_len.as_bytes())));
     }
+    if !keep_start {
+        headers.push((b"x-request-start", Cow::Borrowed(request_start.as_bytes())));
+    }
+    headers.push((b"x-request-id", Cow::Borrowed(ctx.request_id.as_bytes())));
 
     let head = RequestHead {
         method: parts.method.as_str().as_bytes(),
         target: target.as_bytes(),
-        path: parts.uri.path().as_bytes(),
+        script_name: ctx.script_name.as_bytes(),
+        path: &parts.uri.path().as_bytes()[ctx.script_name.len()..],
         query: parts.uri.query().unwrap_or("").as_bytes(),
         protocol: match parts.version {
             Version::HTTP_10 => b"HTTP/1.0",
+            Version::HTTP_2 => b"HTTP/2",
             _ => b"HTTP/1.1",
         },
         scheme: if https { b"https" } else { b"http" },
@@ -233,7 +316,60 @@ mod tests {
         Peer::Tcp {
             remote: "10.0.0.7:5555".parse().unwrap(),
             local: "127.0.0.1:3000".parse().unwrap(),
+            tls: false,
         }
+    }
+
+    static NOBODY: std::sync::LazyLock<TrustedProxies> =
+        std::sync::LazyLock::new(TrustedProxies::default);
+    static LAN: std::sync::LazyLock<TrustedProxies> =
+        std::sync::LazyLock::new(|| TrustedProxies::parse(&["10.0.0.0/8".to_string()]).unwrap());
+
+    /// A context at t = 1.5 s after the epoch, id "req-1".
+    fn ctx(peer: Peer, trust: bool) -> Context<'static> {
+        Context {
+            peer,
+            trusted: if trust { &LAN } else { &NOBODY },
+            received: UNIX_EPOCH + std::time::Duration::from_micros(1_500_000),
+            request_id: "req-1",
+            script_name: "",
+        }
+    }
+
+    fn header_of<'a>(head: &RequestHead<'a>, name: &[u8]) -> Option<&'a [u8]> {
+        head.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+    }
+
+    fn head_of(wire: &WireRequest) -> Vec<u8> {
+        frames(&wire.wire)[0].1.clone()
+    }
+
+    #[test]
+    fn tls_connections_are_https_and_http2_is_named() {
+        let tls = Peer::Tcp {
+            remote: "10.0.0.7:5555".parse().unwrap(),
+            local: "127.0.0.1:3443".parse().unwrap(),
+            tls: true,
+        };
+        // HTTP/2 carries the host as :authority, which hyper puts in the URI.
+        let p = parts(&[], Version::HTTP_2, "https://example.com/x?y=1");
+        let wire = encode(&p, &ctx(tls, false), Buffered::Memory(Bytes::new())).unwrap();
+        let raw = head_of(&wire);
+        let head = RequestHead::decode(&raw).unwrap();
+        assert_eq!(head.scheme, b"https");
+        assert_eq!(head.protocol, b"HTTP/2");
+        assert_eq!(head.server_name, b"example.com");
+        assert_eq!(head.server_port, b"443");
+        assert_eq!(head.target, b"/x?y=1");
+        // Without a host at all, HTTP/2 is refused like HTTP/1.1.
+        let none = parts(&[], Version::HTTP_2, "/");
+        assert!(matches!(
+            encode(&none, &ctx(tls, false), Buffered::Memory(Bytes::new())),
+            Err(Refused::BadHost(_))
+        ));
     }
 
     /// Decodes what `encode` wrote: the head, the body frames, the end.
@@ -286,8 +422,7 @@ mod tests {
         );
         let wire = encode(
             &p,
-            peer(),
-            false,
+            &ctx(peer(), false),
             Buffered::Memory(Bytes::from_static(b"hello")),
         )
         .unwrap();
@@ -328,8 +463,7 @@ mod tests {
         let p = parts(&[("host", "h")], Version::HTTP_11, "/");
         let wire = encode(
             &p,
-            Peer::Unix,
-            false,
+            &ctx(Peer::Unix, false),
             Buffered::File {
                 path: file,
                 len: 3 << 20,
@@ -349,6 +483,25 @@ mod tests {
     }
 
     #[test]
+    fn the_app_is_told_about_x_sendfile_whatever_the_client_says() {
+        let p = parts(
+            &[("host", "h"), ("x-sendfile-type", "X-Accel-Redirect")],
+            Version::HTTP_11,
+            "/",
+        );
+        let wire = encode(&p, &ctx(peer(), false), Buffered::Memory(Bytes::new())).unwrap();
+        let frames = frames(&wire.wire);
+        let head = RequestHead::decode(&frames[0].1).unwrap();
+        let values: Vec<_> = head
+            .headers
+            .iter()
+            .filter(|(k, _)| *k == b"x-sendfile-type")
+            .map(|(_, v)| v.to_vec())
+            .collect();
+        assert_eq!(values, [b"X-Sendfile".to_vec()]);
+    }
+
+    #[test]
     fn forwarded_proto_counts_only_behind_a_trusted_proxy() {
         let p = parts(
             &[("host", "h"), ("x-forwarded-proto", "https")],
@@ -356,7 +509,7 @@ mod tests {
             "/",
         );
         for (trust, scheme, port) in [(false, &b"http"[..], &b"80"[..]), (true, b"https", b"443")] {
-            let wire = encode(&p, peer(), trust, Buffered::Memory(Bytes::new())).unwrap();
+            let wire = encode(&p, &ctx(peer(), trust), Buffered::Memory(Bytes::new())).unwrap();
             let frames = frames(&wire.wire);
             let head = RequestHead::decode(&frames[0].1).unwrap();
             assert_eq!(head.scheme, scheme);
@@ -369,20 +522,81 @@ mod tests {
         let body = || Buffered::Memory(Bytes::new());
         let two = parts(&[("host", "a"), ("host", "b")], Version::HTTP_11, "/");
         assert!(matches!(
-            encode(&two, peer(), false, body()),
+            encode(&two, &ctx(peer(), false), body()),
             Err(Refused::BadHost(_))
         ));
         let none = parts(&[], Version::HTTP_11, "/");
         assert!(matches!(
-            encode(&none, peer(), false, body()),
+            encode(&none, &ctx(peer(), false), body()),
             Err(Refused::BadHost(_))
         ));
         // HTTP/1.0 needs none: the local address stands in.
         let old = parts(&[], Version::HTTP_10, "/");
-        let wire = encode(&old, peer(), false, body()).unwrap();
+        let wire = encode(&old, &ctx(peer(), false), body()).unwrap();
         let frames = frames(&wire.wire);
         let head = RequestHead::decode(&frames[0].1).unwrap();
         assert_eq!(head.server_name, b"127.0.0.1");
         assert_eq!(head.server_port, b"3000");
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_peers() {
+        let p = parts(
+            &[
+                ("host", "internal:8080"),
+                ("x-forwarded-for", "1.2.3.4, 203.0.113.9"),
+                ("x-forwarded-host", "shop.example.com"),
+                ("x-forwarded-port", "8443"),
+                ("x-forwarded-proto", "https"),
+                ("x-request-start", "t=42"),
+                ("x-request-id", "from-client"),
+            ],
+            Version::HTTP_11,
+            "/",
+        );
+        let body = || Buffered::Memory(Bytes::new());
+        // From a trusted load balancer: the client is the right-most
+        // untrusted hop, host/port/scheme are the public ones, and its
+        // X-Request-Start stays.
+        let wire = encode(&p, &ctx(peer(), true), body()).unwrap();
+        let trusted_frames = frames(&wire.wire);
+        let head = RequestHead::decode(&trusted_frames[0].1).unwrap();
+        assert_eq!(head.remote_addr, b"203.0.113.9");
+        assert_eq!(head.server_name, b"shop.example.com");
+        assert_eq!(head.server_port, b"8443");
+        assert_eq!(head.scheme, b"https");
+        assert_eq!(header_of(&head, b"x-request-start"), Some(&b"t=42"[..]));
+        assert_eq!(header_of(&head, b"x-request-id"), Some(&b"req-1"[..]));
+        // From anyone else: plain headers that change nothing, and our own
+        // X-Request-Start.
+        let wire = encode(&p, &ctx(tcp_peer("11.0.0.1"), true), body()).unwrap();
+        let frames = frames(&wire.wire);
+        let head = RequestHead::decode(&frames[0].1).unwrap();
+        assert_eq!(head.remote_addr, b"11.0.0.1");
+        assert_eq!(head.server_name, b"internal");
+        assert_eq!(head.server_port, b"8080");
+        assert_eq!(head.scheme, b"http");
+        assert_eq!(
+            header_of(&head, b"x-request-start"),
+            Some(&b"t=1500000"[..])
+        );
+        assert_eq!(
+            header_of(&head, b"x-forwarded-for"),
+            Some(&b"1.2.3.4, 203.0.113.9"[..])
+        );
+        let ids = head
+            .headers
+            .iter()
+            .filter(|(k, _)| *k == b"x-request-id")
+            .count();
+        assert_eq!(ids, 1);
+    }
+
+    fn tcp_peer(ip: &str) -> Peer {
+        Peer::Tcp {
+            remote: format!("{ip}:5555").parse().unwrap(),
+            local: "127.0.0.1:3000".parse().unwrap(),
+            tls: false,
+        }
     }
 }

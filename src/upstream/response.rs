@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 
 use super::spool::SpoolReader;
 use crate::protocol::{ProtocolError, ResponseHead};
@@ -20,6 +21,9 @@ pub enum ResponseBody {
     Chunks(VecDeque<Bytes>),
     /// Still arriving from the worker, through memory then a file.
     Spooled(SpoolReader),
+    /// Produced by the front end itself (a file it streams from disk for
+    /// static files and X-Sendfile): upstream only carries it.
+    Boxed(UnsyncBoxBody<Bytes, io::Error>),
 }
 
 impl ResponseBody {
@@ -45,17 +49,23 @@ impl Body for ResponseBody {
                 Poll::Ready(chunks.pop_front().map(|c| Ok(Frame::data(c))))
             }
             ResponseBody::Spooled(reader) => Pin::new(reader).poll_frame(cx),
+            ResponseBody::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, ResponseBody::Chunks(c) if c.is_empty())
+        match self {
+            ResponseBody::Chunks(c) => c.is_empty(),
+            ResponseBody::Spooled(_) => false,
+            ResponseBody::Boxed(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Chunks(c) => SizeHint::with_exact(c.iter().map(|b| b.len() as u64).sum()),
             ResponseBody::Spooled(_) => SizeHint::default(),
+            ResponseBody::Boxed(body) => body.size_hint(),
         }
     }
 }

@@ -1,6 +1,6 @@
 """The servers under test: `Spec` (which server, in which mode), `Server`
 (one running instance) and one adapter module per server (rustrack,
-passenger, puma, unicorn) that knows its command line, how to tell its
+passenger, puma, unicorn, and nginx for static files) that knows its command line, how to tell its
 workers are ready, and what its processes are."""
 
 from .server import ADAPTERS, PEERS, Server, ServerError, Spec, TIGHT_GC

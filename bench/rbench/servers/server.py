@@ -20,17 +20,19 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .. import procs
 from ..paths import FIXTURES
 from .adapter import Adapter
+from .nginx import Nginx
 from .passenger import Passenger
 from .puma import Puma
 from .rustrack import Rustrack
 from .unicorn import Unicorn
 
-ADAPTERS: dict[str, Adapter] = {a.name: a for a in [Rustrack(), Passenger(), Puma(), Unicorn()]}
-PEERS = list(ADAPTERS)  # rustrack, passenger, puma, unicorn: the --servers default and order
+ADAPTERS: dict[str, Adapter] = {a.name: a for a in [Rustrack(), Passenger(), Puma(), Unicorn(), Nginx()]}
+PEERS = list(ADAPTERS)  # rustrack, passenger, puma, unicorn, nginx: the --servers default and order
 
 # Ruby's GC heap growth tuned for a big preloaded heap (the same settings
 # for smart and direct, so the comparison stays fair). By default Ruby grows
@@ -41,8 +43,8 @@ TIGHT_GC = {"RUBY_GC_HEAP_FREE_SLOTS_GOAL_RATIO": "0.05", "RUBY_GC_HEAP_FREE_SLO
 
 @dataclass
 class Spec:
-    server: str  # rustrack, passenger, puma, unicorn
-    variant: str  # smart, direct (rustrack, passenger); preload, no-preload
+    server: str  # rustrack, passenger, puma, unicorn, nginx
+    variant: str  # smart, direct (rustrack, passenger); preload, no-preload; static (nginx)
     tight_gc: bool = False  # run the app with TIGHT_GC
     no_hugepages: bool = False  # rustrack --preload-hugepages false (the before of that change)
     # rustrack's memory remedies ("warm-up", "refork", "heap aging"): part of
@@ -74,7 +76,7 @@ class Server:
     """One server, started on 127.0.0.1:port, stopped by PID."""
 
     def __init__(self, spec: Spec, app: str, workers: int, workdir: Path, env: dict | None = None,
-                 max_pool: int | None = None):
+                 max_pool: int | None = None, prepare: Callable[[Path], None] | None = None):
         self.spec = spec
         self.adapter = ADAPTERS[spec.server]
         self.workers = workers
@@ -84,6 +86,8 @@ class Server:
         # A private copy: servers and Rails may write next to config.ru.
         self.app = self.dir / app
         shutil.copytree(FIXTURES / app, self.app)
+        if prepare:  # files the scenario generates into the copy
+            prepare(self.app)
         self.reg = self.dir / "r"
         self.reg.mkdir()
         self.port = procs.free_port()

@@ -1,0 +1,187 @@
+//! Behind a load balancer: the health check answered without Ruby, and
+//! draining the way balancers expect on SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn the_health_check_is_answered_without_a_worker() {
+    let server = start(&fixture("events"), &["--health-check-path", "/up"]);
+    let r = server.get("/up");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["workers_ready"], 1);
+    assert_eq!(v["queue"], 0);
+    assert_eq!(v["generation"], 1);
+    let head = server.request("HEAD", "/up", &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    // Not an app request: no worker counted it, no access-log line at info.
+    assert_eq!(server.status()["processed_total"], 0);
+    assert!(!server.logs().contains("GET /up"), "{}", server.logs());
+    // Other paths still go to the app.
+    assert_eq!(server.get("/upx").status, 200);
+    assert_eq!(server.status()["processed_total"], 1);
+}
+
+#[test]
+fn the_health_check_says_503_in_a_crash_loop() {
+    let server = start_with_env(
+        &fixture("events"),
+        &["--health-check-path", "/up"],
+        &[("EVENTS_CRASH_AFTER_START", "1")],
+    );
+    server.wait_until(30, "the crash loop", |s| {
+        s.logs().contains("not respawning")
+    });
+    let r = server.get("/up");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["status"], "crash loop");
+}
+
+#[test]
+fn sigterm_turns_the_health_check_503_first_and_serves_through_the_delay() {
+    let mut server = start(
+        &fixture("events"),
+        &["--health-check-path", "/up", "--shutdown-delay", "2"],
+    );
+    assert_eq!(server.get("/up").status, 200);
+    let stopped = Instant::now();
+    server.signal(libc::SIGTERM);
+    server.wait_until(5, "the health check to turn 503", |s| {
+        s.get("/up").status == 503
+    });
+    assert_eq!(server.get("/up").json()["status"], "draining");
+    // New connections are still accepted and served during the delay.
+    let mut served = 0;
+    while stopped.elapsed() < Duration::from_millis(1_500) {
+        assert_eq!(server.get("/").status, 200);
+        served += 1;
+    }
+    assert!(served > 0);
+    let status = server.wait_exit(30);
+    assert!(status.success(), "{status}");
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "exited before the delay: {:?}",
+        stopped.elapsed()
+    );
+}
+
+fn raw(port: u16, bytes: &[u8]) -> std::io::Result<Response> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(bytes)?;
+    read_response(&mut std::io::BufReader::new(s))
+}
+
+#[test]
+fn a_proxy_header_names_the_client_only_from_a_trusted_proxy() {
+    let request = b"PROXY TCP4 203.0.113.9 10.0.0.1 51000 443\r\nGET /env HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let trusted = start(
+        &fixture("events"),
+        &["--proxy-protocol", "--trusted-proxy", "127.0.0.1/32"],
+    );
+    let env = raw(trusted.port, request).unwrap().json();
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.9");
+    assert_eq!(env["REMOTE_PORT"], "51000");
+    // Without a header (a health check): served as it is.
+    assert_eq!(trusted.get("/").status, 200);
+    // From a peer that is not trusted, the header closes the connection.
+    let untrusted = start(
+        &fixture("events"),
+        &["--proxy-protocol", "--trusted-proxy", "10.0.0.0/8"],
+    );
+    let r = raw(untrusted.port, request);
+    assert!(r.is_err(), "{r:?}");
+    // A malformed header too.
+    let r = raw(
+        trusted.port,
+        b"PROXY TCP4 not an address\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(untrusted.status()["processed_total"], 0);
+}
+
+/// Replacing a running instance with a new one (a new rustrack binary,
+/// say) on the same port with --reuse-port, under load: no request fails.
+#[test]
+fn a_new_instance_takes_over_the_port_with_reuse_port_and_no_request_fails() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    // Connections waiting in the old listener's queue when it closes move
+    // to the new one instead of being reset (Linux 5.14+).
+    let migrate = std::path::Path::new("/proc/sys/net/ipv4/tcp_migrate_req");
+    if !optional_dep(
+        std::fs::write(migrate, "1").is_ok(),
+        "cannot set net.ipv4.tcp_migrate_req (needs root and Linux 5.14+)",
+    ) {
+        return;
+    }
+    let port = free_port();
+    let port_s = port.to_string();
+    let args = [
+        "--reuse-port",
+        "--shutdown-delay",
+        "1",
+        "--min-instances",
+        "2",
+    ];
+    let start_on_port = || {
+        let registry = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("start")
+            .arg(fixture("events"))
+            .args(["--address", "127.0.0.1", "--port", &port_s])
+            .args(args)
+            .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path());
+        start_command(cmd, registry, 60)
+    };
+    let mut old = start_on_port();
+    // Outside the scope, so it outlives the clients' threads.
+    let mut new = None;
+    let stop = AtomicBool::new(false);
+    let (served, failed) = (AtomicUsize::new(0), std::sync::Mutex::new(Vec::new()));
+    std::thread::scope(|s| {
+        let _stop = SetOnDrop(&stop);
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    match raw(
+                        port,
+                        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    ) {
+                        Ok(r) if r.status == 200 => {
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => failed.lock().unwrap().push(r.status.to_string()),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            });
+        }
+        wait_for(20, "traffic to the old instance", || {
+            served.load(Ordering::SeqCst) >= 50
+        });
+        new = Some(start_on_port());
+        old.signal(libc::SIGTERM);
+        assert!(old.wait_exit(30).success());
+        let before = served.load(Ordering::SeqCst);
+        wait_for(20, "traffic to the new instance", || {
+            served.load(Ordering::SeqCst) >= before + 50
+        });
+    });
+    let new = new.unwrap();
+    assert!(new.status()["processed_total"].as_u64() >= Some(50));
+    let failed = failed.into_inner().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}

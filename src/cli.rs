@@ -34,8 +34,9 @@ pub enum Command {
     /// Memory of every process of a running instance (PSS, private dirty,
     /// copy-on-write sharing with the preloader).
     Memory(StatusArgs),
-    /// Boot an app with smart and then direct spawning and compare spawn
-    /// times and memory side by side.
+    /// Boot an app with smart spawning, direct spawning and smart spawning
+    /// with refork, warm each the same way and compare spawn times and
+    /// memory (and how memory grows with requests) side by side.
     Compare(CompareArgs),
     /// Rolling restart: load the current code, replace workers one by one.
     Restart(ClientArgs),
@@ -380,6 +381,27 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// A configuration `rustrack compare` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareConfig {
+    /// Smart spawning: workers forked from the preloader.
+    Smart,
+    /// Direct spawning: every worker boots the app.
+    Direct,
+    /// Smart spawning with `--refork-after`: a warm worker becomes the mold.
+    Refork,
+}
+
+impl CompareConfig {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareConfig::Smart => "smart",
+            CompareConfig::Direct => "direct",
+            CompareConfig::Refork => "refork",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// The app to compare (default: the current directory).
@@ -395,8 +417,34 @@ pub struct CompareArgs {
     pub requests: usize,
 
     /// Path requested to warm up the workers.
-    #[arg(long, default_value = "/")]
+    #[arg(long, default_value = "/", conflicts_with = "paths_file")]
     pub path: String,
+
+    /// Warm up with a page mix: a file of paths, one per line (blank lines
+    /// and lines starting with # are skipped); each client walks the list
+    /// from its own offset.
+    #[arg(long, value_name = "FILE")]
+    pub paths_file: Option<PathBuf>,
+
+    /// The configurations to run, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "smart,direct,refork"
+    )]
+    pub configs: Vec<CompareConfig>,
+
+    /// The refork configuration's `--refork-after` (default: a quarter of
+    /// --requests).
+    #[arg(long, value_delimiter = ',', value_name = "N[,N2,…]")]
+    pub refork_after: Vec<u64>,
+
+    /// Read the total PSS of the app's processes every K requests (all
+    /// clients together) while warming (default: --workers × --requests
+    /// / 20).
+    #[arg(long, value_name = "K")]
+    pub sample_every: Option<usize>,
 
     /// How the smart run's preloader prepares its heap.
     #[command(flatten)]
@@ -406,11 +454,12 @@ pub struct CompareArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Also write a bar chart (SVG) of memory and spawn times to this file.
+    /// Also write a chart (SVG): memory totals, spawn times, total PSS as
+    /// requests are served, and each process's shared and private memory.
     #[arg(long)]
     pub svg: Option<PathBuf>,
 
-    /// Extra options for both `rustrack start` runs (e.g. "--environment production").
+    /// Extra options for every `rustrack start` run (e.g. "--environment production").
     #[arg(long, allow_hyphen_values = true)]
     pub start_args: Option<String>,
 }

@@ -152,6 +152,20 @@ fn compare_shows_smart_spawning_using_less_memory_than_direct() {
     assert_eq!(c["smart"]["workers"], 2);
     assert_eq!(c["direct"]["workers"], 2);
     assert_eq!(c["smart"]["spawn_ms"].as_array().unwrap().len(), 2);
+    // The third configuration, refork after a quarter of the requests, and
+    // a total PSS sample after every request of each client (plus one
+    // before the first).
+    assert_eq!(
+        c["configs"],
+        serde_json::json!(["smart", "direct", "refork"])
+    );
+    assert_eq!(c["refork"]["refork_after"], serde_json::json!([5]));
+    assert_eq!(c["refork"]["workers"], 2);
+    for config in ["smart", "direct", "refork"] {
+        let series = c[config]["series"].as_array().unwrap();
+        assert_eq!(series.len(), 21, "{config}");
+        assert_eq!(series.last().unwrap()["requests"], 40, "{config}");
+    }
 }
 
 /// A minimal parser of the Prometheus text format: every sample line is

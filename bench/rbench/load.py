@@ -7,7 +7,8 @@ duration, bytes, latency percentiles in µs and the error counters, which
 procs.Clients for the run so it never counts as part of the server.
 
 `fixed_requests` sends an exact number of GETs from Python threads (wrk
-cannot stop after a count). `SlowClients` keeps slow senders and slow
+cannot stop after a count); `mix_requests` does the same over a page mix,
+in steps with a pause for a memory reading after each. `SlowClients` keeps slow senders and slow
 readers busy from an asyncio loop in a thread while wrk measures the fast
 stream.
 """
@@ -118,6 +119,89 @@ def fixed_requests(port: int, path: str, total: int, connections: int) -> dict:
     for th in threads:
         th.join()
     return {"requests": total, "seconds": time.monotonic() - t0, "statuses": statuses, "errors": errors[0]}
+
+
+def mix_steps(total: int, steps: int) -> list[int]:
+    """Cumulative request counts at which mix_requests pauses: `steps`
+    about equal steps ending at total."""
+    steps = max(1, min(steps, total)) if total > 0 else 0
+    return [round(total * (i + 1) / steps) for i in range(steps)]
+
+
+def mix_path(client: int, clients: int, i: int, paths: list[str]) -> str:
+    """The i-th request of connection `client`: each walks the mix from its
+    own offset, so the connections spread over the pages."""
+    return paths[(i + client * len(paths) // max(1, clients)) % len(paths)]
+
+
+def mix_requests(port: int, paths: list[str], total: int, connections: int,
+                 steps: list[int] | None = None, on_step=None) -> dict:
+    """Exactly `total` GETs over a page mix from `connections` keep-alive
+    connections (one thread each; reconnecting when the server closes),
+    connection c walking `paths` from its own offset (mix_path). The load
+    runs in steps (cumulative counts, the last = total): after each, every
+    connection waits while on_step(requests so far) runs with no request in
+    flight. "seconds" and "rps" cover the requests only, not the pauses."""
+    steps = steps or [total]
+    lock = threading.Lock()
+    budget = [0]
+    statuses: dict[int, int] = {}
+    errors = [0]
+    start = threading.Barrier(connections + 1)
+    end = threading.Barrier(connections + 1)
+
+    def client(c: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        i = 0
+        try:
+            for _ in steps:
+                start.wait()
+                while True:
+                    with lock:
+                        if budget[0] <= 0:
+                            break
+                        budget[0] -= 1
+                    path = mix_path(c, connections, i, paths)
+                    i += 1
+                    try:
+                        conn.request("GET", path)
+                        resp = conn.getresponse()
+                        resp.read()
+                        with lock:
+                            statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                    except (OSError, http.client.HTTPException):
+                        with lock:
+                            errors[0] += 1
+                        conn.close()
+                end.wait()
+        except threading.BrokenBarrierError:
+            pass
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(connections)]
+    for th in threads:
+        th.start()
+    done, seconds = 0, 0.0
+    try:
+        for target in steps:
+            budget[0] = target - done
+            t0 = time.monotonic()
+            start.wait()
+            end.wait()
+            seconds += time.monotonic() - t0
+            done = target
+            if on_step:
+                on_step(done)
+    except BaseException:
+        start.abort()
+        end.abort()
+        raise
+    finally:
+        for th in threads:
+            th.join()
+    return {"requests": total, "seconds": seconds, "rps": total / seconds if seconds else 0.0,
+            "statuses": statuses, "errors": errors[0], "connections": connections}
 
 
 class SlowClients:

@@ -57,6 +57,8 @@ def collect(ctx, now, scenarios: list[str], servers: list[str], skipped: dict[st
         "versions": versions(ctx.servers), "loadavg_start": loadavg(),
         "memory_workers": ctx.memory_workers, "memory_per_worker": ctx.memory_per_worker,
         "slow_senders": ctx.slow_senders, "slow_readers": ctx.slow_readers, "spawn_workers": ctx.spawn_workers,
+        "realmem_workers": ctx.realmem_workers, "realmem_requests": ctx.realmem_requests,
+        "realmem_refork_after": ctx.realmem_refork_after,
         "scenarios": scenarios, "servers": servers, "workdir": str(ctx.workdir),
     }
     if skipped:

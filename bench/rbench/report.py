@@ -6,7 +6,8 @@ CPU per request, memory), sums the error counts (read errors apart: wrk
 counts each connection the server closes after a response as one, which is
 every Unicorn response), and pools the spawn samples and scale-up samples
 of all rounds for medians. `targets` checks issue 7's goals against that
-summary. `markdown` renders the tables: each throughput row carries the
+summary (and, for realmem, the real-app memory goals; see
+`realmem_targets`). `markdown` renders the tables: each throughput row carries the
 ratios "rustrack req/s ÷ this" and "rustrack p99 ÷ this" against the
 rustrack smart row of the same scenario and run; memory and scale-up rows
 are divided by rustrack smart's ("this ÷ rustrack smart"). A missing figure
@@ -87,6 +88,8 @@ def summarize(runs: list) -> dict:
                 samples = [r["scaleup_ms"] for r in rs]
                 entry["scaleup_samples"] = samples
                 entry["scaleup_median_ms"] = statistics.median(samples)
+            if rs and "mix" in rs[0]:
+                entry.update(summarize_realmem(rs))
             if rs and "slow" in rs[0]:
                 entry["slow_connected"] = mean([r["slow"]["connected_before_fast_stream"] for r in rs])
                 entry["slow_responses"] = mean([r["slow"]["sender_responses"] + r["slow"]["reader_responses"] for r in rs])
@@ -96,9 +99,81 @@ def summarize(runs: list) -> dict:
     return s
 
 
-def targets(s: dict) -> list[tuple[str, str, bool | None]]:
-    """The issue's goals, each with the measured value and pass/fail."""
+def summarize_realmem(rs: list) -> dict:
+    """realmem figures over the rounds rs (none failed): means of the mix's
+    req/s, of the template's PSS, of each round's mean and largest worker
+    Private_Dirty, of the refork count; the mold spawn samples pooled; the
+    app PSS series averaged step by step."""
+    def status_errors(r):
+        return r["mix"]["errors"] + sum(n for code, n in r["mix"]["statuses"].items() if int(code) >= 400)
+
+    dirty = [r["worker_private_dirty"] for r in rs if r.get("worker_private_dirty")]
+    spawns = [x for r in rs for x in r.get("mold_spawn_ms") or []]
+    out = {
+        "mix_rps": mean([r["mix"]["rps"] for r in rs]),
+        "mix_cpu_ms_per_req": mean([r["mix"].get("server_cpu_ms_per_req") for r in rs]),
+        "mix_errors": sum(status_errors(r) for r in rs),
+        "template_pss": mean([r.get("template_pss") or None for r in rs]),
+        "worker_dirty_mean": mean([statistics.fmean(d) for d in dirty]),
+        "worker_dirty_max": mean([max(d) for d in dirty]),
+        "reforks": mean([r.get("reforks") for r in rs]),
+        "mold_spawn_samples": spawns,
+        "mold_spawn_median_ms": statistics.median(spawns) if spawns else None,
+        "unsettled": sum(1 for r in rs if r.get("settled") is False),
+    }
+    series = [r.get("series") or [] for r in rs]
+    steps = [p["requests"] for p in series[0]]
+    if steps and all([p["requests"] for p in x] == steps for x in series):
+        out["series"] = [[n, mean([x[i]["app_pss"] for x in series])] for i, n in enumerate(steps)]
+    return out
+
+
+REALMEM_REMEDY_LABELS = ["rustrack smart + refork", "rustrack smart + warm-up + refork"]
+
+
+def realmem_targets(s: dict) -> list[tuple[str, str, bool | None]]:
+    """The real-app memory goals, for smart + refork and, when it ran,
+    smart + warm-up + refork: total PSS (front end apart) ≤ 50% of
+    direct's and ≥ 1.4× less than Puma's and Unicorn's preload; every
+    worker's Private_Dirty ≤ 30 MB; req/s on the mix ≥ plain smart's; a
+    spawn from a mold < 10 ms."""
     out = []
+    rm = s.get("realmem", {})
+
+    def get(label, key):
+        return rm.get(label, {}).get(key)
+
+    mb = lambda x: fmt(x and x / 2**20, ".0f")
+    for label in [x for x in REALMEM_REMEDY_LABELS if x in rm] or REALMEM_REMEDY_LABELS[:1]:
+        name = label.removeprefix("rustrack ")
+        pss = get(label, "app_pss")
+        x = ratio(pss, get("rustrack direct", "app_pss"))
+        out.append((f"realmem: {name}: total PSS ≤ 50% of direct's", fmt(None if x is None else 100 * x, ".0f") + "%",
+                    None if x is None else x <= 0.50))
+        d = get(label, "worker_dirty_max")
+        out.append((f"realmem: {name}: every worker's Private_Dirty ≤ 30 MB", f"largest {mb(d)} MB",
+                    None if d is None else d <= 30 * 2**20))
+        for peer in ["puma preload", "unicorn preload"]:
+            x = ratio(get(peer, "app_pss"), pss)
+            out.append((f"realmem: {name}: total PSS ≥ 1.4× less than {peer}'s", fmt(x, ".2f") + "×",
+                        None if x is None else x >= 1.4))
+        x = ratio(get(label, "mix_rps"), get("rustrack smart", "mix_rps"))
+        out.append((f"realmem: {name}: req/s on the mix ≥ plain smart's", fmt(x, ".2f") + "×",
+                    None if x is None else x >= 1.0))
+        a = get(label, "mold_spawn_median_ms")
+        out.append((f"realmem: {name}: spawn from a mold < 10 ms", f"{fmt(a, '.1f')} ms (median)",
+                    None if a is None else a < 10))
+    return out
+
+
+def targets(s: dict) -> list[tuple[str, str, bool | None]]:
+    """The issue's goals, each with the measured value and pass/fail:
+    issue 7's when any of its scenarios ran, realmem's when it ran."""
+    out = []
+    if "realmem" in s:
+        out += realmem_targets(s)
+        if not set(s) - {"realmem"}:
+            return out
 
     def get(scen, label, key):
         return s.get(scen, {}).get(label, {}).get(key)
@@ -161,6 +236,8 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
     w(f"- {meta['rounds']} round(s), servers interleaved (A B C D, then D C B A); wrk runs of "
       f"{meta['duration']:.0f} s after {meta['warmup']:.0f} s of warm-up, 1 thread, 16 connections; "
       f"2 single-threaded workers unless noted; total time {meta['elapsed_s'] / 60:.1f} min")
+    if meta.get("skipped_configs"):
+        w("- configurations not measured: " + "; ".join(f"{k} ({v})" for k, v in meta["skipped_configs"].items()))
     if meta.get("skipped_servers"):
         # Only in runs that left a server out (see prereqs): a full run's
         # header is unchanged.
@@ -253,7 +330,10 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
     if "multiapp" in s:
         L.extend(multiapp.markdown(runs, s["multiapp"]))
 
-    w("## targets (issue 7)\n")
+    if "realmem" in s:
+        realmem_tables(meta, s, runs, w)
+
+    w("## targets (issue 7)\n" if "realmem" not in s else "## targets\n")
     w("| target | measured | met |")
     w("|---|---|---|")
     for name, val, ok in targets(s):
@@ -267,6 +347,38 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
             w(f"- {r['scenario']} round {r['round'] + 1} {r['label']}: {first}")
         w("")
     return "\n".join(L)
+
+
+def realmem_tables(meta: dict, s: dict, runs: list, w) -> None:
+    rm = s["realmem"]
+    workers, requests = meta.get("realmem_workers", 4), meta.get("realmem_requests", 2000)
+    w(f"## realmem (fixtures/rails-large in production, {workers} workers, {requests} requests over "
+      "the page mix of pages.txt)\n")
+    w("| server | total PSS MB | ÷ direct | worker Private_Dirty MB, mean / largest | template PSS MB | "
+      "req/s over the mix | ÷ smart | server CPU ms/req | errors | reforks | spawn from a mold, median ms (samples) | load |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    direct = rm.get("rustrack direct", {}).get("app_pss")
+    smart = rm.get("rustrack smart", {}).get("mix_rps")
+    mb = lambda x, spec=".0f": fmt(x and x / 2**20, spec)
+    for label, e in rm.items():
+        rs = [r for r in runs if r["scenario"] == "realmem" and r["label"] == label]
+        spawn = "–" if not e.get("mold_spawn_samples") else \
+            f"{fmt(e['mold_spawn_median_ms'], '.1f')} ({len(e['mold_spawn_samples'])})"
+        errors = f"{e.get('mix_errors', '–')}{' (' + str(e['failed']) + ' runs failed)' if e['failed'] else ''}"
+        w(f"| {label} | {mb(e.get('app_pss'))} | {fmt(ratio(e.get('app_pss'), direct), '.2f')} | "
+          f"{mb(e.get('worker_dirty_mean'), '.1f')} / {mb(e.get('worker_dirty_max'), '.1f')} | "
+          f"{mb(e.get('template_pss'))} | {fmt(e.get('mix_rps'), '.1f')} | {fmt(ratio(e.get('mix_rps'), smart), '.2f')} | "
+          f"{fmt(e.get('mix_cpu_ms_per_req'), '.0f')} | {errors} | {fmt(e.get('reforks'), '.1f')} | {spawn} | {loads(rs)} |")
+    w("")
+    steps = next((e["series"] for e in rm.values() if e.get("series")), None)
+    if steps:
+        w("Total PSS (MB, front end apart) as the requests are served:\n")
+        w("| server | " + " | ".join(f"after {n}" for n, _ in steps) + " |")
+        w("|---|" + "---:|" * len(steps))
+        for label, e in rm.items():
+            series = e.get("series") or []
+            w(f"| {label} | " + " | ".join(mb(v) for _, v in series) + " |")
+        w("")
 
 
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"

@@ -13,13 +13,19 @@ Scenarios, by --only name: hello, rails, upload, download (wrk throughput
 on one app), slow (slow clients plus a fast wrk stream), memory (PSS and
 Private_Dirty of every process after a fixed number of requests), spawn
 (each server's own worker spawn times, then the scale-up cross-check timed
-from outside) and static (a 10 KB and a 1 MB file from public/, rustrack's
+from outside), static (a 10 KB and a 1 MB file from public/, rustrack's
 front end against nginx, with the count of requests that reached the app).
+Those make the default run. realmem (a large Rails app's memory over a page
+mix, with each of rustrack's memory remedies, against Puma, Unicorn and
+Passenger) runs only when named: it takes about an hour per round.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import re
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,8 +33,9 @@ from pathlib import Path
 from typing import Callable
 
 from . import multiapp, procs
-from .load import SlowClients, fixed_requests, wrk
+from .load import SlowClients, fixed_requests, mix_requests, mix_steps, wrk
 from .log import log
+from .paths import FIXTURES, RUSTRACK
 from .servers import Server, Spec
 
 # The configuration used for throughput scenarios: all four load the app once
@@ -66,6 +73,32 @@ STATIC_FILES = {
     "/assets/large-8e6c4a2b0d9f7e5c.js": 1024 * 1024,
 }
 
+# realmem: fixtures/rails-large with rustrack's remedies for the sharing that
+# a real app's first requests erode, each alone and combined, against the
+# peers' preload modes. Remedies whose flag this build lacks are skipped.
+REALMEM_SPECS = [
+    Spec("rustrack", "direct"),
+    Spec("rustrack", "smart"),
+    Spec("rustrack", "smart", remedies=("warm-up",)),
+    Spec("rustrack", "smart", remedies=("refork",)),
+    Spec("rustrack", "smart", remedies=("warm-up", "refork")),
+    Spec("rustrack", "smart", remedies=("heap aging",)),
+    Spec("passenger", "smart"),
+    Spec("puma", "preload"),
+    Spec("unicorn", "preload"),
+]
+REALMEM_APP = "rails-large"
+# Pitchfork's default: a first mold after 50 requests, the next after 100
+# more (warmer: it inherits the first mold's work), then every 1000.
+REALMEM_REFORK_AFTER = "50,100,1000"
+# Keep the preloaders for the whole run: both servers stop theirs after 300 s
+# without a spawn by default, and a mix that takes longer than that on a busy
+# machine would then be measured without it (the first run's rustrack smart
+# round 2: 375 s, preloader gone, 53 MB less). Puma's and Unicorn's masters
+# never go; a mold is never stopped for idleness.
+REALMEM_SERVER_OPTIONS = {"rustrack": ("--max-preloader-idle-time", "0"),
+                          "passenger": ("--max-preloader-idle-time", "0")}
+
 UPLOAD_LUA = """
 wrk.method = "POST"
 wrk.body = string.rep("x", 1000000)
@@ -89,7 +122,13 @@ class Ctx:
     slow_readers: int = 100
     spawn_workers: int = 4
     scaleup_rounds: int = 3
+    realmem_workers: int = 4
+    realmem_requests: int = 2000
+    realmem_steps: int = 4
+    realmem_refork_after: str = REALMEM_REFORK_AFTER
     runs: list = field(default_factory=list)
+    # "scenario: label" -> why that configuration was not run
+    skipped_configs: dict = field(default_factory=dict)
     counter: int = 0
 
     def new_dir(self, name: str) -> Path:
@@ -303,6 +342,137 @@ def static_body(ctx: Ctx, path: str):
 
     return body
 
+# -- realmem: a large Rails app's memory under rustrack's remedies -------------
+
+
+def realmem_pages() -> list[str]:
+    text = (FIXTURES / REALMEM_APP / "pages.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def rustrack_help() -> str:
+    """`rustrack start --help`: which remedies this build has."""
+    r = subprocess.run([str(RUSTRACK), "start", "--help"], capture_output=True, text=True, timeout=30)
+    return r.stdout
+
+
+def preload_gc_modes(help_text: str) -> list[str]:
+    """The values `--preload-gc` accepts, from the help text: clap lists
+    them as "[possible values: a, b]", or one per line ("- a: what it
+    does") when they are documented."""
+    m = re.search(r"^\s*--preload-gc <[^>]*>\n(.*?)(?=^\s*--|\Z)", help_text, re.S | re.M)
+    if not m:
+        return []
+    block = m.group(1)
+    inline = re.search(r"\[possible values: ([^\]]*)\]", block)
+    if inline:
+        return [v.strip() for v in inline.group(1).split(",")]
+    return re.findall(r"^\s*- ([\w-]+)(?::|$)", block, re.M)
+
+
+def realmem_options(spec: Spec, help_text: str, pages: list[str], refork_after: str) -> list[str] | str:
+    """The rustrack options for spec's remedies, or why this build cannot
+    run it (a flag `rustrack start --help` does not list)."""
+    opts: list[str] = []
+    for remedy in spec.remedies:
+        if remedy == "warm-up":
+            if "--warmup-request" not in help_text:
+                return "this build has no --warmup-request (warm-up not merged yet)"
+            # Every page of the mix, served in the preloader before it forks.
+            for page in pages:
+                opts += ["--warmup-request", page]
+        elif remedy == "refork":
+            if "--refork-after" not in help_text:
+                return "this build has no --refork-after"
+            opts += ["--refork-after", refork_after]
+        elif remedy == "heap aging":
+            modes = preload_gc_modes(help_text)
+            aging = [m for m in modes if m not in ("none", "start", "compact")
+                     and re.search(r"ag(e|ing)|old|promot", m)]
+            if not aging:
+                return f"this build has no heap-aging --preload-gc mode (possible values: {', '.join(modes) or '?'})"
+            opts += ["--preload-gc", aging[0]]
+        else:
+            raise ValueError(f"unknown remedy {remedy}")
+    return opts
+
+
+def realmem_processes(srv: Server) -> list[dict]:
+    """Every process of the server with its role and smaps_rollup figures."""
+    out = []
+    for pid in sorted(procs.server_tree()):
+        m = procs.smaps_rollup(pid)
+        if m is None:
+            continue
+        out.append({"pid": pid, "role": srv.role(pid), "cmd": procs.cmdline(pid)[:120],
+                    "rss": m.get("Rss", 0), "pss": m.get("Pss", 0),
+                    "private_dirty": m.get("Private_Dirty", 0),
+                    "shared": m.get("Shared_Clean", 0) + m.get("Shared_Dirty", 0)})
+    return out
+
+
+def memory_figures(processes: list[dict]) -> dict:
+    """Totals over the server's processes; "app" leaves the front end out
+    (rustrack's front end, Passenger's core and watchdog)."""
+    app = [p for p in processes if p["role"] != "front"]
+    workers = [p for p in app if p["role"] == "worker"]
+    return {
+        "total_pss": sum(p["pss"] for p in processes),
+        "total_private_dirty": sum(p["private_dirty"] for p in processes),
+        "app_pss": sum(p["pss"] for p in app),
+        "app_private_dirty": sum(p["private_dirty"] for p in app),
+        # None without one (direct spawning).
+        "template_pss": sum(p["pss"] for p in app if p["role"] == "master") or None,
+        "worker_count": len(workers),
+        "worker_private_dirty": [p["private_dirty"] for p in workers],
+    }
+
+
+def scenario_realmem(ctx: Ctx) -> None:
+    workers, total = ctx.realmem_workers, ctx.realmem_requests
+    pages = realmem_pages()
+    help_text = rustrack_help() if "rustrack" in ctx.servers else ""
+    specs = []
+    for spec in selected(REALMEM_SPECS, ctx):
+        opts: list[str] | str = []
+        if spec.server == "rustrack":
+            opts = realmem_options(spec, help_text, pages, ctx.realmem_refork_after)
+            if isinstance(opts, str):
+                ctx.skipped_configs[f"realmem: {spec.label}"] = opts
+                log(f"realmem: skipping {spec.label}: {opts}")
+                continue
+        opts = list(REALMEM_SERVER_OPTIONS.get(spec.server, ())) + opts
+        specs.append(dataclasses.replace(spec, options=tuple(opts)))
+
+    def body(srv: Server) -> dict:
+        series = []
+
+        def sample(done: int) -> None:
+            series.append({"requests": done, "app_pss": memory_figures(realmem_processes(srv))["app_pss"]})
+
+        sample(0)
+        # CPU time of the server's processes over the mix (the samples'
+        # /proc reads are the harness's own): steadier than req/s on a
+        # machine shared with other work.
+        cpu0 = procs.tree_cpu_ticks()
+        mix = mix_requests(srv.port, pages, total, 2 * workers, mix_steps(total, ctx.realmem_steps), sample)
+        mix["server_cpu_ms_per_req"] = (procs.tree_cpu_ticks() - cpu0) / procs.CLK_TCK * 1000 / total
+        # A refork may still be rolling out: let it finish (at most 2 min).
+        settle_deadline = time.monotonic() + 120
+        while not srv.adapter.settled(srv) and time.monotonic() < settle_deadline:
+            time.sleep(0.5)
+        time.sleep(1.0)
+        processes = realmem_processes(srv)
+        out = {"mix": mix, "series": series, "processes": processes,
+               "settled": srv.adapter.settled(srv)}
+        out.update(memory_figures(processes))
+        out.update(srv.adapter.worker_processed(srv))
+        out.update(srv.adapter.refork_figures(srv))
+        return out
+
+    for rnd, spec in interleaved(specs, ctx.rounds):
+        run_one(ctx, "realmem", spec, rnd, REALMEM_APP, workers, body)
+
 
 # -- by --only name ----------------------------------------------------------
 
@@ -315,13 +485,19 @@ SCENARIOS: dict[str, Callable[[Ctx], None]] = {
     "memory": scenario_memory,
     "spawn": lambda ctx: (scenario_spawn(ctx, SPAWN_APPS), scenario_scaleup(ctx, ctx.scaleup_rounds)),
     "static": scenario_static,
+    "realmem": scenario_realmem,
 }
+
+# What a run without --only runs (and what a published run must include):
+# realmem takes about an hour per round and multiapp measures a feature,
+# not a peer comparison, so they run only when named.
+DEFAULT_SCENARIOS = ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static"]
 
 # The servers each scenario can run (the rest of --servers is not started).
 SCENARIO_SPECS: dict[str, list[Spec]] = {
     "hello": THROUGHPUT_SPECS, "rails": THROUGHPUT_SPECS, "upload": THROUGHPUT_SPECS,
     "download": THROUGHPUT_SPECS, "slow": THROUGHPUT_SPECS, "memory": MEMORY_SPECS,
-    "spawn": SPAWN_SPECS, "static": STATIC_SPECS,
+    "spawn": SPAWN_SPECS, "static": STATIC_SPECS, "realmem": REALMEM_SPECS,
 }
 
 # Debian packages a scenario needs whatever the server: wrk for the wrk
@@ -330,6 +506,7 @@ SCENARIO_PACKAGES: dict[str, tuple[str, ...]] = {
     "hello": ("wrk",), "rails": ("wrk", "ruby-rails"), "upload": ("wrk",),
     "download": ("wrk",), "slow": ("wrk",), "memory": (), "spawn": ("ruby-rails",),
     "static": ("wrk",),
+    "realmem": ("ruby-rails", "ruby-sqlite3"),
 }
 SCENARIOS["multiapp"], SCENARIO_SPECS["multiapp"], SCENARIO_PACKAGES["multiapp"] = (  # bench/rbench/multiapp.py
     multiapp.scenario, multiapp.SPECS, multiapp.PACKAGES)

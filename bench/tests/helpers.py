@@ -47,6 +47,27 @@ def scaleup_run(label: str, rnd: int, ms: float, load: float = 0.5) -> dict:
     return r
 
 
+def realmem_run(label: str, rnd: int, app_pss_mb: float, worker_dirty_mb: list[float], rps: float,
+                mold_spawn_ms: list[float] | None = None, reforks: int | None = None,
+                series_mb: list[float] | None = None, statuses: dict | None = None,
+                template_mb: float = 50.0, load: float = 0.5) -> dict:
+    r = _base("realmem", label, rnd, load)
+    mb = 2**20
+    steps = [0, 500, 1000, 1500, 2000]
+    r.update({"app_pss": app_pss_mb * mb, "total_pss": (app_pss_mb + 10) * mb,
+              "app_private_dirty": sum(worker_dirty_mb) * mb, "total_private_dirty": sum(worker_dirty_mb) * mb,
+              "template_pss": template_mb * mb if template_mb else None, "worker_count": len(worker_dirty_mb),
+              "worker_private_dirty": [d * mb for d in worker_dirty_mb], "settled": True,
+              "mix": {"requests": 2000, "seconds": 2000 / rps, "rps": rps, "errors": 0,
+                      "statuses": statuses or {200: 2000}, "server_cpu_ms_per_req": 2000 / rps},
+              "series": [{"requests": n, "app_pss": v * mb} for n, v in zip(steps, series_mb or [])]})
+    if reforks is not None:
+        r.update({"reforks": reforks, "template": "mold" if reforks else "preloader"})
+    if mold_spawn_ms is not None:
+        r["mold_spawn_ms"] = mold_spawn_ms
+    return r
+
+
 def failed_run(scenario: str, label: str, rnd: int, load: float = 0.5) -> dict:
     r = _base(scenario, label, rnd, load)
     r["error"] = "ServerError: puma preload exited (1)\nlog tail"
@@ -59,4 +80,5 @@ META = {
     "versions": {"ruby": "ruby 3.1"}, "loadavg_start": [0.1, 0.2, 0.3], "loadavg_end": [0.4, 0.5, 0.6],
     "memory_workers": 4, "memory_per_worker": 2000, "slow_senders": 100, "slow_readers": 100,
     "spawn_workers": 4, "elapsed_s": 600.0,
+    "realmem_workers": 4, "realmem_requests": 2000, "realmem_refork_after": "50,100,1000",
 }

@@ -9,13 +9,18 @@ import unittest
 from rbench import cli
 from rbench.servers import PEERS
 
-ALL = ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static", "multiapp"]
+ALL = ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static"]
 
 
 class Publishes(unittest.TestCase):
     def test_full_run(self):
         self.assertTrue(cli.publishes(False, ALL, PEERS))
         self.assertTrue(cli.publishes(False, list(reversed(ALL)), list(reversed(PEERS))))
+
+    def test_realmem_is_not_needed_to_publish(self):
+        self.assertTrue(cli.publishes(False, ALL + ["realmem"], PEERS))
+        self.assertFalse(cli.publishes(False, ["realmem"], PEERS))
+        self.assertTrue(cli.publishes(False, ALL + ["multiapp"], PEERS))
 
     def test_partial_runs(self):
         self.assertFalse(cli.publishes(True, ALL, PEERS))

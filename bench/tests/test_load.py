@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import unittest
 from pathlib import Path
 
@@ -43,6 +45,84 @@ class ParseWrk(unittest.TestCase):
     def test_done_hook_prints_benchjson(self):
         self.assertIn("BENCHJSON", load.WRK_DONE)
         self.assertIn("done = function(summary, latency, requests)", load.WRK_DONE)
+
+
+class Mix(unittest.TestCase):
+    def test_steps(self):
+        self.assertEqual(load.mix_steps(2000, 4), [500, 1000, 1500, 2000])
+        self.assertEqual(load.mix_steps(10, 3), [3, 7, 10])
+        self.assertEqual(load.mix_steps(2, 5), [1, 2])
+        self.assertEqual(load.mix_steps(0, 4), [])
+
+    def test_paths_from_each_connections_offset(self):
+        pages = [f"/{i}" for i in range(83)]
+        self.assertEqual([load.mix_path(c, 8, 0, pages) for c in range(3)], ["/0", "/10", "/20"])
+        self.assertEqual(load.mix_path(7, 8, 11, pages), "/0")
+        self.assertEqual(sorted(load.mix_path(3, 8, i, pages) for i in range(83)), sorted(pages))
+
+    def test_requests_in_steps_against_a_local_server(self):
+        seen: list[str] = []
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                with lock:
+                    seen.append(self.path)
+                self.send_response(404 if self.path == "/missing" else 200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            paused_at = []
+
+            def on_step(done):
+                with lock:
+                    paused_at.append((done, len(seen)))
+
+            r = load.mix_requests(server.server_address[1], ["/a", "/b", "/missing"], 30, 4, [10, 20, 30], on_step)
+        finally:
+            server.shutdown()
+            server.server_close()
+        # No request in flight at a pause: exactly the step's count was served.
+        self.assertEqual(paused_at, [(10, 10), (20, 20), (30, 30)])
+        self.assertEqual(r["requests"], 30)
+        self.assertEqual(r["errors"], 0)
+        self.assertEqual(sum(r["statuses"].values()), 30)
+        self.assertEqual(set(seen), {"/a", "/b", "/missing"})
+        self.assertGreater(r["rps"], 0)
+
+    def test_a_failing_step_stops_the_clients(self):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+        def on_step(done):
+            raise RuntimeError("memory reading failed")
+
+        try:
+            with self.assertRaisesRegex(RuntimeError, "memory reading failed"):
+                load.mix_requests(server.server_address[1], ["/"], 20, 3, [10, 20], on_step)
+        finally:
+            server.shutdown()
+            server.server_close()
 
 
 if __name__ == "__main__":

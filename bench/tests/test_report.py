@@ -11,7 +11,7 @@ from pathlib import Path
 from rbench import report
 from rbench.paths import README, RESULTS
 
-from .helpers import META, failed_run, memory_run, scaleup_run, spawn_run, wrk_run
+from .helpers import META, failed_run, memory_run, realmem_run, scaleup_run, spawn_run, wrk_run
 
 RR, PA, PU, UN = "rustrack smart", "passenger smart", "puma preload", "unicorn preload"
 
@@ -334,6 +334,108 @@ class Markdown(unittest.TestCase):
     def test_quick_title(self):
         md = self.render([], dict(META, quick=True))
         self.assertTrue(md.startswith("# rustrack benchmark, 2026-01-01 00:00 (quick)\n"))
+
+
+RF, WRF, DI = "rustrack smart + refork", "rustrack smart + warm-up + refork", "rustrack direct"
+
+
+def realmem_runs(refork_pss: float = 240, refork_dirty: float = 28, refork_rps: float = 10.5,
+                 mold_ms: list | None = None) -> list:
+    """One round of realmem: direct, smart, smart + refork, Puma, Unicorn."""
+    return [
+        realmem_run(DI, 0, 500, [120, 121, 122, 125], 10.0, reforks=0, series_mb=[340, 420, 460, 490, 500],
+                    template_mb=0),
+        realmem_run(RR, 0, 440, [85, 86, 88, 90], 10.0, reforks=0, series_mb=[100, 330, 400, 430, 440]),
+        realmem_run(RF, 0, refork_pss, [refork_dirty - 4, refork_dirty - 2, refork_dirty - 1, refork_dirty],
+                    refork_rps, mold_spawn_ms=mold_ms if mold_ms is not None else [4.0, 6.0, 8.0, 30.0],
+                    reforks=2, series_mb=[100, 300, 260, 250, 240]),
+        realmem_run(PU, 0, 400, [90, 90, 90, 90], 9.0, template_mb=60),
+        realmem_run(UN, 0, 420, [95, 95, 95, 95], 8.0, template_mb=60),
+    ]
+
+
+class Realmem(unittest.TestCase):
+    def test_summary(self):
+        runs = realmem_runs()
+        runs.append(realmem_run(RF, 1, 260, [30, 32, 20, 22], 9.5, mold_spawn_ms=[12.0], reforks=3,
+                                series_mb=[100, 300, 280, 270, 260], statuses={200: 1998, 500: 2}))
+        e = report.summarize(runs)["realmem"][RF]
+        self.assertEqual(e["rounds"], 2)
+        self.assertEqual(e["app_pss"], 250 * 2**20)
+        self.assertEqual(e["mix_rps"], 10.0)
+        # Each round's largest worker, averaged: (28 + 32) / 2.
+        self.assertEqual(e["worker_dirty_max"], 30 * 2**20)
+        self.assertEqual(e["worker_dirty_mean"], (26.25 + 26) / 2 * 2**20)
+        self.assertEqual(e["mold_spawn_samples"], [4.0, 6.0, 8.0, 30.0, 12.0])
+        self.assertEqual(e["mold_spawn_median_ms"], 8.0)
+        self.assertEqual(e["reforks"], 2.5)
+        self.assertEqual(e["mix_errors"], 2)
+        self.assertEqual(e["series"], [[0, 100 * 2**20], [500, 300 * 2**20], [1000, 270 * 2**20],
+                                       [1500, 260 * 2**20], [2000, 250 * 2**20]])
+        p = report.summarize(runs)["realmem"][PU]
+        self.assertIsNone(p["reforks"])
+        self.assertIsNone(p["mold_spawn_median_ms"])
+
+    def targets(self, runs) -> dict:
+        return {name: (val, ok) for name, val, ok in report.targets(report.summarize(runs))}
+
+    def test_targets_met(self):
+        t = self.targets(realmem_runs())
+        # Only realmem ran: none of issue 7's rows.
+        self.assertEqual(list(t), [
+            "realmem: smart + refork: total PSS ≤ 50% of direct's",
+            "realmem: smart + refork: every worker's Private_Dirty ≤ 30 MB",
+            "realmem: smart + refork: total PSS ≥ 1.4× less than puma preload's",
+            "realmem: smart + refork: total PSS ≥ 1.4× less than unicorn preload's",
+            "realmem: smart + refork: req/s on the mix ≥ plain smart's",
+            "realmem: smart + refork: spawn from a mold < 10 ms",
+        ])
+        self.assertEqual(t["realmem: smart + refork: total PSS ≤ 50% of direct's"], ("48%", True))
+        self.assertEqual(t["realmem: smart + refork: every worker's Private_Dirty ≤ 30 MB"], ("largest 28 MB", True))
+        self.assertEqual(t["realmem: smart + refork: total PSS ≥ 1.4× less than puma preload's"], ("1.67×", True))
+        self.assertEqual(t["realmem: smart + refork: req/s on the mix ≥ plain smart's"], ("1.05×", True))
+        self.assertEqual(t["realmem: smart + refork: spawn from a mold < 10 ms"], ("7.0 ms (median)", True))
+
+    def test_targets_missed_and_boundaries(self):
+        t = self.targets(realmem_runs(refork_pss=250, refork_dirty=31, refork_rps=9.9, mold_ms=[10.0]))
+        self.assertEqual(t["realmem: smart + refork: total PSS ≤ 50% of direct's"], ("50%", True))
+        self.assertIs(t["realmem: smart + refork: every worker's Private_Dirty ≤ 30 MB"][1], False)
+        self.assertEqual(t["realmem: smart + refork: total PSS ≥ 1.4× less than puma preload's"], ("1.60×", True))
+        self.assertIs(t["realmem: smart + refork: req/s on the mix ≥ plain smart's"][1], False)
+        self.assertIs(t["realmem: smart + refork: spawn from a mold < 10 ms"][1], False)
+        t = self.targets(realmem_runs(refork_pss=300, mold_ms=[]))
+        self.assertEqual(t["realmem: smart + refork: total PSS ≥ 1.4× less than unicorn preload's"], ("1.40×", True))
+        self.assertIs(t["realmem: smart + refork: total PSS ≤ 50% of direct's"][1], False)
+        self.assertEqual(t["realmem: smart + refork: spawn from a mold < 10 ms"], ("– ms (median)", None))
+
+    def test_warmup_refork_judged_too_when_it_ran(self):
+        runs = realmem_runs() + [realmem_run(WRF, 0, 200, [20, 20, 20, 20], 11.0, mold_spawn_ms=[5.0], reforks=2)]
+        names = [n for n, _, _ in report.targets(report.summarize(runs))]
+        self.assertEqual(len(names), 12)
+        self.assertIn("realmem: smart + warm-up + refork: total PSS ≤ 50% of direct's", names)
+
+    def test_with_issue_7_scenarios(self):
+        runs = realmem_runs() + [wrk_run("hello", RR, 0, 10000, 1, 5)]
+        names = [n for n, _, _ in report.targets(report.summarize(runs))]
+        self.assertEqual(len(names), 6 + len(Targets.NAMES))
+
+    def test_tables(self):
+        meta = dict(META, skipped_configs={"realmem: rustrack smart + warm-up": "no --warmup-request"})
+        runs = realmem_runs()
+        md = report.markdown(meta, report.summarize(runs), runs)
+        self.assertIn("\n- configurations not measured: realmem: rustrack smart + warm-up (no --warmup-request)\n", md)
+        rows = table_rows(md, "realmem")
+        # | server | PSS | ÷ direct | dirty mean / largest | template | req/s | ÷ smart | CPU ms/req | errors
+        # | reforks | mold spawn | load |
+        self.assertEqual(rows[RF][1:11], ["240", "0.48", "26.2 / 28.0", "50", "10.5", "1.05", "190", "0", "2.0",
+                                          "7.0 (4)"])
+        self.assertEqual(rows[DI][4], "–")
+        self.assertEqual(rows[DI][10], "–")
+        self.assertEqual(rows[PU][9], "–")
+        self.assertIn("| server | after 0 | after 500 | after 1000 | after 1500 | after 2000 |", md)
+        self.assertIn(f"| {RF} | 100 | 300 | 260 | 250 | 240 |", md)
+        self.assertIn("## targets\n", md)
+        self.assertNotIn("(issue 7)", md)
 
 
 # Results written by the current report code (the earlier ones predate

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rbench import scenarios
 from rbench.servers import ADAPTERS, PEERS, Spec
-from rbench.servers import passenger, puma, unicorn
+from rbench.servers import passenger, puma, rustrack, unicorn
 
 
 class Order(unittest.TestCase):
@@ -27,9 +27,17 @@ class Order(unittest.TestCase):
                          {"RUBY_GC_HEAP_FREE_SLOTS_GOAL_RATIO": "0.05", "RUBY_GC_HEAP_FREE_SLOTS_MIN_RATIO": "0.02"})
         self.assertEqual(Spec("rustrack", "direct").env, {})
 
+    def test_labels_with_remedies(self):
+        spec = Spec("rustrack", "smart", remedies=("warm-up", "refork"))
+        self.assertEqual(spec.label, "rustrack smart + warm-up + refork")
+        self.assertEqual(spec.slug, "rustrack-smart-warm-up-refork")
+        self.assertEqual(Spec("rustrack", "smart", remedies=("heap aging",)).slug, "rustrack-smart-heap-aging")
+
     def test_scenario_names(self):
         self.assertEqual(list(scenarios.SCENARIOS),
-                         ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static", "multiapp"])
+                         ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static", "realmem", "multiapp"])
+        # realmem (an hour a round) and multiapp run only when named.
+        self.assertEqual(scenarios.DEFAULT_SCENARIOS, list(scenarios.SCENARIOS)[:-2])
         self.assertEqual(set(scenarios.SCENARIO_SPECS), set(scenarios.SCENARIOS))
         self.assertEqual(set(scenarios.SCENARIO_PACKAGES), set(scenarios.SCENARIOS))
         self.assertEqual(PEERS, ["rustrack", "passenger", "puma", "unicorn", "nginx"])
@@ -47,12 +55,96 @@ class Order(unittest.TestCase):
             self.assertIn("spawn_ms", type(ADAPTERS[spec.server]).__dict__, spec.server)
 
 
+HELP = """Usage: rustrack start [OPTIONS] [APP_ROOT]
+
+      --refork-after <N[,N2,…]>
+          Refork
+
+      --preload-gc <PRELOAD_GC>
+          Garbage collection in the preloader before the first fork
+
+          [default: compact]
+          [possible values: none, start, compact]
+
+      --preload-hugepages <BOOL>
+          [possible values: true, false]
+"""
+
+HELP_WARMUP_AGING = HELP.replace("none, start, compact", "none, start, compact, age") + """
+      --warmup-request <[METHOD ]PATH>
+          Serve this request to the app in the preloader before the first fork
+"""
+
+
+class Realmem(unittest.TestCase):
+    PAGES = ["/", "/de"]
+
+    def options(self, remedies, help_text=HELP):
+        return scenarios.realmem_options(Spec("rustrack", "smart", remedies=remedies), help_text,
+                                         self.PAGES, "50,100,1000")
+
+    def test_remedies_become_options(self):
+        self.assertEqual(self.options(()), [])
+        self.assertEqual(self.options(("refork",)), ["--refork-after", "50,100,1000"])
+        self.assertEqual(self.options(("warm-up", "refork"), HELP_WARMUP_AGING),
+                         ["--warmup-request", "/", "--warmup-request", "/de", "--refork-after", "50,100,1000"])
+        self.assertEqual(self.options(("heap aging",), HELP_WARMUP_AGING), ["--preload-gc", "age"])
+
+    def test_missing_flags_skip_with_a_reason(self):
+        self.assertIn("--warmup-request", self.options(("warm-up",)))
+        self.assertIn("possible values: none, start, compact", self.options(("heap aging",)))
+        self.assertIn("--refork-after", self.options(("refork",), HELP.replace("--refork-after", "--other")))
+
+    def test_preload_gc_modes_in_both_help_layouts(self):
+        self.assertEqual(scenarios.preload_gc_modes(HELP), ["none", "start", "compact"])
+        listed = ("      --preload-gc <PRELOAD_GC>\n          GC\n\n          Possible values:\n"
+                  "          - none:    nothing\n          - aged:    GC until every object is old\n\n"
+                  "      --preload-hugepages <BOOL>\n          [possible values: true, false]\n")
+        self.assertEqual(scenarios.preload_gc_modes(listed), ["none", "aged"])
+        self.assertEqual(scenarios.preload_gc_modes("no such option"), [])
+
+    def test_specs(self):
+        labels = [s.label for s in scenarios.REALMEM_SPECS]
+        self.assertEqual(labels[:2], ["rustrack direct", "rustrack smart"])
+        for want in ["rustrack smart + refork", "rustrack smart + warm-up + refork", "rustrack smart + heap aging",
+                     "puma preload", "unicorn preload", "passenger smart"]:
+            self.assertIn(want, labels)
+        pages = scenarios.realmem_pages()
+        self.assertEqual(len(pages), 83)
+        self.assertEqual(pages[0], "/")
+
+    def test_memory_figures(self):
+        procs = [{"pid": 1, "role": "front", "pss": 10, "private_dirty": 8},
+                 {"pid": 2, "role": "master", "pss": 50, "private_dirty": 40},
+                 {"pid": 3, "role": "worker", "pss": 30, "private_dirty": 20},
+                 {"pid": 4, "role": "worker", "pss": 35, "private_dirty": 25}]
+        f = scenarios.memory_figures(procs)
+        self.assertEqual((f["total_pss"], f["app_pss"], f["template_pss"]), (125, 115, 50))
+        self.assertEqual((f["total_private_dirty"], f["app_private_dirty"]), (93, 85))
+        self.assertEqual((f["worker_count"], f["worker_private_dirty"]), (2, [20, 25]))
+        self.assertIsNone(scenarios.memory_figures([p for p in procs if p["role"] != "master"])["template_pss"])
+
+    def test_refork_figures_from_status(self):
+        st = {"reforks": 2, "generation": 3, "template": {"kind": "mold", "pid": 9},
+              "workers": [{"generation": 3, "spawn_ms": 4.5}, {"generation": 3, "spawn_ms": 7.0},
+                          {"generation": 2, "spawn_ms": 30.0}, {"generation": 3, "spawn_ms": None}]}
+        self.assertEqual(rustrack.refork_figures(st), {"reforks": 2, "template": "mold", "mold_spawn_ms": [4.5, 7.0]})
+        st = {"reforks": 0, "generation": 1, "template": {"kind": "preloader"}, "workers": []}
+        self.assertEqual(rustrack.refork_figures(st), {"reforks": 0, "template": "preloader"})
+
+
 def fake_server(server: str, variant: str, tmp: Path) -> types.SimpleNamespace:
     return types.SimpleNamespace(spec=Spec(server, variant), workers=2, max_pool=2, port=4000,
                                  app=tmp / "app", dir=tmp, reg=tmp / "r")
 
 
 class Adapters(unittest.TestCase):
+    def test_passenger_options(self):
+        srv = fake_server("passenger", "smart", Path("/w"))
+        self.assertNotIn("--max-preloader-idle-time", ADAPTERS["passenger"].argv(srv))
+        srv.spec = Spec("passenger", "smart", options=("--max-preloader-idle-time", "0"))
+        self.assertEqual(ADAPTERS["passenger"].argv(srv)[-2:], ["--max-preloader-idle-time", "0"])
+
     def test_puma_argv(self):
         argv = ADAPTERS["puma"].argv(fake_server("puma", "preload", Path("/w")))
         self.assertEqual(argv, ["puma", "-b", "tcp://127.0.0.1:4000", "-w", "2", "-t", "1:1",
@@ -78,6 +170,8 @@ class Adapters(unittest.TestCase):
         self.assertNotIn("--preload-hugepages", argv)
         srv.spec = Spec("rustrack", "smart", no_hugepages=True)
         self.assertEqual(ADAPTERS["rustrack"].argv(srv)[-2:], ["--preload-hugepages", "false"])
+        srv.spec = Spec("rustrack", "smart", remedies=("refork",), options=("--refork-after", "50"))
+        self.assertEqual(ADAPTERS["rustrack"].argv(srv)[-2:], ["--refork-after", "50"])
 
     def test_readiness_from_logs(self):
         log = ("[1] - Worker 0 (PID: 11) booted in 0.01s, phase: 0\n"
@@ -90,6 +184,7 @@ class Adapters(unittest.TestCase):
         self.assertEqual(ADAPTERS["rustrack"].role("rustrack worker 1 (hello)"), "worker")
         self.assertEqual(ADAPTERS["rustrack"].role("rustrack preloader (hello)"), "master")
         self.assertEqual(ADAPTERS["rustrack"].role("/x/rustrack start /w/app"), "front")
+        self.assertEqual(ADAPTERS["rustrack"].role("rustrack mold 9 (app): promoted after 50 requests"), "master")
         self.assertEqual(ADAPTERS["passenger"].role("Passenger RubyApp: /w/app (production)"), "worker")
         self.assertEqual(ADAPTERS["passenger"].role("Passenger AppPreloader: /w/app"), "master")
         self.assertEqual(ADAPTERS["passenger"].role("Passenger core"), "front")

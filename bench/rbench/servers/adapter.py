@@ -52,6 +52,16 @@ class Adapter:
         the server keeps that count; else {}."""
         return {}
 
+    def settled(self, srv: Server) -> bool:
+        """Whether the server has finished changing its processes (a
+        rustrack refork rolls out after the load); others are always."""
+        return True
+
+    def refork_figures(self, srv: Server) -> dict:
+        """For the realmem record: {"reforks", "template", "mold_spawn_ms"}
+        when the server reforks; else {}."""
+        return {}
+
     def spawn_ms(self, srv: Server) -> dict:
         """For the spawn record: {"spawn_ms": [ms per worker], "source": how
         it was read}. Only servers in scenarios.SPAWN_SPECS have it."""

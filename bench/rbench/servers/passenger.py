@@ -69,7 +69,7 @@ class Passenger(Adapter):
             "--log-file", str(srv.dir / "passenger.log"),
             "--pid-file", str(srv.dir / "passenger.pid"),
             "--instance-registry-dir", str(srv.reg),
-        ]
+        ] + list(s.options)
 
     def ready_workers(self, srv: Server) -> int:
         x = status(srv)

@@ -1,10 +1,10 @@
 """rustrack: `rustrack start APP` with --spawn-method smart|direct.
 
-Readiness, spawn times and request counts all come from `rustrack status
---instance DIR --json`, where DIR is the instance directory rustrack creates
+Readiness, spawn times, request counts and refork figures all come from
+`rustrack status --instance DIR --json`, where DIR is the instance directory rustrack creates
 under the server's private --instance-registry-dir. The front end is the
-`rustrack start` process itself; the preloader and workers are recognized by
-their process titles.
+`rustrack start` process itself; the preloader, molds (refork) and workers
+are recognized by their process titles.
 """
 
 from __future__ import annotations
@@ -37,6 +37,19 @@ def status(srv: Server) -> dict | None:
         return None
 
 
+def refork_figures(st: dict) -> dict:
+    """From `rustrack status --json`: the refork count, the template's kind,
+    and, when the template is a mold, the spawn times of the workers of the
+    current generation: those it forked."""
+    template = st.get("template") or {}
+    out = {"reforks": st.get("reforks", 0), "template": template.get("kind")}
+    if template.get("kind") == "mold":
+        gen = st.get("generation")
+        out["mold_spawn_ms"] = [w["spawn_ms"] for w in st.get("workers", [])
+                                if w.get("generation") == gen and w.get("spawn_ms") is not None]
+    return out
+
+
 class Rustrack(Adapter):
     name = "rustrack"
     packages = ()  # built from this repository
@@ -48,7 +61,7 @@ class Rustrack(Adapter):
             "--min-instances", n, "--max-pool-size", mx, "--spawn-method", s.variant,
             "--environment", "production", "--log-level", "warn",
             "--instance-registry-dir", str(srv.reg),
-        ] + (["--preload-hugepages", "false"] if s.no_hugepages else [])
+        ] + (["--preload-hugepages", "false"] if s.no_hugepages else []) + list(s.options)
 
     def ready_workers(self, srv: Server) -> int:
         st = status(srv)
@@ -57,7 +70,8 @@ class Rustrack(Adapter):
     def role(self, cmd: str) -> str:
         if "rustrack worker" in cmd or "__worker" in cmd:
             return "worker"
-        if "rustrack preloader" in cmd or "__preloader" in cmd:
+        # A mold (refork) is a template as the preloader is.
+        if "rustrack preloader" in cmd or "__preloader" in cmd or "rustrack mold" in cmd:
             return "master"
         return "front"
 
@@ -70,6 +84,20 @@ class Rustrack(Adapter):
     def worker_processed(self, srv: Server) -> dict:
         st = status(srv) or {}
         return {"processed": [w.get("processed") for w in st.get("workers", [])]}
+
+    def settled(self, srv: Server) -> bool:
+        """No refork or spawn under way: every worker idle and ready, no
+        rollout, a template of the current generation."""
+        st = status(srv)
+        if st is None:
+            return False
+        ws = st.get("workers", [])
+        return (not st.get("restarting") and len(ws) == srv.workers
+                and all(w.get("state") == "ready" for w in ws))
+
+    def refork_figures(self, srv: Server) -> dict:
+        st = status(srv) or {}
+        return refork_figures(st)
 
     def spawn_ms(self, srv: Server) -> dict:
         st = status(srv) or {}

@@ -47,16 +47,21 @@ class Spec:
     variant: str  # smart, direct (rustrack, passenger); preload, no-preload; static (nginx)
     tight_gc: bool = False  # run the app with TIGHT_GC
     no_hugepages: bool = False  # rustrack --preload-hugepages false (the before of that change)
+    # rustrack's memory remedies ("warm-up", "refork", "heap aging"): part of
+    # the label; the scenario turns them into `options` (scenarios.realmem_options).
+    remedies: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # extra options for rustrack start or passenger start
 
     @property
     def label(self) -> str:
-        return (f"{self.server} {self.variant}" + (" (tight GC)" if self.tight_gc else "")
+        return (f"{self.server} {self.variant}" + "".join(f" + {r}" for r in self.remedies)
+                + (" (tight GC)" if self.tight_gc else "")
                 + (" (no huge pages)" if self.no_hugepages else ""))
 
     @property
     def slug(self) -> str:
-        return (f"{self.server}-{self.variant}" + ("-tightgc" if self.tight_gc else "")
-                + ("-nohp" if self.no_hugepages else ""))
+        return (f"{self.server}-{self.variant}" + "".join("-" + r.replace(" ", "-") for r in self.remedies)
+                + ("-tightgc" if self.tight_gc else "") + ("-nohp" if self.no_hugepages else ""))
 
     @property
     def env(self) -> dict:

@@ -137,6 +137,7 @@ fn launcher(setup: &Setup, dir: &Instance) -> Result<Launcher> {
         strict_fork: args.strict_fork,
         passenger_compat: args.passenger_compat,
         credentials: setup.credentials,
+        warmup: args.preload.warmup(),
     };
     let mut app_env: Vec<(String, String)> = ["RACK_ENV", "RAILS_ENV", "APP_ENV"]
         .iter()

@@ -13,6 +13,7 @@ pub mod response;
 mod signals;
 pub mod template;
 mod vm;
+mod warmup;
 pub mod worker;
 
 use anyhow::Result;

@@ -167,7 +167,7 @@ module Rustrack
       return unless defined?(::ActiveRecord::Base)
 
       active_record_handlers.each do |handler|
-        handler.connection_pool_list.each do |pool|
+        active_record_pools(handler).each do |pool|
           next unless pool.connected?
 
           pool.respond_to?(:discard!) ? pool.discard! : ::ActiveRecord::Base.establish_connection
@@ -225,26 +225,39 @@ module Rustrack
     def active_record_handlers
       base = ::ActiveRecord::Base
       handlers = begin
-        # Rails 6.1's legacy handling keeps one handler per role.
-        base.respond_to?(:connection_handlers) ? base.connection_handlers.values : []
-      rescue StandardError
+        # Rails 6.1's legacy handling keeps one handler per role. With the
+        # new handling (config.load_defaults 6.1) one handler holds every
+        # role and `connection_handlers` raises NotImplementedError, which
+        # is a ScriptError, not a StandardError.
+        legacy = !base.respond_to?(:legacy_connection_handling) || base.legacy_connection_handling
+        legacy && base.respond_to?(:connection_handlers) ? base.connection_handlers.values : []
+      rescue StandardError, NotImplementedError
         []
       end
       (handlers + [base.connection_handler]).uniq
+    end
+
+    # Every pool of a handler, whatever its role. Rails 6.1 and 7.0 list only
+    # the current role's pools in `connection_pool_list` (and take `:all` for
+    # a role named "all", which has none); 7.1 takes `:all` for every role.
+    def active_record_pools(handler)
+      if ::ActiveRecord.respond_to?(:version) && ::ActiveRecord.version >= Gem::Version.new("7.1")
+        handler.connection_pool_list(:all)
+      elsif handler.respond_to?(:all_connection_pools)
+        handler.all_connection_pools
+      else
+        handler.connection_pool_list
+      end
     end
 
     def disconnect_active_record
       return unless defined?(::ActiveRecord::Base) && ::ActiveRecord::Base.respond_to?(:connection_handler)
 
       active_record_handlers.each do |handler|
-        # Rails 7 clears only the current role unless told :all.
-        if handler.method(:clear_all_connections!).arity.zero?
-          handler.clear_all_connections!
-        else
-          handler.clear_all_connections!(:all)
-        end
+        # What clear_all_connections! does, for every role.
+        active_record_pools(handler).each(&:disconnect!)
       end
-    rescue StandardError => e
+    rescue StandardError, NotImplementedError => e
       $stderr.puts "[rustrack] could not disconnect ActiveRecord before forking: #{describe_exception(e)}"
     end
 

@@ -235,8 +235,9 @@ pub struct PreloadArgs {
     /// fork, so that the work of first requests (compiled templates,
     /// loaded locales, filled caches) is done once and shared by every
     /// worker: "/path?query", or "METHOD /path" (repeatable; GET unless
-    /// given). The response is discarded; off by default, since requests
-    /// can have side effects: use idempotent GETs.
+    /// given). The response is discarded. Off by default, since requests
+    /// can have side effects: use idempotent GETs. Smart spawning only;
+    /// counts toward --start-timeout.
     #[arg(long = "warmup-request", value_name = "[METHOD ]PATH", value_parser = WarmupRequest::parse)]
     pub warmup_requests: Vec<WarmupRequest>,
 

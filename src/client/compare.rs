@@ -45,6 +45,10 @@ pub struct Comparison {
     pub preload_gc: String,
     #[serde(default)]
     pub preload_hugepages: bool,
+    /// The smart run's `--warmup-request`s, each served `warmup_rounds`
+    /// times in its preloader (direct spawning has none).
+    pub warmup_requests: Vec<String>,
+    pub warmup_rounds: u32,
     pub smart: RunResult,
     pub direct: RunResult,
     pub pss_saving_bytes: i64,
@@ -66,6 +70,13 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         app_root: app,
         preload_gc: format!("{:?}", args.preload.preload_gc).to_lowercase(),
         preload_hugepages: args.preload.preload_hugepages,
+        warmup_requests: args
+            .preload
+            .warmup_requests
+            .iter()
+            .map(|r| r.to_string())
+            .collect(),
+        warmup_rounds: args.preload.warmup_rounds,
         pss_saving_percent: if direct.total_pss > 0 {
             100.0 * saving as f64 / direct.total_pss as f64
         } else {
@@ -320,12 +331,21 @@ pub fn render(c: &Comparison) -> String {
     let (s, d) = (&c.smart, &c.direct);
     let row = |name: &str, a: String, b: String| format!("{name:<28} {a:>14} {b:>14}\n");
     let mut out = format!(
-        "\n{} ({} workers, {} warm-up requests each, preload GC: {}, huge pages: {})\n\n",
+        "\n{} ({} workers, {} warm-up requests each, preload GC: {}, huge pages: {}{})\n\n",
         c.app_root.display(),
         s.workers,
         s.requests / s.workers.max(1),
         c.preload_gc,
-        if c.preload_hugepages { "on" } else { "off" }
+        if c.preload_hugepages { "on" } else { "off" },
+        if c.warmup_requests.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", preloader served {} × {}",
+                c.warmup_requests.join(" "),
+                c.warmup_rounds
+            )
+        }
     );
     out += &row("", "smart".into(), "direct".into());
     out += &row(

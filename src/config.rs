@@ -29,14 +29,32 @@ impl SpawnMethod {
 }
 
 /// Garbage collection the preloader runs after loading the app and before
-/// the first fork. Compacting packs live objects together so that workers
-/// dirty fewer shared pages when they later allocate.
+/// the first fork (`rack/heap.rs`). Compacting packs live objects together
+/// so that workers dirty fewer shared pages when they later allocate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PreloadGc {
+    /// No GC.
     None,
+    /// One full GC.
     Start,
+    /// A full GC, then GC.compact.
     Compact,
+    /// Full GCs until the survivors are old, GC.compact, then malloc_trim
+    /// (as Ruby 3.3's Process.warmup does).
+    Age,
+}
+
+impl PreloadGc {
+    /// As on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PreloadGc::None => "none",
+            PreloadGc::Start => "start",
+            PreloadGc::Compact => "compact",
+            PreloadGc::Age => "age",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -173,3 +173,53 @@ fn malformed_warmup_requests_are_refused_on_the_command_line() {
         assert!(stderr.contains("--warmup-request"), "{bad:?}: {stderr}");
     }
 }
+
+/// The numbers in the preloader's heap line: `old objects A of B live → C
+/// of D live`.
+fn heap_counts(line: &str) -> [u64; 4] {
+    let numbers: Vec<u64> = line
+        .split_once("old objects ")
+        .unwrap_or_else(|| panic!("no counts in {line:?}"))
+        .1
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .take(4)
+        .map(|w| w.parse().unwrap())
+        .collect();
+    numbers.try_into().unwrap()
+}
+
+#[test]
+fn preload_gc_age_promotes_the_survivors_and_trims_malloc() {
+    let server = start(&app(), &["--preload-gc", "age"]);
+    let line = wait_log(&server, "[rustrack] preloader heap (--preload-gc age)");
+    let [old_before, live_before, old_after, live_after] = heap_counts(&line);
+    // config.ru's last 20,000 strings are young when it returns (a few
+    // objects that were old before may have died since).
+    assert!(old_after >= old_before + 15_000, "{line}");
+    // What stays young is what Ruby never promotes (objects without write
+    // barriers): a small remainder.
+    assert!(live_after - old_after < live_after / 10, "{line}");
+    assert!(live_after <= live_before, "{line}");
+    assert!(line.contains("full GCs to age them"), "{line}");
+    assert!(line.contains("compacted"), "{line}");
+    assert!(line.contains("malloc_trim released"), "{line}");
+    // Workers forked from the aged heap serve, and inherited it.
+    let heap = server.get("/heap");
+    assert_eq!(heap.status, 200, "{}", server.logs());
+    let stat: serde_json::Value = serde_json::from_slice(&heap.body).unwrap();
+    assert!(
+        stat["old_objects"].as_u64().unwrap() >= old_after - 1000,
+        "{stat}"
+    );
+    assert_eq!(server.get("/page").status, 200);
+}
+
+#[test]
+fn preload_gc_compact_stays_one_gc_and_a_compaction() {
+    let server = start(&app(), &["--preload-gc", "compact"]);
+    let line = wait_log(&server, "[rustrack] preloader heap (--preload-gc compact)");
+    assert!(line.contains("compacted"), "{line}");
+    assert!(!line.contains("malloc_trim"), "{line}");
+    assert!(!line.contains("to age them"), "{line}");
+}

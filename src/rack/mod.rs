@@ -6,6 +6,7 @@
 
 pub mod env;
 mod gvl;
+pub mod heap;
 mod hugepages;
 pub mod inherited;
 pub mod preloader;

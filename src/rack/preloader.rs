@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use anyhow::Result;
 use magnus::{prelude::*, Ruby, Value};
 
-use crate::config::AppSpec;
+use crate::config::{AppSpec, PreloadGc};
 use crate::control::{Report, CONTROL_FD};
 use crate::rack::template::{self, Template};
 use crate::rack::{hugepages, vm, warmup};
@@ -47,7 +47,13 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
         Err(e) => return load_error(&mut template, spec, format!("warm-up failed: {e:#}")),
     }
     template::before_fork(&ruby);
-    template::collect_garbage(&ruby, spec.preload_gc);
+    if spec.preload_gc != PreloadGc::None {
+        let heap = template::collect_garbage(&ruby, spec.preload_gc);
+        eprintln!(
+            "[rustrack] preloader heap (--preload-gc {}): {heap}",
+            spec.preload_gc.name()
+        );
+    }
     let huge_pages = spec.preload_hugepages.then(hugepages::collapse_heap);
     warn_about_threads(&ruby);
     template.inherited = match template::connections(spec, "preloader", &[CONTROL_FD]) {

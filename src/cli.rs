@@ -221,7 +221,7 @@ pub struct StartArgs {
 #[derive(Debug, Args, Clone)]
 pub struct PreloadArgs {
     /// Garbage collection in the preloader before the first fork.
-    #[arg(long, value_enum, default_value_t = PreloadGc::Compact)]
+    #[arg(long, value_enum, default_value_t = PreloadGc::Age)]
     pub preload_gc: PreloadGc,
 
     /// Back the preloader's loaded heap with transparent huge pages before

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{PreloadGc, SpawnMethod};
+use crate::config::{PreloadGc, SpawnMethod, Warmup, WarmupRequest};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -322,7 +322,7 @@ pub struct StartArgs {
 #[derive(Debug, Args, Clone)]
 pub struct PreloadArgs {
     /// Garbage collection in the preloader before the first fork.
-    #[arg(long, value_enum, default_value_t = PreloadGc::Compact)]
+    #[arg(long, value_enum, default_value_t = PreloadGc::Age)]
     pub preload_gc: PreloadGc,
 
     /// Back the preloader's loaded heap with transparent huge pages before
@@ -331,17 +331,47 @@ pub struct PreloadArgs {
     /// 4 KB page. `false` keeps Ruby's default of no huge pages.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub preload_hugepages: bool,
+
+    /// Serve this request to the app in the preloader before the first
+    /// fork, so that the work of first requests (compiled templates,
+    /// loaded locales, filled caches) is done once and shared by every
+    /// worker: "/path?query", or "METHOD /path" (repeatable; GET unless
+    /// given). The response is discarded. Off by default, since requests
+    /// can have side effects: use idempotent GETs. Smart spawning only;
+    /// counts toward --start-timeout.
+    #[arg(long = "warmup-request", value_name = "[METHOD ]PATH", value_parser = WarmupRequest::parse)]
+    pub warmup_requests: Vec<WarmupRequest>,
+
+    /// How many times each --warmup-request is served (all of them, then
+    /// all again): some work happens only on a second request.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub warmup_rounds: u32,
 }
 
 impl PreloadArgs {
     /// The same options as command-line arguments, for a child `start`.
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--preload-gc".into(),
             format!("{:?}", self.preload_gc).to_lowercase(),
             "--preload-hugepages".into(),
             self.preload_hugepages.to_string(),
-        ]
+            "--warmup-rounds".into(),
+            self.warmup_rounds.to_string(),
+        ];
+        for request in &self.warmup_requests {
+            args.push("--warmup-request".into());
+            args.push(request.to_string());
+        }
+        args
+    }
+
+    /// What the preloader is told to warm up with.
+    pub fn warmup(&self) -> Warmup {
+        Warmup {
+            requests: self.warmup_requests.clone(),
+            rounds: self.warmup_rounds,
+        }
     }
 }
 

@@ -29,14 +29,32 @@ impl SpawnMethod {
 }
 
 /// Garbage collection the preloader runs after loading the app and before
-/// the first fork. Compacting packs live objects together so that workers
-/// dirty fewer shared pages when they later allocate.
+/// the first fork (`rack/heap.rs`). Compacting packs live objects together
+/// so that workers dirty fewer shared pages when they later allocate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PreloadGc {
+    /// No GC.
     None,
+    /// One full GC.
     Start,
+    /// A full GC, then GC.compact.
     Compact,
+    /// Full GCs until the survivors are old, GC.compact, then malloc_trim
+    /// (as Ruby 3.3's Process.warmup does).
+    Age,
+}
+
+impl PreloadGc {
+    /// As on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PreloadGc::None => "none",
+            PreloadGc::Start => "start",
+            PreloadGc::Compact => "compact",
+            PreloadGc::Age => "age",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +91,71 @@ pub struct AppSpec {
     /// user may not be able to reach) happens with the front end's rights.
     #[serde(default)]
     pub credentials: Option<(u32, u32)>,
+    /// Requests the preloader serves to the app itself before the first
+    /// fork (`--warmup-request`, `--warmup-rounds`).
+    #[serde(default)]
+    pub warmup: Warmup,
+}
+
+/// Requests served in the preloader after the app loaded, so that the lazy
+/// work of the first requests (templates compiled, locales loaded, caches
+/// filled) is done once and shared by every forked worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warmup {
+    pub requests: Vec<WarmupRequest>,
+    /// Times each request is served, in order (all of them once, then all
+    /// again): some work happens only on a second request.
+    pub rounds: u32,
+}
+
+/// One warm-up request: `GET /path?query`, from `--warmup-request
+/// "[METHOD ]/path?query"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmupRequest {
+    pub method: String,
+    /// The request target as a client would send it: path and query.
+    pub target: String,
+}
+
+impl WarmupRequest {
+    /// Parses `/path?query` or `METHOD /path?query`. The method is what
+    /// HTTP allows (a token; upper case by convention, required here so a
+    /// typo like `get` is caught); the target must be a path, since it is
+    /// sent as-is, with no percent-encoding done for the user.
+    pub fn parse(s: &str) -> Result<WarmupRequest, String> {
+        let s = s.trim();
+        let (method, target) = match s.split_once(char::is_whitespace) {
+            Some((method, target)) => (method, target.trim_start()),
+            None => ("GET", s),
+        };
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(format!(
+                "expected [METHOD ]/PATH (METHOD in upper case, e.g. POST), got {s:?}"
+            ));
+        }
+        if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
+            return Err(format!(
+                "expected a path starting with / (no spaces, control characters or #fragment), got {target:?}"
+            ));
+        }
+        Ok(WarmupRequest {
+            method: method.to_string(),
+            target: target.to_string(),
+        })
+    }
+
+    /// The path and the query string (without its `?`).
+    pub fn path_and_query(&self) -> (&str, &str) {
+        self.target
+            .split_once('?')
+            .unwrap_or((self.target.as_str(), ""))
+    }
+}
+
+impl std::fmt::Display for WarmupRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.target)
+    }
 }
 
 impl AppSpec {
@@ -99,4 +182,38 @@ pub fn ruby_lib_dir() -> PathBuf {
         }
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("ruby/lib")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WarmupRequest;
+
+    #[test]
+    fn warmup_requests_default_to_get_and_keep_the_query() {
+        let r = WarmupRequest::parse("/posts?page=2").unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.target.as_str()),
+            ("GET", "/posts?page=2")
+        );
+        assert_eq!(r.path_and_query(), ("/posts", "page=2"));
+        let r = WarmupRequest::parse("POST  /search").unwrap();
+        assert_eq!(r.to_string(), "POST /search");
+        assert_eq!(r.path_and_query(), ("/search", ""));
+    }
+
+    #[test]
+    fn warmup_requests_must_be_a_path() {
+        for bad in [
+            "",
+            "posts",
+            "get /",
+            "GET",
+            "GET posts",
+            "/a b",
+            "/a#top",
+            "GET /a\tb",
+        ] {
+            assert!(WarmupRequest::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -12,7 +12,8 @@
 //!
 //! Whatever an app does not set comes from the instance's own options
 //! (`--environment`, `--envvar`, `--spawn-method`, `--memory-limit`,
-//! `--user`), except `min_instances`: with several apps each defaults to 0,
+//! `--user`, `--warmup-request`: give an app its own `warmup_requests`
+//! when its paths differ from APP_ROOT's app), except `min_instances`: with several apps each defaults to 0,
 //! so an app nobody visits gives its processes back to the others.
 
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ use serde::Deserialize;
 
 use super::routes::Route;
 use crate::cli::StartArgs;
-use crate::config::SpawnMethod;
+use crate::config::{SpawnMethod, Warmup, WarmupRequest};
 
 /// One `--app` value.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -45,6 +46,9 @@ pub struct AppDecl {
     /// MB, as `--memory-limit`.
     pub memory_limit: Option<u64>,
     pub user: Option<String>,
+    /// `--warmup-request` values for this app's preloader (its own paths:
+    /// the instance's list is meant for APP_ROOT's app).
+    pub warmup_requests: Option<Vec<String>>,
 }
 
 /// Parses `ROUTE=APP_ROOT` or a JSON object (clap's value parser).
@@ -68,10 +72,14 @@ pub fn parse(s: &str) -> Result<AppDecl, String> {
                 max_instances: None,
                 memory_limit: None,
                 user: None,
+                warmup_requests: None,
             }
         }
     };
     Route::parse(&decl.route)?;
+    for r in decl.warmup_requests.iter().flatten() {
+        WarmupRequest::parse(r)?;
+    }
     if decl.root.as_os_str().is_empty() {
         return Err(format!("{s:?}: the app root is empty"));
     }
@@ -93,6 +101,8 @@ pub struct AppPlan {
     /// MB; 0 = none.
     pub memory_limit: u64,
     pub user: Option<String>,
+    /// What its preloader serves before the first fork.
+    pub warmup: Warmup,
 }
 
 impl AppPlan {
@@ -126,6 +136,7 @@ pub fn plan(args: &StartArgs) -> Result<Vec<AppPlan>> {
             max_instances: args.max_pool_size,
             memory_limit: args.memory_limit,
             user: args.user.clone(),
+            warmup: args.preload.warmup(),
         }]);
     }
     let mut plans: Vec<AppPlan> = Vec::new();
@@ -180,6 +191,16 @@ pub fn plan(args: &StartArgs) -> Result<Vec<AppPlan>> {
             max_instances,
             memory_limit: decl.memory_limit.unwrap_or(args.memory_limit),
             user: decl.user.clone().or_else(|| args.user.clone()),
+            warmup: match &decl.warmup_requests {
+                Some(requests) => Warmup {
+                    requests: requests
+                        .iter()
+                        .map(|r| WarmupRequest::parse(r).map_err(anyhow::Error::msg))
+                        .collect::<Result<_>>()?,
+                    rounds: args.preload.warmup_rounds,
+                },
+                None => args.preload.warmup(),
+            },
         });
     }
     let total_min: usize = plans.iter().map(|p| p.min_instances).sum();
@@ -221,6 +242,8 @@ mod tests {
         assert_eq!(b.environment.as_deref(), Some("production"));
         assert_eq!(b.envvars["A"], "1");
         assert_eq!(b.spawn_method, Some(SpawnMethod::Direct));
+        let c = parse(r#"{"route": "/", "root": ".", "warmup_requests": ["/", "POST /x"]}"#);
+        assert_eq!(c.unwrap().warmup_requests.unwrap().len(), 2);
     }
 
     #[test]
@@ -230,5 +253,7 @@ mod tests {
         assert!(parse("default=").unwrap_err().contains("empty"));
         let unknown = parse(r#"{"route": "default", "root": ".", "min_instance": 1}"#);
         assert!(unknown.unwrap_err().contains("min_instance"));
+        let warmup = parse(r#"{"route": "default", "root": ".", "warmup_requests": ["get /"]}"#);
+        assert!(warmup.unwrap_err().contains("upper case"));
     }
 }

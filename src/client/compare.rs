@@ -111,6 +111,10 @@ pub struct Comparison {
     /// The paths each client walked (one unless --paths-file).
     pub paths: Vec<String>,
     pub sample_every: usize,
+    /// The smart and refork runs' `--warmup-request`s, each served
+    /// `warmup_rounds` times in their preloader (direct spawning has none).
+    pub warmup_requests: Vec<String>,
+    pub warmup_rounds: u32,
     /// The configurations run, in order.
     pub configs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,6 +198,13 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         preload_hugepages: args.preload.preload_hugepages,
         paths: paths.clone(),
         sample_every,
+        warmup_requests: args
+            .preload
+            .warmup_requests
+            .iter()
+            .map(|r| r.to_string())
+            .collect(),
+        warmup_rounds: args.preload.warmup_rounds,
         configs: configs.iter().map(|c| c.as_str().to_string()).collect(),
         smart: None,
         direct: None,
@@ -776,12 +787,21 @@ pub fn render(c: &Comparison) -> String {
         format!("a mix of {} paths", c.paths.len())
     };
     let mut out = format!(
-        "\n{} ({} workers, {} warm-up requests each over {warmed_with}, preload GC: {}, huge pages: {})\n\n",
+        "\n{} ({} workers, {} warm-up requests each over {warmed_with}, preload GC: {}, huge pages: {}{})\n\n",
         c.app_root.display(),
         first.workers,
         first.requests / first.workers.max(1),
         c.preload_gc,
-        if c.preload_hugepages { "on" } else { "off" }
+        if c.preload_hugepages { "on" } else { "off" },
+        if c.warmup_requests.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", preloader served {} × {}",
+                c.warmup_requests.join(" "),
+                c.warmup_rounds
+            )
+        }
     );
     out += &row("", cells(&|r| r.config.clone()));
     out += &row("spawn time, median", cells(&|r| ms(r.spawn_ms_median)));
@@ -1498,6 +1518,8 @@ mod tests {
             preload_hugepages: true,
             paths: vec!["/".into(), "/de".into()],
             sample_every: 200,
+            warmup_requests: vec![],
+            warmup_rounds: 2,
             configs: vec!["smart".into(), "direct".into(), "refork".into()],
             smart: Some(run_result("smart", &[100, 300, 400, 445], &[0, 0, 0, 0])),
             direct: Some(run_result("direct", &[340, 420, 480, 500], &[0, 0, 0, 0])),

@@ -244,6 +244,7 @@ fn launcher(setup: &Setup, i: usize, dir: &Instance) -> Result<Launcher> {
         strict_fork: args.strict_fork,
         passenger_compat: args.passenger_compat,
         credentials: setup.credentials[i],
+        warmup: app.warmup.clone(),
     };
     Ok(Launcher {
         method: app.spawn_method,

@@ -6,6 +6,7 @@
 
 pub mod env;
 mod gvl;
+pub mod heap;
 mod hugepages;
 pub mod inherited;
 mod mold;
@@ -14,6 +15,7 @@ pub mod response;
 mod signals;
 pub mod template;
 mod vm;
+mod warmup;
 pub mod worker;
 
 use anyhow::Result;

@@ -2,12 +2,12 @@
 //!
 //! It is a fresh exec of this binary, so it has exactly one thread of its
 //! own: no tokio, nothing that fork would leave half-copied. It boots Ruby,
-//! loads `config.ru`, prepares its heap for forking (ActiveRecord's
-//! connections closed, `--preload-gc`, huge pages), looks for sockets and
-//! threads the workers would inherit or lose (warning about them or, with
-//! `--strict-fork`, refusing to start), reports `ready` on the control
-//! channel (fd 3) and then serves spawn commands as a template
-//! (`template.rs`).
+//! loads `config.ru`, serves the warm-up requests (`warmup.rs`), prepares
+//! its heap for forking (ActiveRecord's connections closed, `--preload-gc`,
+//! huge pages), looks for sockets and threads the workers would inherit or
+//! lose (warning about them or, with `--strict-fork`, refusing to start),
+//! reports `ready` on the control channel (fd 3) and then serves spawn
+//! commands as a template (`template.rs`).
 
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -15,10 +15,10 @@ use std::os::unix::net::UnixStream;
 use anyhow::Result;
 use magnus::{prelude::*, Ruby, Value};
 
-use crate::config::AppSpec;
+use crate::config::{AppSpec, PreloadGc};
 use crate::control::{Report, CONTROL_FD};
 use crate::rack::template::{self, Template};
-use crate::rack::{hugepages, vm};
+use crate::rack::{hugepages, vm, warmup};
 
 pub fn run(spec: &AppSpec) -> Result<i32> {
     // SAFETY: the front end passes our end of the control socketpair as fd 3
@@ -38,8 +38,22 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
         Err(e) => return load_error(&mut template, spec, format!("{e:#}")),
     };
     ruby.gc_register_mark_object(app);
+    // Before everything below, so that what the warm-up loads goes through
+    // the same GC, compaction and huge pages as the app, and its sockets
+    // and threads are checked like those config.ru opened.
+    match warmup::run(&ruby, app, spec) {
+        Ok(summary) if summary.stopped => return Ok(0),
+        Ok(_) => {}
+        Err(e) => return load_error(&mut template, spec, format!("warm-up failed: {e:#}")),
+    }
     template::before_fork(&ruby);
-    template::collect_garbage(&ruby, spec.preload_gc);
+    if spec.preload_gc != PreloadGc::None {
+        let heap = template::collect_garbage(&ruby, spec.preload_gc);
+        eprintln!(
+            "[rustrack] preloader heap (--preload-gc {}): {heap}",
+            spec.preload_gc.name()
+        );
+    }
     let huge_pages = spec.preload_hugepages.then(hugepages::collapse_heap);
     warn_about_threads(&ruby);
     template.inherited = match template::connections(spec, "preloader", &[CONTROL_FD]) {

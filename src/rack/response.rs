@@ -7,12 +7,16 @@
 //! except for streaming bodies, which are flushed chunk by chunk so the
 //! client sees each as the app produces it.
 //!
-//! The connection lives in a process-wide slot because Ruby calls these as
-//! plain module functions; a worker has one connection and serves one
-//! request at a time, so the mutex is never contended.
+//! The sink lives in a process-wide slot because Ruby calls these as plain
+//! module functions; a worker has one connection and serves one request at
+//! a time, so the mutex is never contended. The sink is that connection in
+//! a worker; in the preloader, during warm-up (`warmup.rs`), it discards
+//! every byte and keeps only each response's status, and it is removed
+//! before the first fork so that no worker inherits it.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use magnus::{
@@ -22,11 +26,20 @@ use magnus::{
 use crate::protocol::{self, kind, ResponseHeadWriter};
 
 static CONN: Mutex<Option<ResponseConn>> = Mutex::new(None);
+static DEFINED: AtomicBool = AtomicBool::new(false);
 
 struct ResponseConn {
-    stream: UnixStream,
+    sink: Sink,
     buf: Vec<u8>,
     state: State,
+}
+
+/// Where responses go.
+enum Sink {
+    /// A worker's connection to the front end.
+    Socket(UnixStream),
+    /// Nowhere (warm-up); only the status of the current response is kept.
+    Discard { status: Option<u16> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,16 +54,38 @@ enum State {
 
 /// Installs the worker's connection for the Native functions to write to.
 pub fn install(stream: UnixStream) {
+    install_sink(Sink::Socket(stream));
+}
+
+/// Installs a sink that throws responses away, keeping their status
+/// (`discarded_status`), for requests nobody waits for.
+pub fn install_discard() {
+    install_sink(Sink::Discard { status: None });
+}
+
+fn install_sink(sink: Sink) {
     *CONN.lock().unwrap() = Some(ResponseConn {
-        stream,
+        sink,
         buf: Vec::with_capacity(64 * 1024),
         state: State::Done,
     });
 }
 
-/// Drops the connection (a worker becoming a mold serves no requests).
+/// Removes the sink (a worker becoming a mold serves no requests; the
+/// preloader's warm-up is over): until the next `install`,
+/// `Rustrack::Native` raises.
 pub fn uninstall() {
     *CONN.lock().unwrap() = None;
+}
+
+/// With a discarding sink: the status of the current request's response
+/// (500 when the app raised before or while writing it), or None when no
+/// head was written.
+pub fn discarded_status() -> Option<u16> {
+    match CONN.lock().unwrap().as_ref().map(|c| &c.sink) {
+        Some(Sink::Discard { status }) => *status,
+        _ => None,
+    }
 }
 
 /// Marks the start of a new request's response.
@@ -58,6 +93,9 @@ pub fn begin_request() {
     if let Some(conn) = CONN.lock().unwrap().as_mut() {
         conn.state = State::Idle;
         conn.buf.clear();
+        if let Sink::Discard { status } = &mut conn.sink {
+            *status = None;
+        }
     }
 }
 
@@ -75,13 +113,19 @@ pub fn ensure_finished() -> std::io::Result<()> {
     conn.flush()
 }
 
+/// Defines `Rustrack::Native`, once per VM: the preloader defines it for
+/// warm-up, and its forked workers inherit it (and call this again).
 pub fn define(ruby: &Ruby, rustrack: RModule) -> Result<(), Error> {
+    if DEFINED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     let native = rustrack.define_module("Native")?;
     native.define_module_function("write_head", function!(write_head, 3))?;
     native.define_module_function("write_body", function!(write_body, 1))?;
     native.define_module_function("finish", function!(finish, 0))?;
     native.define_module_function("fail", function!(fail, 0))?;
     let _ = ruby;
+    DEFINED.store(true, Ordering::SeqCst);
     Ok(())
 }
 
@@ -173,6 +217,7 @@ fn write_head(ruby: &Ruby, status: Value, headers: Value, streaming: bool) -> Re
         }
         head.finish(&mut conn.buf)
             .map_err(|e| arg_error(ruby, e.to_string()))?;
+        conn.record_status(status);
         conn.state = State::Body {
             streaming,
             flushed: false,
@@ -246,14 +291,24 @@ impl ResponseConn {
                 head.finish(&mut self.buf).expect("a fixed small head fits");
                 protocol::put_frame(&mut self.buf, kind::RESPONSE_BODY, body);
                 protocol::put_frame(&mut self.buf, kind::RESPONSE_END, b"");
+                self.record_status(500);
             }
         }
         self.state = State::Done;
     }
 
+    fn record_status(&mut self, code: u16) {
+        if let Sink::Discard { status } = &mut self.sink {
+            *status = Some(code);
+        }
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
-            let result = self.stream.write_all(&self.buf);
+            let result = match &mut self.sink {
+                Sink::Socket(stream) => stream.write_all(&self.buf),
+                Sink::Discard { .. } => Ok(()),
+            };
             self.buf.clear();
             result?;
         }

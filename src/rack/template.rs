@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use anyhow::{Context, Result};
-use magnus::{prelude::*, value::ReprValue, Ruby, Value};
+use magnus::{value::ReprValue, Ruby, Value};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -29,7 +29,7 @@ use crate::config::{AppSpec, PreloadGc};
 use crate::control::{self, Command, Report};
 use crate::rack::inherited::{self, Connection};
 use crate::rack::signals::{self, SavedChld};
-use crate::rack::{vm, worker};
+use crate::rack::{heap, vm, worker};
 
 /// What a template holds: its control channel, the CHLD self-pipe, and
 /// what it found workers would inherit.
@@ -210,18 +210,9 @@ pub fn before_fork(ruby: &Ruby) {
     let _: Result<Value, _> = vm::rustrack_module(ruby).funcall("before_fork", ());
 }
 
-/// Garbage collection before the first fork (`--preload-gc`).
-pub fn collect_garbage(ruby: &Ruby, gc: PreloadGc) {
-    let gc_module: Value = match ruby.class_object().const_get("GC") {
-        Ok(m) => m,
-        Err(_) => return,
-    };
-    if gc != PreloadGc::None {
-        let _: Result<Value, _> = gc_module.funcall("start", ());
-    }
-    if gc == PreloadGc::Compact {
-        let _: Result<Value, _> = gc_module.funcall("compact", ());
-    }
+/// Garbage collection before the first fork (`--preload-gc`; `heap.rs`).
+pub fn collect_garbage(ruby: &Ruby, gc: PreloadGc) -> heap::Report {
+    heap::prepare(ruby, gc)
 }
 
 /// Live Ruby threads other than the main one, minus `:fork_safe` ones and

@@ -190,6 +190,7 @@ fn pool_options(args: &StartArgs) -> PoolOptions {
     machine.memory_limit = (args.memory_limit > 0).then_some(args.memory_limit << 20);
     machine.start_timeout = secs(args.start_timeout);
     machine.refork_after = args.refork_after.clone();
+    machine.threads = args.threads_per_worker;
     PoolOptions {
         machine,
         sample_interval: Duration::from_secs_f64(args.sample_interval.max(0.1)),
@@ -215,6 +216,8 @@ fn exchange_options(args: &StartArgs, dir: &Instance) -> ExchangeOptions {
         spool_dir: dir.body_dir(),
         memory_limit: mb(args.memory_limit),
         memory_limit_hard: mb(args.memory_limit_hard),
+        interrupt_grace: (args.threads_per_worker > 1)
+            .then_some(crate::upstream::exchange::INTERRUPT_GRACE),
     }
 }
 
@@ -232,6 +235,8 @@ fn launcher(setup: &Setup, dir: &Instance) -> Result<Launcher> {
         strict_fork: args.strict_fork,
         passenger_compat: args.passenger_compat,
         credentials: setup.credentials,
+        threads_per_worker: args.threads_per_worker,
+        worker_timeout: args.worker_timeout,
     };
     let mut app_env: Vec<(String, String)> = ["RACK_ENV", "RAILS_ENV", "APP_ENV"]
         .iter()

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 
-use super::machine::{self, Action, Config, Machine, Reject, SlotState, Ticket, WorkerId};
+use super::machine::{self, Action, Config, Machine, Reject, Retire, SlotState, Ticket, WorkerId};
 use super::processes::{Exit, Role};
 use super::sampler::Samples;
 use super::{Event, Lease, Outcome, Pool, Readiness, Rejection, WorkerConn};
@@ -42,8 +42,11 @@ pub(super) struct WorkerInfo {
     pub spawn_duration: Option<Duration>,
     pub processed: u64,
     pub last_used: Instant,
-    /// Present while the worker is idle.
-    pub conn: Option<WorkerConn>,
+    /// The connections of its sessions that are not lent out (all of them
+    /// while it is idle); one per Ruby thread (`--threads-per-worker`).
+    pub conns: Vec<WorkerConn>,
+    /// Sessions that have greeted; the worker is ready once all have.
+    pub greeted: u32,
     pub memory: Option<Memory>,
     /// CPU ticks at the previous timer sample, and when.
     pub cpu: Option<(u64, Instant)>,
@@ -120,6 +123,12 @@ impl Pool {
         self.apply(&mut inner, actions);
     }
 
+    /// Whether workers hold several sessions (`--threads-per-worker` > 1):
+    /// one session failing then need not cost the others.
+    fn threaded(&self) -> bool {
+        self.options.machine.threads > 1
+    }
+
     /// A lease handed back (see `Outcome`).
     pub(super) fn release(self: &Arc<Self>, worker: WorkerId, conn: WorkerConn, outcome: Outcome) {
         match outcome {
@@ -132,7 +141,7 @@ impl Pool {
                 };
                 info.processed += 1;
                 info.last_used = now;
-                info.conn = Some(conn);
+                info.conns.push(conn);
                 // Over its memory limit: retire it before it takes another.
                 let mut actions = match memory {
                     Some(bytes) => inner
@@ -143,6 +152,18 @@ impl Pool {
                 actions.extend(inner.machine.handle(now, machine::Event::Done(worker)));
                 self.apply(&mut inner, actions);
             }
+            Outcome::Unsent if self.threaded() => {
+                // One session closed while idle: the worker is stopping on
+                // its own (TERM, `exit` in a request) and finishes what its
+                // other threads serve; or it died, and the reaper says so.
+                drop(conn);
+                tracing::info!(
+                    worker,
+                    "a session of the worker closed before it got the request; sending it to \
+                     another, and the worker takes no new request"
+                );
+                self.machine_event(machine::Event::Dropped(worker, Retire::Died));
+            }
             Outcome::Unsent => {
                 drop(conn);
                 tracing::warn!(
@@ -152,6 +173,23 @@ impl Pool {
                 self.processes.signal_worker(worker, Signal::SIGKILL);
                 self.lost(worker, "died");
             }
+            Outcome::TimedOut { interrupted: true } => {
+                tracing::error!(
+                    worker,
+                    pid = self.processes.pid_of(worker),
+                    "request exceeded --worker-timeout; the worker interrupted it \
+                     (Rustrack::RequestTimeout) and is replaced once its other requests are done"
+                );
+                let mut inner = self.inner.lock().unwrap();
+                if let Some(info) = inner.workers.get_mut(&worker) {
+                    info.conns.push(conn);
+                }
+                let actions = inner.machine.handle(
+                    Instant::now(),
+                    machine::Event::Dropped(worker, Retire::Timeout),
+                );
+                self.apply(&mut inner, actions);
+            }
             Outcome::Broken(msg) => {
                 drop(conn);
                 tracing::warn!(worker, "request failed: {msg}");
@@ -159,12 +197,18 @@ impl Pool {
                 self.processes.signal_worker(worker, Signal::SIGKILL);
                 self.lost(worker, "died");
             }
-            Outcome::TimedOut => {
+            Outcome::TimedOut { interrupted: false } => {
                 drop(conn);
                 tracing::error!(
                     worker,
                     pid = self.processes.pid_of(worker),
-                    "request exceeded --worker-timeout; stopping the worker"
+                    "{}",
+                    if self.threaded() {
+                        "request exceeded --worker-timeout and could not be interrupted; \
+                         stopping the worker (its other requests fail)"
+                    } else {
+                        "request exceeded --worker-timeout; stopping the worker"
+                    }
                 );
                 self.lost(worker, "timeout");
                 // Gently first (an app that traps TERM can log where it was
@@ -196,7 +240,7 @@ impl Pool {
         let Some(info) = inner.workers.get_mut(&worker) else {
             return;
         };
-        info.conn = Some(conn);
+        info.conns.push(conn);
         let actions = inner
             .machine
             .handle(Instant::now(), machine::Event::Unused(worker));
@@ -231,9 +275,9 @@ impl Pool {
                         .get_mut(&worker)
                         .expect("dispatched worker exists");
                     let conn = info
-                        .conn
-                        .take()
-                        .expect("an idle worker holds its connection");
+                        .conns
+                        .pop()
+                        .expect("a worker with a free session holds its connection");
                     info.last_used = Instant::now();
                     self.metrics
                         .queue_wait
@@ -249,7 +293,7 @@ impl Pool {
                         // The caller gave up while waiting: the worker is
                         // free. (Taking the connection back by hand: a
                         // dropped lease would lock the pool, which we hold.)
-                        info.conn = lease.conn.take();
+                        info.conns.extend(lease.conn.take());
                         actions.extend(
                             inner
                                 .machine
@@ -281,7 +325,8 @@ impl Pool {
                             spawn_duration: None,
                             processed: 0,
                             last_used: now,
-                            conn: None,
+                            conns: Vec::new(),
+                            greeted: 0,
                             memory: None,
                             cpu: None,
                             cpu_percent: None,
@@ -325,10 +370,12 @@ impl Pool {
                         .workers
                         .get_mut(&worker)
                         .expect("the candidate exists");
+                    // Any one of its sessions carries the PROMOTE: the worker
+                    // stops and joins the threads of the others itself.
                     let conn = info
-                        .conn
-                        .take()
-                        .expect("an idle worker holds its connection");
+                        .conns
+                        .pop()
+                        .expect("an idle worker holds its connections");
                     tracing::info!(
                         worker,
                         pid = info.pid,
@@ -465,6 +512,18 @@ impl Pool {
             );
             return;
         }
+        let threads = self.options.machine.threads;
+        if hello.threads != threads || hello.slot >= threads {
+            tracing::error!(
+                worker,
+                pid = hello.pid,
+                "worker greeted as session {} of {} (the front end runs {threads} per worker); \
+                 closing it",
+                hello.slot,
+                hello.threads
+            );
+            return;
+        }
         let mut inner = self.inner.lock().unwrap();
         let spawning = inner.machine.state_of(worker) == Some(SlotState::Spawning);
         let Some(info) = inner.workers.get_mut(&worker).filter(|_| spawning) else {
@@ -475,9 +534,13 @@ impl Pool {
             );
             return;
         };
-        let now = Instant::now();
         info.pid.get_or_insert(hello.pid);
-        info.conn = Some(conn);
+        info.conns.push(conn);
+        info.greeted += 1;
+        if info.greeted < threads {
+            return; // ready once every session has greeted
+        }
+        let now = Instant::now();
         info.ready_at = Some(now);
         let took = now - info.spawn_started;
         info.spawn_duration = Some(took);
@@ -700,7 +763,7 @@ mod tests {
     async fn a_timed_out_worker_is_counted_and_replaced() {
         let (mut fake, _worker) = one_worker(Config::new(1, 1, 10)).await;
         let lease = fake.pool.checkout().await.unwrap();
-        lease.finish(Outcome::TimedOut);
+        lease.finish(Outcome::TimedOut { interrupted: false });
         assert_eq!(fake.spawn_asked().await, 2);
         assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
     }

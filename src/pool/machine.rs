@@ -112,6 +112,9 @@ pub enum Event {
     /// `--worker-timeout`): it takes no new request and stops once the
     /// others are done.
     Dropped(WorkerId, Retire),
+    /// Take a worker out of service: no new request; it stops once the
+    /// ones in progress are done.
+    Retiring(WorkerId, Retire),
     SpawnFailed(WorkerId),
     /// A memory sample: private dirty + swap, in bytes.
     Memory(WorkerId, u64),
@@ -538,6 +541,7 @@ impl Machine {
                     self.drop_mold(&mut out);
                 }
             }
+            Event::Retiring(worker, reason) => self.retire(worker, reason, &mut out),
             Event::Memory(worker, bytes) => {
                 if self.cfg.memory_limit.is_some_and(|limit| bytes > limit) {
                     self.retire(worker, Retire::MemoryLimit, &mut out);
@@ -753,9 +757,8 @@ impl Machine {
     /// one if there is any. Ends the restart when none is left to retire.
     fn retire_one_old(&mut self, out: &mut Vec<Action>) {
         let current = self.generation;
-        let old = |s: &Slot| {
-            s.generation < current && s.retire.is_none() && s.phase != Phase::Spawning
-        };
+        let old =
+            |s: &Slot| s.generation < current && s.retire.is_none() && s.phase != Phase::Spawning;
         let pick = self
             .workers
             .iter()
@@ -1536,7 +1539,10 @@ mod tests {
         cfg.max_requests = Some(5);
         let mut m = ready(cfg, 1, &c);
         for t in 1..=4 {
-            assert_eq!(m.handle(c.at(10 + t), Event::Request(t)), vec![dispatch(t, 1)]);
+            assert_eq!(
+                m.handle(c.at(10 + t), Event::Request(t)),
+                vec![dispatch(t, 1)]
+            );
         }
         // Full: request 5 waits, and a second worker starts.
         assert_eq!(m.handle(c.at(20), Event::Request(5)), vec![spawn(2)]);

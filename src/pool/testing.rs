@@ -74,6 +74,8 @@ impl FakePool {
                 version: crate::protocol::VERSION,
                 worker_id: id,
                 pid: 0,
+                slot: 0,
+                threads: 1,
             },
             conn: WorkerConn::new(ours, BytesMut::new()),
         });

@@ -38,6 +38,7 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
         Err(e) => return load_error(&mut template, spec, format!("{e:#}")),
     };
     ruby.gc_register_mark_object(app);
+    vm::check_thread_resources(&ruby, spec);
     template::before_fork(&ruby);
     template::collect_garbage(&ruby, spec.preload_gc);
     let huge_pages = spec.preload_hugepages.then(hugepages::collapse_heap);

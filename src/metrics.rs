@@ -58,6 +58,8 @@ pub struct Metrics {
     pub spawn_duration: Family<MethodLabel, Histogram>,
     queue_length: Gauge,
     processes: Family<StateLabel, Gauge>,
+    sessions: Gauge,
+    session_capacity: Gauge,
     pub restarts: Family<ReasonLabel, Counter>,
     reforks: Counter,
     template: Family<TemplateLabel, Gauge>,
@@ -117,6 +119,18 @@ impl Metrics {
         );
         let processes = Family::<StateLabel, Gauge>::default();
         registry.register("processes", "Worker processes, by state", processes.clone());
+        let sessions = Gauge::default();
+        registry.register(
+            "sessions",
+            "Requests in progress on workers",
+            sessions.clone(),
+        );
+        let session_capacity = Gauge::default();
+        registry.register(
+            "session_capacity",
+            "Requests the serving workers can run at once (workers ready or busy x --threads-per-worker)",
+            session_capacity.clone(),
+        );
         let restarts = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "worker_restarts",
@@ -156,6 +170,8 @@ impl Metrics {
             spawn_duration,
             queue_length,
             processes,
+            sessions,
+            session_capacity,
             restarts,
             reforks,
             template,
@@ -203,6 +219,11 @@ impl Metrics {
                 })
                 .set(n as i64);
         }
+        self.sessions
+            .set(status.workers.iter().map(|w| i64::from(w.sessions)).sum());
+        let serving = status.workers.iter().filter(|w| w.state.serves()).count() as i64;
+        self.session_capacity
+            .set(serving * i64::from(status.threads_per_worker));
         self.template.clear();
         if let Some(t) = &status.template {
             let label = TemplateLabel {

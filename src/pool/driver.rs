@@ -655,7 +655,7 @@ mod tests {
 
     use tokio::io::AsyncReadExt;
 
-    use super::super::machine::Config;
+    use super::super::machine::{Config, Retire};
     use super::super::processes::{Exit, Role};
     use super::super::testing::FakePool;
     use super::super::{Event, Outcome, Rejection};
@@ -796,5 +796,96 @@ mod tests {
         let mut buf = [0u8; 1];
         assert_eq!(stranger.read(&mut buf).await.unwrap(), 0);
         assert_eq!(fake.pool.status().workers.len(), 1);
+    }
+    /// A pool of one worker with `threads` sessions, all greeted.
+    async fn threaded_worker(threads: u32, max: usize) -> (FakePool, Vec<tokio::net::UnixStream>) {
+        let mut config = Config::new(1, max, 10);
+        config.threads = threads;
+        let mut fake = FakePool::start(config);
+        let id = fake.spawn_asked().await;
+        let mut sessions = Vec::new();
+        for slot in 0..threads {
+            // Not ready until every session has greeted.
+            assert!(fake.pool.status().workers[0].state == WorkerState::Spawning);
+            sessions.push(fake.greet_session(id, slot, threads));
+        }
+        fake.until("the worker ready", |s| {
+            s.workers.len() == 1 && s.workers[0].state == WorkerState::Ready
+        })
+        .await;
+        (fake, sessions)
+    }
+
+    #[tokio::test]
+    async fn a_worker_with_sessions_lends_one_connection_per_request_and_is_busy_when_all_are_out()
+    {
+        let (fake, _sessions) = threaded_worker(2, 1).await;
+        let first = fake.pool.checkout().await.unwrap();
+        let status = fake.pool.status();
+        assert_eq!(status.threads_per_worker, 2);
+        assert_eq!(status.workers[0].sessions, 1);
+        assert_eq!(
+            status.workers[0].state,
+            WorkerState::Ready,
+            "a session is free"
+        );
+        let second = fake.pool.checkout().await.unwrap();
+        assert_eq!(first.worker(), second.worker());
+        let status = fake.pool.status();
+        assert_eq!(status.workers[0].sessions, 2);
+        assert_eq!(status.workers[0].state, WorkerState::Busy);
+        // A third waits until a session comes back.
+        let pool = fake.pool.clone();
+        let third = tokio::spawn(async move { pool.checkout().await.map(|l| l.worker()) });
+        fake.until("a waiting request", |s| s.requests_in_queue == 1)
+            .await;
+        first.finish(Outcome::Done { memory: None });
+        assert_eq!(third.await.unwrap().unwrap(), 1);
+        second.finish(Outcome::Done { memory: None });
+        let status = fake.pool.status();
+        assert_eq!(status.workers[0].processed, 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_closed_before_its_request_retires_the_worker_without_killing_it() {
+        let (mut fake, mut sessions) = threaded_worker(2, 2).await;
+        let busy = fake.pool.checkout().await.unwrap();
+        let idle = fake.pool.checkout().await.unwrap();
+        // The worker is stopping on its own: one session closed unused.
+        idle.finish(Outcome::Unsent);
+        assert_eq!(fake.spawn_asked().await, 2, "a successor starts");
+        let status = fake.pool.status();
+        let old = status.workers.iter().find(|w| w.id == 1).unwrap();
+        assert_eq!(old.state, WorkerState::Retiring);
+        // Its other request is not cut off: its connection stays open
+        // until that request is done, then the worker is let go.
+        let mut buf = [0u8; 1];
+        assert!(sessions[0].try_read(&mut buf).is_err(), "still open");
+        busy.finish(Outcome::Done { memory: None });
+        fake.until("the old worker gone", |s| {
+            s.workers.iter().all(|w| w.id != 1)
+        })
+        .await;
+        for session in &mut sessions {
+            assert_eq!(session.read(&mut buf).await.unwrap(), 0, "closed");
+        }
+        assert_eq!(fake.pool.status().worker_restarts["died"], 1);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_timeout_retires_the_worker_after_its_other_requests() {
+        let (mut fake, _sessions) = threaded_worker(2, 2).await;
+        let stuck = fake.pool.checkout().await.unwrap();
+        let other = fake.pool.checkout().await.unwrap();
+        stuck.retire_worker(Retire::Timeout);
+        assert_eq!(fake.spawn_asked().await, 2);
+        stuck.finish(Outcome::TimedOut { interrupted: true });
+        assert!(fake.pool.status().workers.iter().any(|w| w.id == 1));
+        other.finish(Outcome::Done { memory: None });
+        fake.until("the old worker gone", |s| {
+            s.workers.iter().all(|w| w.id != 1)
+        })
+        .await;
+        assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
     }
 }

@@ -601,4 +601,79 @@ mod tests {
         ));
         task.await.unwrap();
     }
+    /// A pool whose one worker has two sessions; returns the worker's ends.
+    async fn setup_threaded() -> (FakePool, UnixStream, UnixStream) {
+        let mut config = Config::new(1, 2, 10);
+        config.threads = 2;
+        let mut fake = FakePool::start(config);
+        let id = fake.spawn_asked().await;
+        let a = fake.greet_session(id, 0, 2);
+        let b = fake.greet_session(id, 1, 2);
+        fake.until("a ready worker", |s| {
+            s.workers
+                .first()
+                .is_some_and(|w| w.state == WorkerState::Ready)
+        })
+        .await;
+        (fake, a, b)
+    }
+
+    /// Whichever of the two sessions the request went to.
+    async fn read_either<'a>(a: &'a mut UnixStream, b: &'a mut UnixStream) -> &'a mut UnixStream {
+        tokio::select! {
+            _ = a.readable() => { read_request(a).await; a }
+            _ = b.readable() => { read_request(b).await; b }
+        }
+    }
+
+    fn threaded_options(timeout_ms: u64, grace_ms: u64) -> ExchangeOptions {
+        ExchangeOptions {
+            interrupt_grace: Some(Duration::from_millis(grace_ms)),
+            ..options(Some(timeout_ms))
+        }
+    }
+
+    #[tokio::test]
+    async fn with_threads_a_timed_out_request_the_worker_interrupts_costs_only_that_request() {
+        let (mut fake, mut a, mut b) = setup_threaded().await;
+        let (task, rx) = exchange_with(&fake, request(0), threaded_options(200, 5000)).await;
+        let worker = read_either(&mut a, &mut b).await;
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(Failed::Error(UpstreamError::Timeout))
+        ));
+        // The client has its 504; meanwhile the worker takes nothing new.
+        assert_eq!(fake.spawn_asked().await, 2);
+        assert_eq!(fake.pool.status().workers[0].state, WorkerState::Retiring);
+        // It interrupts the request and ends the response (a 500 nobody
+        // reads): the exchange ends without killing it.
+        let mut out = head(500);
+        put_frame(&mut out, kind::RESPONSE_END, b"");
+        worker.write_all(&out).await.unwrap();
+        task.await.unwrap();
+        fake.until("the worker retired", |s| {
+            s.workers.iter().all(|w| w.id != 1)
+        })
+        .await;
+        assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
+    }
+
+    #[tokio::test]
+    async fn with_threads_a_request_the_worker_cannot_interrupt_costs_the_worker_after_the_grace() {
+        let (mut fake, mut a, mut b) = setup_threaded().await;
+        let started = std::time::Instant::now();
+        let (task, rx) = exchange_with(&fake, request(0), threaded_options(200, 300)).await;
+        let _worker = read_either(&mut a, &mut b).await;
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(Failed::Error(UpstreamError::Timeout))
+        ));
+        task.await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        // Lost at once: nothing to wait for.
+        fake.until("the worker gone", |s| s.workers.iter().all(|w| w.id != 1))
+            .await;
+        assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
+        assert_eq!(fake.spawn_asked().await, 2);
+    }
 }

@@ -211,6 +211,13 @@ impl Pool {
                     }
                 );
                 self.lost(worker, "timeout");
+                if self.threaded() {
+                    // It ignored the RequestTimeout raised into the request
+                    // for the whole grace: a TERM would only start a
+                    // graceful stop that waits for that request forever.
+                    self.processes.signal_worker(worker, Signal::SIGKILL);
+                    return;
+                }
                 // Gently first (an app that traps TERM can log where it was
                 // stuck), then for sure. The pidfd makes the late KILL safe
                 // even if the worker has long exited.

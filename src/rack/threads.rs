@@ -214,6 +214,7 @@ pub fn serve(
     if let Some(mut stream) = promoted {
         // Single-threaded again: only now may this process become a
         // template that forks.
+        native_threads_gone(ruby);
         return match mold::prepare(ruby, spec, &stream, None) {
             Ok(inherited) => {
                 let ok = Promoted {
@@ -289,6 +290,45 @@ fn interrupt_late(
         if let Ok(thread) = threads.entry::<Value>(slot as isize) {
             let _: Result<Value, _> = thread.funcall("raise", (class, message));
         }
+    }
+}
+
+/// How long a promotion waits for Ruby to let go of the native threads
+/// of joined Ruby threads.
+const NATIVE_THREADS_LINGER: Duration = Duration::from_secs(10);
+
+/// Waits until the process runs no native thread beyond its live Ruby
+/// threads. Ruby keeps the pthread of a finished Ruby thread for reuse for
+/// a few seconds (3 in Ruby 3.1); `Process.fork` copes with those, but a
+/// mold is meant to be as single-threaded as the preloader, so it waits
+/// them out. Logs, and goes on, if they outstay `NATIVE_THREADS_LINGER`.
+fn native_threads_gone(ruby: &Ruby) {
+    let started = Instant::now();
+    let live_ruby_threads = || -> usize {
+        ruby.class_thread()
+            .funcall::<_, _, RArray>("list", ())
+            .map(|list| list.len())
+            .unwrap_or(1)
+    };
+    loop {
+        let native = std::fs::read_dir("/proc/self/task")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if native <= live_ruby_threads() {
+            return;
+        }
+        if started.elapsed() > NATIVE_THREADS_LINGER {
+            eprintln!(
+                "[rustrack] pid {}: {native} native threads still run after the request threads \
+                 were joined; becoming the mold anyway (Process.fork copies only the main one)",
+                std::process::id()
+            );
+            return;
+        }
+        let _ = gvl::without_gvl(
+            || std::thread::sleep(Duration::from_millis(50)),
+            Unblock::Io,
+        );
     }
 }
 

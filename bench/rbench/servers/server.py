@@ -47,16 +47,19 @@ class Spec:
     variant: str  # smart, direct (rustrack, passenger); preload, no-preload; static (nginx)
     tight_gc: bool = False  # run the app with TIGHT_GC
     no_hugepages: bool = False  # rustrack --preload-hugepages false (the before of that change)
+    threads: int = 1  # request threads per worker (rustrack --threads-per-worker, puma -t N:N)
 
     @property
     def label(self) -> str:
         return (f"{self.server} {self.variant}" + (" (tight GC)" if self.tight_gc else "")
-                + (" (no huge pages)" if self.no_hugepages else ""))
+                + (" (no huge pages)" if self.no_hugepages else "")
+                + (f", {self.threads} threads" if self.threads > 1 else ""))
 
     @property
     def slug(self) -> str:
         return (f"{self.server}-{self.variant}" + ("-tightgc" if self.tight_gc else "")
-                + ("-nohp" if self.no_hugepages else ""))
+                + ("-nohp" if self.no_hugepages else "")
+                + (f"-t{self.threads}" if self.threads > 1 else ""))
 
     @property
     def env(self) -> dict:

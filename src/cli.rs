@@ -123,6 +123,16 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 6)]
     pub max_pool_size: usize,
 
+    /// Requests each worker process serves at once, each on its own Ruby
+    /// thread (a fixed pool started in the worker after it forks). 1 runs
+    /// every request on the worker's main thread, one at a time; more
+    /// suits apps that spend much of a request waiting on a database or an
+    /// API, and must be thread-safe (Rack's `rack.multithread` is then
+    /// true). A worker with every thread busy counts as busy: the pool
+    /// queues, and grows, only then.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads_per_worker: u32,
+
     /// Requests that may wait for a worker; past that, 503.
     #[arg(long, default_value_t = 100)]
     pub max_request_queue_size: usize,

@@ -91,10 +91,23 @@ pub struct AppSpec {
     /// user may not be able to reach) happens with the front end's rights.
     #[serde(default)]
     pub credentials: Option<(u32, u32)>,
+    /// Sessions per worker (`--threads-per-worker`): connections to the
+    /// front end, each served by its own Ruby thread when more than one.
+    #[serde(default = "one")]
+    pub threads_per_worker: u32,
+    /// `--worker-timeout` in seconds (0: none). With several threads a
+    /// worker interrupts a request that outran it (`Rustrack::RequestTimeout`),
+    /// so that its other requests can finish before it is replaced.
+    #[serde(default)]
+    pub worker_timeout: u64,
     /// Requests the preloader serves to the app itself before the first
     /// fork (`--warmup-request`, `--warmup-rounds`).
     #[serde(default)]
     pub warmup: Warmup,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Requests served in the preloader after the app loaded, so that the lazy

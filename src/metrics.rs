@@ -66,6 +66,8 @@ pub struct Metrics {
     spawn_duration: HistogramFamily,
     queue_length: Single<Gauge, Family<Labels, Gauge>>,
     processes: Family<Labels, Gauge>,
+    sessions: Single<Gauge, Family<Labels, Gauge>>,
+    session_capacity: Single<Gauge, Family<Labels, Gauge>>,
     restarts: Family<Labels, Counter>,
     reforks: Single<Counter, Family<Labels, Counter>>,
     template: Family<Labels, Gauge>,
@@ -174,6 +176,18 @@ impl Metrics {
         );
         let processes = Family::default();
         registry.register("processes", "Worker processes, by state", processes.clone());
+        let sessions = single(
+            &mut registry,
+            several,
+            "sessions",
+            "Requests in progress on workers",
+        );
+        let session_capacity = single(
+            &mut registry,
+            several,
+            "session_capacity",
+            "Requests the serving workers can run at once (workers ready or busy x --threads-per-worker)",
+        );
         let restarts = Family::default();
         registry.register(
             "worker_restarts",
@@ -213,6 +227,8 @@ impl Metrics {
             spawn_duration,
             queue_length,
             processes,
+            sessions,
+            session_capacity,
             restarts,
             reforks,
             template,
@@ -239,6 +255,8 @@ impl Metrics {
             queue_wait: self.queue_wait.histogram_for(&base),
             reforks: self.reforks.for_app(&base),
             queue_length: self.queue_length.for_app(&base),
+            sessions: self.sessions.for_app(&base),
+            session_capacity: self.session_capacity.for_app(&base),
             base,
             all: self.clone(),
         }
@@ -271,6 +289,8 @@ pub struct AppMetrics {
     pub queue_wait: Histogram,
     reforks: Counter,
     queue_length: Gauge,
+    sessions: Gauge,
+    session_capacity: Gauge,
 }
 
 impl AppMetrics {
@@ -325,6 +345,11 @@ impl AppMetrics {
     fn set_gauges(&self, status: &StatusReport) {
         let all = &self.all;
         self.queue_length.set(status.requests_in_queue as i64);
+        self.sessions
+            .set(status.workers.iter().map(|w| i64::from(w.sessions)).sum());
+        let serving = status.workers.iter().filter(|w| w.state.serves()).count() as i64;
+        self.session_capacity
+            .set(serving * i64::from(status.threads_per_worker));
         for state in WorkerState::ALL {
             let n = status.workers.iter().filter(|w| w.state == state).count();
             all.processes

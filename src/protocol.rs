@@ -16,8 +16,11 @@
 
 use thiserror::Error;
 
-/// Bumped whenever a frame's layout changes; sent in `HELLO`.
-pub const VERSION: u32 = 3;
+/// Bumped whenever a frame's layout changes; sent in `HELLO`. 4: a worker
+/// opens one connection per session (`--threads-per-worker`), and `HELLO`
+/// names the session (`slot`) and how many the worker opens (`threads`);
+/// `REQUEST_HEAD` carries the app's `SCRIPT_NAME` (a prefix route).
+pub const VERSION: u32 = 4;
 
 /// Bytes before a frame's payload: type (1) + length (4).
 pub const FRAME_HEADER_LEN: usize = 5;
@@ -377,12 +380,16 @@ impl Promoted {
     }
 }
 
-/// The worker's greeting: which spawn it answers, and its PID.
+/// The worker's greeting on each of its connections: which spawn it
+/// answers, its PID, and which of its `threads` sessions (one connection
+/// and one Ruby thread each) this connection is, from 0.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hello {
     pub version: u32,
     pub worker_id: u64,
     pub pid: u32,
+    pub slot: u32,
+    pub threads: u32,
 }
 
 impl Hello {
@@ -546,6 +553,8 @@ mod tests {
             version: VERSION + 1,
             worker_id: 1,
             pid: 2,
+            slot: 0,
+            threads: 1,
         }
         .encode(&mut buf);
         let frame = decode_frame(&buf).unwrap().unwrap();

@@ -45,6 +45,9 @@ pub struct StatusReport {
     pub spawn_method: String,
     pub min_instances: usize,
     pub max_pool_size: usize,
+    /// Sessions (requests at once, each on its own Ruby thread) per worker.
+    #[serde(default = "one")]
+    pub threads_per_worker: u32,
     /// The count TTIN/TTOU moved the minimum to.
     pub desired_instances: usize,
     /// Code generation: bumped by each rolling restart.
@@ -83,6 +86,10 @@ pub struct StatusReport {
     /// `max_pool_size`, and the instance's APP_ROOT.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<StatusReport>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The TLS certificate of an instance started with `--ssl`: the front end
@@ -138,10 +145,11 @@ pub struct TemplateStatus {
 pub enum WorkerState {
     /// Started, not yet greeted.
     Spawning,
-    /// Idle, waiting for a request.
+    /// Can take a request: idle, or (with several threads) a session free.
     Ready,
+    /// Every session in use.
     Busy,
-    /// Busy, and stops after its request.
+    /// Takes no new request, and stops once those in progress are done.
     Retiring,
     /// Becoming the mold new workers fork from.
     Promoting,
@@ -182,7 +190,7 @@ pub struct WorkerStatus {
     pub generation: u64,
     pub spawn_method: String,
     pub state: WorkerState,
-    /// Requests in progress (0 or 1).
+    /// Requests in progress (at most `threads_per_worker`).
     pub sessions: u32,
     pub processed: u64,
     pub uptime_secs: f64,

@@ -84,14 +84,23 @@ fn a_killed_worker_is_replaced_and_serving_continues() {
 
 #[test]
 fn the_request_in_flight_on_a_killed_worker_gets_502_and_the_next_succeeds() {
-    let server = start(&fixture("events"), &[]);
+    the_request_in_flight_on_a_killed_worker_gets_502_and_the_next_succeeds_with(&[]);
+}
+
+#[test]
+fn the_request_in_flight_on_a_killed_worker_gets_502_and_the_next_succeeds_with_four_threads() {
+    the_request_in_flight_on_a_killed_worker_gets_502_and_the_next_succeeds_with(FOUR_THREADS);
+}
+
+fn the_request_in_flight_on_a_killed_worker_gets_502_and_the_next_succeeds_with(threads: &[&str]) {
+    let server = start(&fixture("events"), threads);
     wait_for_ready_workers(&server, 1, 30);
     let pid = server.worker_pids()[0];
     std::thread::scope(|s| {
         let slow = s.spawn(|| server.get("/sleep?s=5"));
         // Kill it once the request is on it, not before.
         server.wait_until(10, "the worker to be busy with the request", |s| {
-            s.busy_count() == 1
+            s.in_progress() == 1
         });
         kill(pid, libc::SIGKILL);
         assert_eq!(slow.join().unwrap().status, 502);
@@ -101,7 +110,16 @@ fn the_request_in_flight_on_a_killed_worker_gets_502_and_the_next_succeeds() {
 
 #[test]
 fn an_exception_in_the_app_gives_500_and_the_worker_lives_on() {
-    let server = start(&fixture("events"), &[]);
+    an_exception_in_the_app_gives_500_and_the_worker_lives_on_with(&[]);
+}
+
+#[test]
+fn an_exception_in_the_app_gives_500_and_the_worker_lives_on_with_four_threads() {
+    an_exception_in_the_app_gives_500_and_the_worker_lives_on_with(FOUR_THREADS);
+}
+
+fn an_exception_in_the_app_gives_500_and_the_worker_lives_on_with(threads: &[&str]) {
+    let server = start(&fixture("events"), threads);
     let before = server.get("/").json()["pid"].as_u64().unwrap();
     let r = server.get("/raise");
     assert_eq!(r.status, 500);
@@ -400,7 +418,16 @@ fn bodies_over_max_body_size_get_413() {
 
 #[test]
 fn streaming_bodies_arrive_in_chunks() {
-    let server = start(&fixture("events"), &[]);
+    streaming_bodies_arrive_in_chunks_with(&[]);
+}
+
+#[test]
+fn streaming_bodies_arrive_in_chunks_with_four_threads() {
+    streaming_bodies_arrive_in_chunks_with(FOUR_THREADS);
+}
+
+fn streaming_bodies_arrive_in_chunks_with(threads: &[&str]) {
+    let server = start(&fixture("events"), threads);
     let r = server.get("/stream");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "chunk 0\nchunk 1\nchunk 2\n");

@@ -201,6 +201,67 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
     samples
 }
 
+/// GET /metrics from the server's `--metrics-address` (as logged).
+fn scrape(server: &Server) -> String {
+    let addr = find_log(&server.logs, "metrics on http://")
+        .map(|l| {
+            l.split("http://")
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .expect("metrics address logged");
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::Write;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut std::io::BufReader::new(stream)).unwrap();
+    assert_eq!(r.status, 200);
+    r.text()
+}
+
+#[test]
+fn metrics_count_requests_in_progress_against_the_threads_of_the_workers() {
+    let server = start(
+        &fixture("events"),
+        &[
+            "--metrics-address",
+            "127.0.0.1:0",
+            "--threads-per-worker",
+            "3",
+            "--max-pool-size",
+            "1",
+        ],
+    );
+    wait_for_ready_workers(&server, 1, 60);
+    std::thread::scope(|s| {
+        let a = s.spawn(|| server.get("/sleep?s=2"));
+        let b = s.spawn(|| server.get("/sleep?s=2"));
+        server.wait_until(10, "two requests in progress", |s| s.in_progress() == 2);
+        let text = scrape(&server);
+        let samples = parse_prometheus(&text);
+        assert_eq!(samples.get("rustrack_sessions"), Some(&2.0), "{text}");
+        assert_eq!(
+            samples.get("rustrack_session_capacity"),
+            Some(&3.0),
+            "{text}"
+        );
+        // A session is free: the worker is ready, not busy.
+        assert_eq!(
+            samples.get("rustrack_processes{state=\"ready\"}"),
+            Some(&1.0),
+            "{text}"
+        );
+        assert_eq!(a.join().unwrap().status, 200);
+        assert_eq!(b.join().unwrap().status, 200);
+    });
+}
+
 #[test]
 fn metrics_parse_as_prometheus_text_and_count_the_requests() {
     let server = start(&fixture("events"), &["--metrics-address", "127.0.0.1:0"]);

@@ -47,7 +47,19 @@ fn a_request_outrunning_worker_timeout_gets_504_and_the_worker_is_replaced() {
 
 #[test]
 fn max_requests_replaces_workers_without_failing_a_request() {
-    let server = start(&fixture("events"), &["--max-requests", "5"]);
+    max_requests_replaces_workers_without_failing_a_request_with(&[]);
+}
+
+#[test]
+fn max_requests_replaces_workers_without_failing_a_request_with_four_threads() {
+    max_requests_replaces_workers_without_failing_a_request_with(FOUR_THREADS);
+}
+
+fn max_requests_replaces_workers_without_failing_a_request_with(threads: &[&str]) {
+    let server = start(
+        &fixture("events"),
+        &with_args(&["--max-requests", "5"], threads),
+    );
     let mut pids = Vec::new();
     for _ in 0..12 {
         let r = server.get("/");
@@ -72,9 +84,21 @@ fn max_requests_replaces_workers_without_failing_a_request() {
 
 #[test]
 fn a_worker_over_the_memory_limit_is_recycled_after_its_request() {
+    a_worker_over_the_memory_limit_is_recycled_after_its_request_with(&[]);
+}
+
+#[test]
+fn a_worker_over_the_memory_limit_is_recycled_after_its_request_with_four_threads() {
+    a_worker_over_the_memory_limit_is_recycled_after_its_request_with(FOUR_THREADS);
+}
+
+fn a_worker_over_the_memory_limit_is_recycled_after_its_request_with(threads: &[&str]) {
     let server = start(
         &fixture("events"),
-        &["--memory-limit", "60", "--sample-interval", "0.2"],
+        &with_args(
+            &["--memory-limit", "60", "--sample-interval", "0.2"],
+            threads,
+        ),
     );
     let r = server.get("/grow?mb=100");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -96,11 +120,20 @@ fn write_app(dir: &Path, version: &str) {
 
 #[test]
 fn rolling_restarts_under_load_lose_no_request() {
+    rolling_restarts_under_load_lose_no_request_with(&[]);
+}
+
+#[test]
+fn rolling_restarts_under_load_lose_no_request_with_four_threads() {
+    rolling_restarts_under_load_lose_no_request_with(FOUR_THREADS);
+}
+
+fn rolling_restarts_under_load_lose_no_request_with(threads: &[&str]) {
     let app = tempfile::tempdir().unwrap();
     write_app(app.path(), "v1");
     let server = start(
         app.path(),
-        &["--min-instances", "3", "--max-pool-size", "3"],
+        &with_args(&["--min-instances", "3", "--max-pool-size", "3"], threads),
     );
     server.wait_until(20, "three workers", |s| s.ready_count() == 3);
     let stop = AtomicBool::new(false);
@@ -210,11 +243,20 @@ fn touching_restart_txt_restarts() {
 
 #[test]
 fn quit_drains_an_in_flight_request_before_exiting() {
-    let mut server = start(&fixture("events"), &[]);
+    quit_drains_an_in_flight_request_before_exiting_with(&[]);
+}
+
+#[test]
+fn quit_drains_an_in_flight_request_before_exiting_with_four_threads() {
+    quit_drains_an_in_flight_request_before_exiting_with(FOUR_THREADS);
+}
+
+fn quit_drains_an_in_flight_request_before_exiting_with(threads: &[&str]) {
+    let mut server = start(&fixture("events"), threads);
     let r = std::thread::scope(|s| {
         let slow = s.spawn(|| server.get("/sleep?s=2"));
         // QUIT once the request is on the worker, in flight.
-        server.wait_until(10, "the worker to be busy", |s| s.busy_count() == 1);
+        server.wait_until(10, "the request on the worker", |s| s.in_progress() == 1);
         server.signal(libc::SIGQUIT);
         slow.join().unwrap()
     });
@@ -366,12 +408,23 @@ fn daemonize_writes_a_pid_file_and_logs_to_a_file() {
 
 #[test]
 fn signals_run_the_apps_traps_in_workers_and_untrapped_ones_stop_them_cleanly() {
+    signals_run_the_apps_traps_in_workers_and_untrapped_ones_stop_them_cleanly_with(&[]);
+}
+
+#[test]
+fn signals_run_the_apps_traps_in_workers_and_untrapped_ones_stop_them_cleanly_with_four_threads() {
+    signals_run_the_apps_traps_in_workers_and_untrapped_ones_stop_them_cleanly_with(FOUR_THREADS);
+}
+
+fn signals_run_the_apps_traps_in_workers_and_untrapped_ones_stop_them_cleanly_with(
+    threads: &[&str],
+) {
     let dir = tempfile::tempdir().unwrap();
     let trap_file = dir.path().join("trapped");
     let trap = trap_file.to_str().unwrap();
     let server = start_with_env(
         &fixture("events"),
-        &["--min-instances", "1", "--max-pool-size", "1"],
+        &with_args(&["--min-instances", "1", "--max-pool-size", "1"], threads),
         &[("EVENTS_TRAP_FILE", trap)],
     );
     wait_for_ready_workers(&server, 1, 60);
@@ -395,7 +448,7 @@ fn signals_run_the_apps_traps_in_workers_and_untrapped_ones_stop_them_cleanly() 
     // and Ruby never crashes inside rustrack's code.
     let server = start(
         &fixture("hello"),
-        &["--min-instances", "1", "--max-pool-size", "1"],
+        &with_args(&["--min-instances", "1", "--max-pool-size", "1"], threads),
     );
     wait_for_ready_workers(&server, 1, 60);
     let pid = server.worker_pids()[0];

@@ -38,7 +38,42 @@ fn field(r: &Response, name: &str) -> String {
 #[test]
 fn rack_lint_accepts_every_request_shape() {
     let server = start(&fixture("lint"), &[]);
+    every_request_shape(&server);
+    assert_eq!(field(&server.get("/"), "multithread"), "false");
+    lint_was_happy(&server);
+}
 
+/// The same shapes from 8 clients at once, on one worker with 4 request
+/// threads: Rack::Lint checks every env and response while requests run
+/// side by side.
+#[test]
+fn rack_lint_accepts_concurrent_requests_on_four_threads() {
+    let server = start(
+        &fixture("lint"),
+        &[
+            "--threads-per-worker",
+            "4",
+            "--min-instances",
+            "1",
+            "--max-pool-size",
+            "1",
+        ],
+    );
+    assert_eq!(field(&server.get("/"), "multithread"), "true");
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..3 {
+                    every_request_shape(&server);
+                }
+            });
+        }
+    });
+    assert_eq!(server.status()["processes"], 1);
+    lint_was_happy(&server);
+}
+
+fn every_request_shape(server: &Server) {
     let r = server.get("/search?q=r%C3%BCby&page=2");
     assert_eq!(r.status, 200, "{}", server.logs());
     assert_eq!(field(&r, "path"), "/search");
@@ -99,7 +134,9 @@ fn rack_lint_accepts_every_request_shape() {
     );
     assert_eq!(r.status, 200, "{}", server.logs());
     assert_eq!(field(&r, "sha"), sha256_hex(&big));
+}
 
+fn lint_was_happy(server: &Server) {
     let logs = server.logs();
     assert!(
         !logs.contains("LintError"),

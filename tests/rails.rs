@@ -146,6 +146,88 @@ fn rails_smart_workers_each_get_their_own_database_connection() {
     assert!(!logs.contains("still shares"), "{logs}");
 }
 
+/// `--threads-per-worker 4` on one worker: concurrent requests run side by
+/// side, each thread on its own ActiveRecord connection, and concurrent
+/// writes stay correct.
+#[test]
+fn rails_on_four_threads_serves_concurrent_database_requests_on_one_worker() {
+    if !rails_available() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let server = start_rails(
+        &pg,
+        &[
+            "--threads-per-worker",
+            "4",
+            "--min-instances",
+            "1",
+            "--max-pool-size",
+            "1",
+        ],
+    );
+    wait_for_ready_workers(&server, 1, 60);
+    let worker = server.worker_pids()[0];
+    let responses: Vec<Response> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..30)
+            .map(|_| s.spawn(|| server.request("POST", "/counters/hits", &[], b"")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut values: Vec<u64> = responses
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}\n{}", r.text(), server.logs());
+            assert_eq!(r.json()["pid"].as_u64().unwrap() as u32, worker);
+            r.json()["value"].as_u64().unwrap()
+        })
+        .collect();
+    values.sort();
+    assert_eq!(values, (1..=30).collect::<Vec<u64>>());
+
+    // Four requests holding a connection for 1 s each: at once, on four
+    // backends, not one after the other on one.
+    let started = std::time::Instant::now();
+    let infos = one_per_worker(&server, "GET", "/connection?hold=1", 4);
+    let took = started.elapsed();
+    let backends: HashSet<u64> = infos
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}\n{}", r.text(), server.logs());
+            r.json()["backend_pid"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(backends.len(), 4, "{infos:?}");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    // Rails' default pool (5) fits four threads: no warning.
+    assert!(
+        !server.logs().contains("connection pool"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[test]
+fn rails_warns_when_its_connection_pool_is_smaller_than_the_threads() {
+    if !rails_available() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let server = start_rails(&pg, &["--threads-per-worker", "8"]);
+    wait_for_ready_workers(&server, 1, 60);
+    server.wait_until(10, "the pool-size warning", |s| {
+        s.logs().contains(
+            "ActiveRecord's connection pool (primary) holds 5 connections, fewer than \
+             --threads-per-worker 8",
+        )
+    });
+    assert_eq!(server.get("/counters/x").status, 404);
+}
+
 #[test]
 fn rails_boots_and_serves_under_direct_spawning() {
     if !rails_available() {

@@ -120,16 +120,28 @@ fn after_n_requests_a_worker_becomes_the_mold_and_new_workers_are_its_children()
 
 #[test]
 fn a_request_stream_across_two_reforks_has_no_failure() {
+    a_request_stream_across_two_reforks_has_no_failure_with(&[]);
+}
+
+#[test]
+fn a_request_stream_across_two_reforks_has_no_failure_with_four_threads() {
+    a_request_stream_across_two_reforks_has_no_failure_with(FOUR_THREADS);
+}
+
+fn a_request_stream_across_two_reforks_has_no_failure_with(threads: &[&str]) {
     let server = start(
         &app(),
-        &[
-            "--min-instances",
-            "3",
-            "--max-pool-size",
-            "3",
-            "--refork-after",
-            "40,60",
-        ],
+        &with_args(
+            &[
+                "--min-instances",
+                "3",
+                "--max-pool-size",
+                "3",
+                "--refork-after",
+                "40,60",
+            ],
+            threads,
+        ),
     );
     let (served, failures) = load_until(&server, 4, "/sleep?s=0.005", 60, "two reforks", |s| {
         s.status()["reforks"].as_u64() >= Some(2)

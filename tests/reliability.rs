@@ -415,11 +415,20 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_worker() {
 
 #[test]
 fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy() {
+    a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy_with(&[]);
+}
+
+#[test]
+fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy_with_four_threads() {
+    a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy_with(FOUR_THREADS);
+}
+
+fn a_misbehaving_app_gets_clean_errors_and_the_pool_stays_healthy_with(threads: &[&str]) {
     let server = start(
         &fixture("misbehave"),
         // Long enough for Ruby's crash report on SIGSEGV (it symbolizes a
         // C backtrace, which took over 2 s on a loaded machine).
-        &["--worker-timeout", "8"],
+        &with_args(&["--worker-timeout", "8"], threads),
     );
     let healthy = |s: &Server| {
         let r = s.get("/ok");
@@ -590,9 +599,18 @@ fn the_control_plane_is_private_and_workers_can_drop_privileges() {
 
 #[test]
 fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_process() {
+    sigterm_under_load_finishes_in_flight_requests_and_leaves_no_process_with(&[]);
+}
+
+#[test]
+fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_process_with_four_threads() {
+    sigterm_under_load_finishes_in_flight_requests_and_leaves_no_process_with(FOUR_THREADS);
+}
+
+fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_process_with(threads: &[&str]) {
     let mut server = start(
         &fixture("events"),
-        &["--min-instances", "4", "--max-pool-size", "4"],
+        &with_args(&["--min-instances", "4", "--max-pool-size", "4"], threads),
     );
     server.wait_until(20, "four workers", |s| s.ready_count() == 4);
     let mut pids = server.worker_pids();

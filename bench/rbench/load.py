@@ -10,7 +10,9 @@ procs.Clients for the run so it never counts as part of the server.
 cannot stop after a count); `mix_requests` does the same over a page mix,
 in steps with a pause for a memory reading after each. `SlowClients` keeps slow senders and slow
 readers busy from an asyncio loop in a thread while wrk measures the fast
-stream.
+stream. `DelayServer` is the other end of fixtures/bench-io: a Unix socket
+that answers each line it reads 20 ms later, from an asyncio loop in a
+thread of the harness (so it is never counted as the server's).
 """
 
 from __future__ import annotations
@@ -316,3 +318,57 @@ class SlowClients:
         self.thread.join(30)
         self.loop.close()
         return dict(self.stats)
+
+
+class DelayServer:
+    """A Unix socket at `path` that answers each line after `delay_s` (the
+    I/O an app waits for: fixtures/bench-io). One asyncio loop in a thread;
+    each connection's lines are answered in order, connections
+    concurrently. `replies` counts the answers sent."""
+
+    def __init__(self, path: Path, delay_s: float = 0.020):
+        self.path = Path(path)
+        self.delay_s = delay_s
+        self.replies = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                await asyncio.sleep(self.delay_s)
+                writer.write(line)
+                await writer.drain()
+                self.replies += 1
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._server = loop.run_until_complete(asyncio.start_unix_server(self._handle, path=str(self.path)))
+        self._ready.set()
+        loop.run_forever()
+        self._server.close()
+        loop.run_until_complete(self._server.wait_closed())
+        loop.close()
+
+    def start(self) -> "DelayServer":
+        self._thread = threading.Thread(target=self._run, name="delay-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError(f"the delay server did not listen on {self.path}")
+        return self
+
+    def stop(self) -> int:
+        """Stops serving; returns how many replies were sent."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self.path.unlink(missing_ok=True)
+        return self.replies

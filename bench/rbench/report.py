@@ -26,6 +26,10 @@ from pathlib import Path
 from . import multiapp
 from .paths import README, RESULTS
 
+# The threads scenario's wrk connections (scenarios.THREADS_CONNECTIONS,
+# repeated here so that report does not import the scenarios).
+THREADS_CONNECTIONS = 32
+
 
 def ok_runs(ctx_runs: list, scenario: str, label: str) -> list:
     return [r for r in ctx_runs if r["scenario"] == scenario and r["label"] == label and "error" not in r]
@@ -212,6 +216,21 @@ def targets(s: dict) -> list[tuple[str, str, bool | None]]:
     x = ratio(a, b)
     out.append(("front-end CPU/request ≤ ½ Passenger core's",
                 f"{fmt(a, '.1f')} µs vs {fmt(b, '.1f')} µs ({fmt(x, '.2f')}×)", None if x is None else x <= 0.5))
+    # Several threads per worker (issue 18), only in runs that measured it.
+    r4, p4 = "rustrack smart, 4 threads", "puma preload, 4 threads"
+    for scen, what, judged in [("threads-io", "I/O-bound", True), ("threads-rails", "Rails", False)]:
+        if scen not in s:
+            continue
+        x = ratio(get(scen, r4, "rps"), get(scen, p4, "rps"))
+        out.append((f"{what}, 2×4 threads: req/s ≥ 1.0× Puma's", fmt(x, ".2f") + "×",
+                    None if x is None or not judged else x >= 1.0))
+        a, b = get(scen, r4, "p99_ms"), get(scen, p4, "p99_ms")
+        out.append((f"{what}, 2×4 threads: p99 < Puma's", f"{fmt(a, '.1f')} ms vs {fmt(b, '.1f')} ms",
+                    None if a is None or b is None or not judged else a < b))
+        a, b = get(scen, r4, "total_pss"), get(scen, p4, "total_pss")
+        out.append((f"{what}, 2×4 threads: total PSS < Puma's",
+                    f"{fmt(a and a / 2**20, '.0f')} MB vs {fmt(b and b / 2**20, '.0f')} MB",
+                    None if a is None or b is None or not judged else a < b))
     # Static files (only in runs that measured them, so older results
     # recompute unchanged).
     for scen, size in [("static-10k", "10 KB"), ("static-1m", "1 MB")]:
@@ -288,6 +307,30 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
                      extra_cpu=True)
     throughput_table("static-1m", "static 1 MB file from public/ (fixtures/bench-static; nginx serves the same copy)",
                      extra_cpu=True)
+
+    for scen, title in [
+        ("threads-io", "I/O-bound: each request waits 20 ms on a local socket (fixtures/bench-io)"),
+        ("threads-rails", "Rails on threads (fixtures/bench-rails, Rails 6.1)"),
+    ]:
+        if scen not in s:
+            continue
+        w(f"## threads: {title}, 2 workers, {THREADS_CONNECTIONS} connections\n")
+        w("| server | req/s | p50 ms | p99 ms | errors | total PSS MB | app PSS MB | "
+          "rustrack 2×4 req/s ÷ this | rustrack 2×4 p99 ÷ this | rustrack 2×4 PSS ÷ this | "
+          "all-process CPU µs/req | load |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        base = s[scen].get("rustrack smart, 4 threads", {})
+        for label, e in s[scen].items():
+            rs = [r for r in runs if r["scenario"] == scen and r["label"] == label]
+            mb = lambda k: fmt(e.get(k) and e[k] / 2**20)
+            w(f"| {label} | {fmt(e.get('rps'))} | {fmt(e.get('p50_ms'), '.2f')} | {fmt(e.get('p99_ms'), '.2f')} | "
+              f"{e.get('errors', '–')}{' (' + str(e['failed']) + ' runs failed)' if e['failed'] else ''} | "
+              f"{mb('total_pss')} | {mb('app_pss')} | "
+              f"{fmt(ratio(base.get('rps'), e.get('rps')), '.2f')} | "
+              f"{fmt(ratio(base.get('p99_ms'), e.get('p99_ms')), '.2f')} | "
+              f"{fmt(ratio(base.get('total_pss'), e.get('total_pss')), '.2f')} | "
+              f"{fmt(e.get('server_cpu_us_per_req'), '.1f')} | {loads(rs)} |")
+        w("")
 
     if "memory" in s:
         w(f"## memory (fixtures/bloat, {meta['memory_workers']} workers, after "

@@ -14,10 +14,16 @@ on one app), slow (slow clients plus a fast wrk stream), memory (PSS and
 Private_Dirty of every process after a fixed number of requests), spawn
 (each server's own worker spawn times, then the scale-up cross-check timed
 from outside), static (a 10 KB and a 1 MB file from public/, rustrack's
-front end against nginx, with the count of requests that reached the app).
+front end against nginx, with the count of requests that reached the app)
+and threads (2 workers of 4 threads, rustrack against Puma, on an I/O-bound
+app whose requests wait 20 ms on a local socket and on the small Rails app:
+requests per second, latency, and the total PSS of the server's processes
+after the measurement; rustrack with single-threaded workers as a
+reference).
 Those make the default run. realmem (a large Rails app's memory over a page
 mix, with each of rustrack's memory remedies, against Puma, Unicorn and
-Passenger) runs only when named: it takes about an hour per round.
+Passenger) runs only when named, as it takes about an hour per round, and so
+does multiapp (several apps on one instance against an instance each).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import multiapp, procs
-from .load import SlowClients, fixed_requests, mix_requests, mix_steps, wrk
+from .load import DelayServer, SlowClients, fixed_requests, mix_requests, mix_steps, wrk
 from .log import log
 from .paths import FIXTURES, RUSTRACK
 from .servers import Server, Spec
@@ -61,6 +67,21 @@ SPAWN_SPECS = [
 ]
 
 SPAWN_APPS = ["bloat", "hello", "bench-rails"]
+
+# Several requests per worker (issue 18): rustrack and Puma with 2 workers
+# of 4 threads each, and rustrack's single-threaded workers as a reference.
+THREADS_SPECS = [
+    Spec("rustrack", "smart", threads=4),
+    Spec("puma", "preload", threads=4),
+    Spec("rustrack", "smart"),
+]
+
+# The threads scenario's apps: record name -> (fixture, path).
+THREADS_APPS = {"threads-io": ("bench-io", "/"), "threads-rails": ("bench-rails", "/")}
+
+# wrk connections for the threads scenario: more clients than the 8
+# sessions of 2 x 4, so both servers queue.
+THREADS_CONNECTIONS = 32
 
 # rustrack's front end serving public/ against nginx serving the same copy.
 STATIC_SPECS = [Spec("rustrack", "smart"), Spec("nginx", "static")]
@@ -152,7 +173,7 @@ def selected(specs: list[Spec], ctx: Ctx) -> list[Spec]:
 
 
 def run_one(ctx: Ctx, scenario: str, spec: Spec, rnd: int, app: str, workers: int, body,
-            max_pool: int | None = None, prepare=None) -> dict:
+            max_pool: int | None = None, prepare=None, env: dict | None = None) -> dict:
     """Starts spec on app, runs body(server) -> dict, stops it; records the
     load average before the run and any failure instead of aborting."""
     rec = {"scenario": scenario, "server": spec.server, "variant": spec.variant,
@@ -160,7 +181,7 @@ def run_one(ctx: Ctx, scenario: str, spec: Spec, rnd: int, app: str, workers: in
            "loadavg_before": procs.loadavg(), "started": dt.datetime.now().isoformat(timespec="seconds")}
     log(f"{scenario}: round {rnd + 1}, {spec.label} (load {rec['loadavg_before'][0]:.2f})")
     srv = Server(spec, app, workers, ctx.new_dir(f"{scenario}-{spec.slug}"),
-                 max_pool=max_pool, prepare=prepare)
+                 max_pool=max_pool, prepare=prepare, env=env)
     try:
         srv.start()
         rec["first_response_s"] = srv.first_response_s
@@ -230,29 +251,35 @@ def scenario_slow(ctx: Ctx) -> None:
 # -- memory ------------------------------------------------------------------
 
 
+def tree_memory(srv: Server) -> dict:
+    """Pss and Private_Dirty of every process of the server, each and
+    summed (app: without the non-Ruby front-end processes)."""
+    processes = []
+    for pid in sorted(procs.server_tree()):
+        m = procs.smaps_rollup(pid)
+        if m is None:
+            continue
+        processes.append({"pid": pid, "role": srv.role(pid), "cmd": procs.cmdline(pid)[:120],
+                          "pss": m.get("Pss", 0), "private_dirty": m.get("Private_Dirty", 0),
+                          "rss": m.get("Rss", 0)})
+    app_procs = [p for p in processes if p["role"] != "front"]
+    return {
+        "processes": processes,
+        "total_pss": sum(p["pss"] for p in processes),
+        "total_private_dirty": sum(p["private_dirty"] for p in processes),
+        "app_pss": sum(p["pss"] for p in app_procs),
+        "app_private_dirty": sum(p["private_dirty"] for p in app_procs),
+        "worker_count": sum(1 for p in processes if p["role"] == "worker"),
+    }
+
+
 def scenario_memory(ctx: Ctx) -> None:
     workers, per_worker = ctx.memory_workers, ctx.memory_per_worker
 
     def body(srv: Server) -> dict:
         r = fixed_requests(srv.port, "/", workers * per_worker, 2 * workers)
         time.sleep(1.0)
-        processes = []
-        for pid in sorted(procs.server_tree()):
-            m = procs.smaps_rollup(pid)
-            if m is None:
-                continue
-            processes.append({"pid": pid, "role": srv.role(pid), "cmd": procs.cmdline(pid)[:120],
-                              "pss": m.get("Pss", 0), "private_dirty": m.get("Private_Dirty", 0),
-                              "rss": m.get("Rss", 0)})
-        app_procs = [p for p in processes if p["role"] != "front"]
-        out = {
-            "requests": r, "processes": processes,
-            "total_pss": sum(p["pss"] for p in processes),
-            "total_private_dirty": sum(p["private_dirty"] for p in processes),
-            "app_pss": sum(p["pss"] for p in app_procs),
-            "app_private_dirty": sum(p["private_dirty"] for p in app_procs),
-            "worker_count": sum(1 for p in processes if p["role"] == "worker"),
-        }
+        out = {"requests": r, **tree_memory(srv)}
         out.update(srv.adapter.worker_processed(srv))
         return out
 
@@ -301,6 +328,41 @@ def scenario_scaleup(ctx: Ctx, rounds: int) -> None:
 
     for rnd, spec in interleaved(selected(SPAWN_SPECS, ctx), rounds):
         run_one(ctx, "scaleup", spec, rnd, "bench-payload", 1, body, max_pool=2)
+
+
+# -- threads: several requests per worker ------------------------------------
+
+
+def threads_body(ctx: Ctx, path: str):
+    """throughput_body with THREADS_CONNECTIONS, then the memory of every
+    process of the server, read right after the measurement."""
+    inner = throughput_body(ctx, path, connections=THREADS_CONNECTIONS)
+
+    def body(srv: Server) -> dict:
+        out = inner(srv)
+        out.update(tree_memory(srv))
+        return out
+
+    return body
+
+
+def scenario_threads(ctx: Ctx) -> None:
+    """Each app, servers interleaved. The I/O-bound app's delay server runs
+    for the whole of each run (the readiness probe already waits on it)."""
+    for name, (app, path) in THREADS_APPS.items():
+        for rnd, spec in interleaved(selected(THREADS_SPECS, ctx), ctx.rounds):
+            env, delay = None, None
+            if app == "bench-io":
+                sock = ctx.workdir / f"io-{rnd}-{spec.slug}.sock"
+                delay = DelayServer(sock).start()
+                env = {"BENCH_IO_SOCKET": str(sock)}
+            try:
+                rec = run_one(ctx, name, spec, rnd, app, 2, threads_body(ctx, path), env=env)
+            finally:
+                if delay is not None:
+                    replies = delay.stop()
+            if delay is not None:
+                rec["delay_replies"] = replies
 
 
 # -- static files: rustrack's front end against nginx -----------------------
@@ -485,19 +547,21 @@ SCENARIOS: dict[str, Callable[[Ctx], None]] = {
     "memory": scenario_memory,
     "spawn": lambda ctx: (scenario_spawn(ctx, SPAWN_APPS), scenario_scaleup(ctx, ctx.scaleup_rounds)),
     "static": scenario_static,
+    "threads": scenario_threads,
     "realmem": scenario_realmem,
 }
 
 # What a run without --only runs (and what a published run must include):
 # realmem takes about an hour per round and multiapp measures a feature,
 # not a peer comparison, so they run only when named.
-DEFAULT_SCENARIOS = ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static"]
+DEFAULT_SCENARIOS = ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static", "threads"]
 
 # The servers each scenario can run (the rest of --servers is not started).
 SCENARIO_SPECS: dict[str, list[Spec]] = {
     "hello": THROUGHPUT_SPECS, "rails": THROUGHPUT_SPECS, "upload": THROUGHPUT_SPECS,
     "download": THROUGHPUT_SPECS, "slow": THROUGHPUT_SPECS, "memory": MEMORY_SPECS,
-    "spawn": SPAWN_SPECS, "static": STATIC_SPECS, "realmem": REALMEM_SPECS,
+    "spawn": SPAWN_SPECS, "static": STATIC_SPECS, "threads": THREADS_SPECS,
+    "realmem": REALMEM_SPECS,
 }
 
 # Debian packages a scenario needs whatever the server: wrk for the wrk
@@ -505,7 +569,7 @@ SCENARIO_SPECS: dict[str, list[Spec]] = {
 SCENARIO_PACKAGES: dict[str, tuple[str, ...]] = {
     "hello": ("wrk",), "rails": ("wrk", "ruby-rails"), "upload": ("wrk",),
     "download": ("wrk",), "slow": ("wrk",), "memory": (), "spawn": ("ruby-rails",),
-    "static": ("wrk",),
+    "static": ("wrk",), "threads": ("wrk", "ruby-rails"),
     "realmem": ("ruby-rails", "ruby-sqlite3"),
 }
 SCENARIOS["multiapp"], SCENARIO_SPECS["multiapp"], SCENARIO_PACKAGES["multiapp"] = (  # bench/rbench/multiapp.py

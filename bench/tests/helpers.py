@@ -34,6 +34,15 @@ def memory_run(label: str, rnd: int, total_pss_mb: float, dirty_mb: float = 0.0,
     return r
 
 
+def threads_run(scenario: str, label: str, rnd: int, rps: float, p50_ms: float, p99_ms: float,
+                total_pss_mb: float, app_pss_mb: float | None = None, load: float = 0.5) -> dict:
+    """A threads-scenario record: a wrk run and the memory read after it."""
+    r = wrk_run(scenario, label, rnd, rps, p50_ms, p99_ms, load=load)
+    m = memory_run(label, rnd, total_pss_mb, 0.0, app_pss_mb, load)
+    r.update({k: m[k] for k in ["total_pss", "total_private_dirty", "app_pss", "app_private_dirty"]})
+    return r
+
+
 def spawn_run(app: str, label: str, rnd: int, ms: list[float], first: float = 1.0,
               ready: float = 2.0, load: float = 0.5) -> dict:
     r = _base(f"spawn-{app}", label, rnd, load)

@@ -9,7 +9,7 @@ import unittest
 from rbench import cli
 from rbench.servers import PEERS
 
-ALL = ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static"]
+ALL = ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static", "threads"]
 
 
 class Publishes(unittest.TestCase):

@@ -1,4 +1,4 @@
-"""load: reading wrk's BENCHJSON line."""
+"""load: reading wrk's BENCHJSON line, and the delay server of the threads scenario."""
 
 from __future__ import annotations
 
@@ -127,3 +127,31 @@ class Mix(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Delay(unittest.TestCase):
+    def test_each_line_comes_back_after_the_delay_on_its_connection(self):
+        import socket
+        import tempfile
+        import time
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "io.sock"
+            server = load.DelayServer(path, delay_s=0.05).start()
+            try:
+                a, b = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+                a.connect(str(path))
+                b.connect(str(path))
+                t0 = time.monotonic()
+                a.sendall(b"one\n")
+                b.sendall(b"two\n")
+                self.assertEqual(a.makefile("rb").readline(), b"one\n")
+                self.assertEqual(b.makefile("rb").readline(), b"two\n")
+                # Not before the delay; the two connections waited together.
+                self.assertGreaterEqual(time.monotonic() - t0, 0.05)
+                a.close()
+                b.close()
+            finally:
+                replies = server.stop()
+            self.assertEqual(replies, 2)
+            self.assertFalse(path.exists())

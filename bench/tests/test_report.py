@@ -11,7 +11,8 @@ from pathlib import Path
 from rbench import report
 from rbench.paths import README, RESULTS
 
-from .helpers import META, failed_run, memory_run, realmem_run, scaleup_run, spawn_run, wrk_run
+from .helpers import (META, failed_run, memory_run, realmem_run, scaleup_run, spawn_run, threads_run,
+                      wrk_run)
 
 RR, PA, PU, UN = "rustrack smart", "passenger smart", "puma preload", "unicorn preload"
 
@@ -318,6 +319,32 @@ class Markdown(unittest.TestCase):
         rows = table_rows(md, "scale-up")
         self.assertEqual(rows[RR][1:4], ["5.0", "4.0, 6.0", "1.0"])
         self.assertEqual(rows["passenger direct"][3], "54.0")
+
+    def test_threads_tables_and_targets_only_when_measured(self):
+        r4, p4, r1 = "rustrack smart, 4 threads", "puma preload, 4 threads", RR
+        runs = [threads_run("threads-io", r4, 0, 390, 20.5, 30.0, 150, 140),
+                threads_run("threads-io", p4, 0, 360, 21.0, 60.0, 200),
+                threads_run("threads-io", r1, 0, 98, 80.0, 90.0, 120),
+                threads_run("threads-rails", r4, 0, 900, 30.0, 50.0, 260),
+                threads_run("threads-rails", p4, 0, 1000, 20.0, 90.0, 250)]
+        md = self.render(runs)
+        rows = table_rows(md, "threads: I/O-bound")
+        # | server | req/s | p50 | p99 | errors | total PSS | app PSS | rps ratio | p99 ratio | PSS ratio | CPU | load |
+        self.assertEqual(rows[r4][1:10], ["390", "20.50", "30.00", "0", "150", "140", "1.00", "1.00", "1.00"])
+        self.assertEqual(rows[p4][7:10], ["1.08", "0.50", "0.75"])
+        self.assertEqual(rows[r1][7], "3.98")
+        rows = table_rows(md, "threads: Rails")
+        self.assertEqual(rows[p4][7:10], ["0.90", "0.56", "1.04"])
+        t = {name: (val, ok) for name, val, ok in report.targets(report.summarize(runs))}
+        self.assertEqual(t["I/O-bound, 2×4 threads: req/s ≥ 1.0× Puma's"], ("1.08×", True))
+        self.assertEqual(t["I/O-bound, 2×4 threads: p99 < Puma's"], ("30.0 ms vs 60.0 ms", True))
+        self.assertEqual(t["I/O-bound, 2×4 threads: total PSS < Puma's"], ("150 MB vs 200 MB", True))
+        # The issue sets no target on Rails: shown, not judged.
+        self.assertEqual(t["Rails, 2×4 threads: req/s ≥ 1.0× Puma's"], ("0.90×", None))
+        # Older runs, without the scenario, have neither tables nor targets.
+        md = self.render([wrk_run("hello", RR, 0, 100, 1, 1)])
+        self.assertNotIn("threads:", md)
+        self.assertNotIn("2×4", md)
 
     def test_targets_table(self):
         runs = [wrk_run("hello", RR, 0, 10000, 1, 5), wrk_run("hello", PA, 0, 5000, 1, 9)]

@@ -26,6 +26,9 @@ class Order(unittest.TestCase):
         self.assertEqual(Spec("rustrack", "direct", tight_gc=True).env,
                          {"RUBY_GC_HEAP_FREE_SLOTS_GOAL_RATIO": "0.05", "RUBY_GC_HEAP_FREE_SLOTS_MIN_RATIO": "0.02"})
         self.assertEqual(Spec("rustrack", "direct").env, {})
+        self.assertEqual(Spec("rustrack", "smart", threads=4).label, "rustrack smart, 4 threads")
+        self.assertEqual(Spec("puma", "preload", threads=4).slug, "puma-preload-t4")
+        self.assertEqual(Spec("puma", "preload").label, "puma preload")
 
     def test_labels_with_remedies(self):
         spec = Spec("rustrack", "smart", remedies=("warm-up", "refork"))
@@ -35,7 +38,8 @@ class Order(unittest.TestCase):
 
     def test_scenario_names(self):
         self.assertEqual(list(scenarios.SCENARIOS),
-                         ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static", "realmem", "multiapp"])
+                         ["hello", "rails", "upload", "download", "slow", "memory", "spawn", "static",
+                          "threads", "realmem", "multiapp"])
         # realmem (an hour a round) and multiapp run only when named.
         self.assertEqual(scenarios.DEFAULT_SCENARIOS, list(scenarios.SCENARIOS)[:-2])
         self.assertEqual(set(scenarios.SCENARIO_SPECS), set(scenarios.SCENARIOS))
@@ -48,6 +52,7 @@ class Order(unittest.TestCase):
         self.assertEqual(scenarios.servers_used(["hello"], PEERS), ["rustrack", "passenger", "puma", "unicorn"])
         self.assertEqual(scenarios.servers_used(["hello"], ["unicorn", "rustrack"]), ["unicorn", "rustrack"])
         self.assertEqual(scenarios.servers_used(["spawn"], ["puma"]), [])
+        self.assertEqual(scenarios.servers_used(["threads"], PEERS), ["rustrack", "puma"])
 
     def test_spawn_specs_have_spawn_times(self):
         # Only servers whose adapter reads spawn times can be in SPAWN_SPECS.
@@ -150,6 +155,16 @@ class Adapters(unittest.TestCase):
         self.assertEqual(argv, ["puma", "-b", "tcp://127.0.0.1:4000", "-w", "2", "-t", "1:1",
                                 "-e", "production", "--preload", "config.ru"])
         self.assertNotIn("--preload", ADAPTERS["puma"].argv(fake_server("puma", "no-preload", Path("/w"))))
+
+    def test_threads_argv(self):
+        srv = fake_server("puma", "preload", Path("/w"))
+        srv.spec = Spec("puma", "preload", threads=4)
+        argv = ADAPTERS["puma"].argv(srv)
+        self.assertEqual(argv[argv.index("-t") + 1], "4:4")
+        srv = fake_server("rustrack", "smart", Path("/w"))
+        self.assertNotIn("--threads-per-worker", ADAPTERS["rustrack"].argv(srv))
+        srv.spec = Spec("rustrack", "smart", threads=4)
+        self.assertEqual(ADAPTERS["rustrack"].argv(srv)[-2:], ["--threads-per-worker", "4"])
 
     def test_unicorn_config(self):
         import tempfile

@@ -4,7 +4,8 @@
 # before the app. The Rust side builds each request's env and owns the
 # socket; this file holds what is simpler and clearer in Ruby: the events
 # API apps use, loading config.ru, and the per-request call/each/close
-# sequence, which writes through the Rust functions in Rustrack::Native.
+# sequence, which writes through a Rustrack::ResponseWriter (Rust): one per
+# session, that is per request thread.
 
 # Nothing is required at the top level: the app's bundle is activated
 # (Bundler.setup) after this file loads, and a gem loaded before that, even a
@@ -20,6 +21,13 @@ module Rustrack
   # Raised when the app's Gemfile cannot be activated; the message says
   # what to run, so it is shown without Bundler's backtrace.
   class BundleError < StandardError; end
+
+  # Raised into a request thread whose request ran longer than
+  # --worker-timeout, in a worker with several threads (the client has had
+  # its 504): its ensure blocks run, and the worker's other requests can
+  # finish before it is replaced. Not a StandardError, so that a bare
+  # `rescue` in the app does not swallow it (as Rack::Timeout's).
+  class RequestTimeout < Exception; end # rubocop:disable Lint/InheritException
 
   @event_handlers = Hash.new { |h, k| h[k] = [] }
 
@@ -199,7 +207,8 @@ module Rustrack
     # known harmless ones are left out.
     def threads_at_fork
       Thread.list.reject do |t|
-        t == Thread.main || !t.alive? || t.thread_variable_get(:fork_safe) || known_harmless_thread?(t)
+        t == Thread.main || !t.alive? || t.thread_variable_get(:fork_safe) || known_harmless_thread?(t) ||
+          request_threads.include?(t)
       end.map do |t|
         # Thread#inspect: #<Thread:0x…[@name] FILE:LINE STATUS>
         started = t.inspect[/ (\S+:\d+) \S+>\z/, 1]
@@ -265,23 +274,63 @@ module Rustrack
       @role == :preloader
     end
 
+    # rack.errors: $stderr as the worker starts (the Rust side cannot read
+    # a global variable from a request thread).
+    def stderr
+      $stderr
+    end
+
     attr_accessor :role # :preloader or :worker, set by the Rust side
+
+    # The worker's own request threads (--threads-per-worker > 1), set by
+    # the Rust side; they are stopped and joined before a worker forks.
+    attr_writer :request_threads
+
+    def request_threads
+      @request_threads || []
+    end
+
+    # With several request threads, each may hold an ActiveRecord connection
+    # at once: a pool smaller than that makes requests wait for one (and
+    # fail with ActiveRecord::ConnectionTimeoutError after checkout_timeout).
+    # Returns the warnings, one per pool too small; prints them.
+    def check_thread_resources(threads)
+      return [] unless threads > 1 && defined?(::ActiveRecord::Base) &&
+                       ::ActiveRecord::Base.respond_to?(:connection_handler)
+
+      warnings = active_record_handlers.flat_map { |handler| active_record_pools(handler) }.filter_map do |pool|
+        next unless pool.respond_to?(:size) && pool.size < threads
+
+        name = pool.respond_to?(:db_config) && pool.db_config ? pool.db_config.name : "primary"
+        "ActiveRecord's connection pool (#{name}) holds #{pool.size} connections, fewer than " \
+          "--threads-per-worker #{threads}: requests will wait for a connection; set pool: #{threads} " \
+          "(or more) in config/database.yml, or RAILS_MAX_THREADS=#{threads}"
+      end
+      warnings.each { |w| $stderr.puts "[rustrack] warning: #{w}" }
+      warnings
+    rescue StandardError, NotImplementedError => e
+      $stderr.puts "[rustrack] could not check ActiveRecord's pool size: #{describe_exception(e)}"
+      []
+    end
   end
 
   # The stream a Rack 3 streaming body writes to: each write goes to the
   # client as it is made. Reading is not supported (the request body is in
-  # rack.input), so read returns nil as at end of input.
+  # rack.input), so read returns nil as at end of input. It belongs to one
+  # request: kept by the app past that, it refuses to write.
   class Stream
-    def initialize
+    def initialize(out)
+      @out = out
+      @request = out.request
       @closed = false
     end
 
     def write(*chunks)
-      raise IOError, "closed stream" if @closed
+      raise IOError, "closed stream" if @closed || @out.request != @request
 
       chunks.sum do |chunk|
         chunk = chunk.to_s
-        Native.write_body(chunk)
+        @out.write_body(chunk)
         chunk.bytesize
       end
     end
@@ -314,10 +363,11 @@ module Rustrack
     end
   end
 
-  # The call sequence of one request. The Rust worker loop builds `env`
-  # and calls `handle`; everything reaches the socket through Native.
+  # The call sequence of one request. The Rust side builds `env` and calls
+  # `handle` with the session's ResponseWriter, `out`, through which
+  # everything reaches the socket.
   module RequestHandler
-    def self.handle(app, env)
+    def self.handle(app, env, out)
       body = nil
       # The front end sends files named in X-Sendfile, and says so in this
       # header (replacing any a client sent). Rack >= 2.2.20 and 3.1.18 no
@@ -330,20 +380,20 @@ module Rustrack
       # as it is produced.
       if body.respond_to?(:each)
         streaming = !(body.is_a?(Array) || body.respond_to?(:to_ary))
-        Native.write_head(status, headers, streaming)
-        body.each { |chunk| Native.write_body(chunk) }
+        out.write_head(status, headers, streaming)
+        body.each { |chunk| out.write_body(chunk) }
       elsif body.respond_to?(:call)
         # A Rack 3 streaming body: it writes to a stream we hand it. The
         # response ends when call returns (or the body closes the stream).
-        Native.write_head(status, headers, true)
-        body.call(Stream.new)
+        out.write_head(status, headers, true)
+        body.call(Stream.new(out))
       else
         raise TypeError, "the Rack body responds to neither each nor call (#{body.class})"
       end
-      Native.finish
+      out.finish
     rescue Exception => e # rubocop:disable Lint/RescueException
       $stderr.puts "[rustrack] error in #{env["REQUEST_METHOD"]} #{env["REQUEST_URI"]}: #{Rustrack.describe_exception(e)}"
-      Native.fail
+      out.fail
       raise if e.is_a?(SystemExit)
     ensure
       if body.respond_to?(:close)

@@ -208,6 +208,7 @@ impl Apps {
             spawn_method: methods.into_iter().collect::<Vec<_>>().join("+"),
             min_instances: sum(|g| g.min_instances),
             max_pool_size: self.capacity.as_ref().map_or(0, |c| c.max()),
+            threads_per_worker: first.threads_per_worker,
             desired_instances: sum(|g| g.desired_instances),
             generation: groups.iter().map(|g| g.generation).max().unwrap_or(1),
             restarting: groups.iter().any(|g| g.restarting),

@@ -97,6 +97,9 @@ fn app_lines(r: &StatusReport) -> String {
     out += &format!("Spawn method     : {}\n", r.spawn_method);
     out += &format!("Max pool size    : {}\n", r.max_pool_size);
     out += &format!("Min instances    : {}\n", r.min_instances);
+    if r.threads_per_worker > 1 {
+        out += &format!("Threads / worker : {}\n", r.threads_per_worker);
+    }
     out += &format!(
         "Processes        : {} (desired {})\n",
         r.processes, r.desired_instances
@@ -162,7 +165,11 @@ fn processes(r: &StatusReport) -> String {
             w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             w.generation,
             w.state.as_str(),
-            w.sessions,
+            if r.threads_per_worker > 1 {
+                format!("{}/{}", w.sessions, r.threads_per_worker)
+            } else {
+                w.sessions.to_string()
+            },
             w.processed,
             human_duration(w.uptime_secs),
             format!("{} ago", human_duration(w.last_used_secs_ago)),

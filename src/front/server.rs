@@ -201,6 +201,7 @@ fn pool_options(args: &StartArgs, app: &AppPlan) -> PoolOptions {
     machine.memory_limit = (app.memory_limit > 0).then_some(app.memory_limit << 20);
     machine.start_timeout = secs(args.start_timeout);
     machine.refork_after = args.refork_after.clone();
+    machine.threads = args.threads_per_worker;
     PoolOptions {
         machine,
         sample_interval: Duration::from_secs_f64(args.sample_interval.max(0.1)),
@@ -226,6 +227,8 @@ fn exchange_options(args: &StartArgs, app: &AppPlan, dir: &Instance) -> Exchange
         spool_dir: dir.body_dir(),
         memory_limit: mb(app.memory_limit),
         memory_limit_hard: mb(args.memory_limit_hard),
+        interrupt_grace: (args.threads_per_worker > 1)
+            .then_some(crate::upstream::exchange::INTERRUPT_GRACE),
     }
 }
 
@@ -245,6 +248,8 @@ fn launcher(setup: &Setup, i: usize, dir: &Instance) -> Result<Launcher> {
         passenger_compat: args.passenger_compat,
         credentials: setup.credentials[i],
         warmup: app.warmup.clone(),
+        threads_per_worker: args.threads_per_worker,
+        worker_timeout: args.worker_timeout,
     };
     Ok(Launcher {
         method: app.spawn_method,

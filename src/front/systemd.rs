@@ -261,7 +261,8 @@ impl Notifier {
         });
     }
 
-    /// The status line: `3 workers (1 busy, 1 starting), 0 queued`.
+    /// The status line: `3 workers (1 busy, 1 starting), 0 queued` (and,
+    /// with several threads per worker, `, 5 requests in progress`).
     fn describe(&self, report: &StatusReport) -> String {
         let count = |state: WorkerState| report.workers.iter().filter(|w| w.state == state).count();
         let mut line = format!(
@@ -271,6 +272,10 @@ impl Notifier {
             count(WorkerState::Spawning),
             report.requests_in_queue
         );
+        if report.threads_per_worker > 1 {
+            let in_use: u32 = report.workers.iter().map(|w| w.sessions).sum();
+            line += &format!(", {in_use} requests in progress");
+        }
         if report.restarting {
             line += ", replacing workers one by one";
         } else if self.reloads.load(Ordering::SeqCst) > 0 {

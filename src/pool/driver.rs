@@ -19,7 +19,7 @@ use tracing::Instrument;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 
-use super::machine::{self, Action, Config, Machine, Reject, SlotState, Ticket, WorkerId};
+use super::machine::{self, Action, Config, Machine, Reject, Retire, SlotState, Ticket, WorkerId};
 use super::processes::{Exit, Role};
 use super::sampler::Samples;
 use super::{Event, Lease, Outcome, Pool, Readiness, Rejection, WorkerConn};
@@ -43,8 +43,11 @@ pub(super) struct WorkerInfo {
     pub spawn_duration: Option<Duration>,
     pub processed: u64,
     pub last_used: Instant,
-    /// Present while the worker is idle.
-    pub conn: Option<WorkerConn>,
+    /// The connections of its sessions that are not lent out (all of them
+    /// while it is idle); one per Ruby thread (`--threads-per-worker`).
+    pub conns: Vec<WorkerConn>,
+    /// Sessions that have greeted; the worker is ready once all have.
+    pub greeted: u32,
     pub memory: Option<Memory>,
     /// CPU ticks at the previous timer sample, and when.
     pub cpu: Option<(u64, Instant)>,
@@ -141,6 +144,12 @@ impl Pool {
         self.apply(&mut inner, actions);
     }
 
+    /// Whether workers hold several sessions (`--threads-per-worker` > 1):
+    /// one session failing then need not cost the others.
+    fn threaded(&self) -> bool {
+        self.options.machine.threads > 1
+    }
+
     /// A lease handed back (see `Outcome`).
     pub(super) fn release(self: &Arc<Self>, worker: WorkerId, conn: WorkerConn, outcome: Outcome) {
         let _in_app = self.span.enter();
@@ -154,7 +163,7 @@ impl Pool {
                 };
                 info.processed += 1;
                 info.last_used = now;
-                info.conn = Some(conn);
+                info.conns.push(conn);
                 // Over its memory limit: retire it before it takes another.
                 let mut actions = match memory {
                     Some(bytes) => {
@@ -165,6 +174,18 @@ impl Pool {
                 actions.extend(self.decide(&mut inner, now, machine::Event::Done(worker)));
                 self.apply(&mut inner, actions);
             }
+            Outcome::Unsent if self.threaded() => {
+                // One session closed while idle: the worker is stopping on
+                // its own (TERM, `exit` in a request) and finishes what its
+                // other threads serve; or it died, and the reaper says so.
+                drop(conn);
+                tracing::info!(
+                    worker,
+                    "a session of the worker closed before it got the request; sending it to \
+                     another, and the worker takes no new request"
+                );
+                self.machine_event(machine::Event::Dropped(worker, Retire::Died));
+            }
             Outcome::Unsent => {
                 drop(conn);
                 tracing::warn!(
@@ -174,6 +195,23 @@ impl Pool {
                 self.processes.signal_worker(worker, Signal::SIGKILL);
                 self.lost(worker, "died");
             }
+            Outcome::TimedOut { interrupted: true } => {
+                tracing::error!(
+                    worker,
+                    pid = self.processes.pid_of(worker),
+                    "request exceeded --worker-timeout; the worker interrupted it \
+                     (Rustrack::RequestTimeout) and is replaced once its other requests are done"
+                );
+                let mut inner = self.inner.lock().unwrap();
+                if let Some(info) = inner.workers.get_mut(&worker) {
+                    info.conns.push(conn);
+                }
+                let actions = inner.machine.handle(
+                    Instant::now(),
+                    machine::Event::Dropped(worker, Retire::Timeout),
+                );
+                self.apply(&mut inner, actions);
+            }
             Outcome::Broken(msg) => {
                 drop(conn);
                 tracing::warn!(worker, "request failed: {msg}");
@@ -181,14 +219,27 @@ impl Pool {
                 self.processes.signal_worker(worker, Signal::SIGKILL);
                 self.lost(worker, "died");
             }
-            Outcome::TimedOut => {
+            Outcome::TimedOut { interrupted: false } => {
                 drop(conn);
                 tracing::error!(
                     worker,
                     pid = self.processes.pid_of(worker),
-                    "request exceeded --worker-timeout; stopping the worker"
+                    "{}",
+                    if self.threaded() {
+                        "request exceeded --worker-timeout and could not be interrupted; \
+                         stopping the worker (its other requests fail)"
+                    } else {
+                        "request exceeded --worker-timeout; stopping the worker"
+                    }
                 );
                 self.lost(worker, "timeout");
+                if self.threaded() {
+                    // It ignored the RequestTimeout raised into the request
+                    // for the whole grace: a TERM would only start a
+                    // graceful stop that waits for that request forever.
+                    self.processes.signal_worker(worker, Signal::SIGKILL);
+                    return;
+                }
                 // Gently first (an app that traps TERM can log where it was
                 // stuck), then for sure. The pidfd makes the late KILL safe
                 // even if the worker has long exited.
@@ -221,7 +272,7 @@ impl Pool {
         let Some(info) = inner.workers.get_mut(&worker) else {
             return;
         };
-        info.conn = Some(conn);
+        info.conns.push(conn);
         let actions = self.decide(&mut inner, Instant::now(), machine::Event::Unused(worker));
         self.apply(&mut inner, actions);
     }
@@ -253,9 +304,9 @@ impl Pool {
                         .get_mut(&worker)
                         .expect("dispatched worker exists");
                     let conn = info
-                        .conn
-                        .take()
-                        .expect("an idle worker holds its connection");
+                        .conns
+                        .pop()
+                        .expect("a worker with a free session holds its connection");
                     info.last_used = Instant::now();
                     self.metrics
                         .queue_wait
@@ -271,7 +322,7 @@ impl Pool {
                         // The caller gave up while waiting: the worker is
                         // free. (Taking the connection back by hand: a
                         // dropped lease would lock the pool, which we hold.)
-                        info.conn = lease.conn.take();
+                        info.conns.extend(lease.conn.take());
                         actions.extend(self.decide(
                             inner,
                             Instant::now(),
@@ -303,7 +354,8 @@ impl Pool {
                             spawn_duration: None,
                             processed: 0,
                             last_used: now,
-                            conn: None,
+                            conns: Vec::new(),
+                            greeted: 0,
                             memory: None,
                             cpu: None,
                             cpu_percent: None,
@@ -347,10 +399,12 @@ impl Pool {
                         .workers
                         .get_mut(&worker)
                         .expect("the candidate exists");
+                    // Any one of its sessions carries the PROMOTE: the worker
+                    // stops and joins the threads of the others itself.
                     let conn = info
-                        .conn
-                        .take()
-                        .expect("an idle worker holds its connection");
+                        .conns
+                        .pop()
+                        .expect("an idle worker holds its connections");
                     tracing::info!(
                         worker,
                         pid = info.pid,
@@ -488,6 +542,18 @@ impl Pool {
             );
             return;
         }
+        let threads = self.options.machine.threads;
+        if hello.threads != threads || hello.slot >= threads {
+            tracing::error!(
+                worker,
+                pid = hello.pid,
+                "worker greeted as session {} of {} (the front end runs {threads} per worker); \
+                 closing it",
+                hello.slot,
+                hello.threads
+            );
+            return;
+        }
         let mut inner = self.inner.lock().unwrap();
         let spawning = inner.machine.state_of(worker) == Some(SlotState::Spawning);
         let Some(info) = inner.workers.get_mut(&worker).filter(|_| spawning) else {
@@ -498,9 +564,13 @@ impl Pool {
             );
             return;
         };
-        let now = Instant::now();
         info.pid.get_or_insert(hello.pid);
-        info.conn = Some(conn);
+        info.conns.push(conn);
+        info.greeted += 1;
+        if info.greeted < threads {
+            return; // ready once every session has greeted
+        }
+        let now = Instant::now();
         info.ready_at = Some(now);
         let took = now - info.spawn_started;
         info.spawn_duration = Some(took);
@@ -515,7 +585,11 @@ impl Pool {
         inner.last_spawn_error = None;
         self.metrics
             .observe_spawn(self.method.as_str(), took.as_secs_f64());
-        let serving = inner.workers.values().filter(|w| w.conn.is_some()).count();
+        let serving = inner
+            .workers
+            .values()
+            .filter(|w| w.ready_at.is_some())
+            .count();
         if serving == 1 && inner.machine.count(SlotState::Busy) == 0 {
             if let Some(first) = inner.pending.values().map(|w| w.enqueued).min() {
                 let waited = now.saturating_duration_since(first);
@@ -628,7 +702,7 @@ mod tests {
 
     use tokio::io::AsyncReadExt;
 
-    use super::super::machine::Config;
+    use super::super::machine::{Config, Retire};
     use super::super::processes::{Exit, Role};
     use super::super::testing::FakePool;
     use super::super::{Event, Outcome, Rejection};
@@ -736,7 +810,7 @@ mod tests {
     async fn a_timed_out_worker_is_counted_and_replaced() {
         let (mut fake, _worker) = one_worker(Config::new(1, 1, 10)).await;
         let lease = fake.pool.checkout().await.unwrap();
-        lease.finish(Outcome::TimedOut);
+        lease.finish(Outcome::TimedOut { interrupted: false });
         assert_eq!(fake.spawn_asked().await, 2);
         assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
     }
@@ -769,5 +843,96 @@ mod tests {
         let mut buf = [0u8; 1];
         assert_eq!(stranger.read(&mut buf).await.unwrap(), 0);
         assert_eq!(fake.pool.status().workers.len(), 1);
+    }
+    /// A pool of one worker with `threads` sessions, all greeted.
+    async fn threaded_worker(threads: u32, max: usize) -> (FakePool, Vec<tokio::net::UnixStream>) {
+        let mut config = Config::new(1, max, 10);
+        config.threads = threads;
+        let mut fake = FakePool::start(config);
+        let id = fake.spawn_asked().await;
+        let mut sessions = Vec::new();
+        for slot in 0..threads {
+            // Not ready until every session has greeted.
+            assert!(fake.pool.status().workers[0].state == WorkerState::Spawning);
+            sessions.push(fake.greet_session(id, slot, threads));
+        }
+        fake.until("the worker ready", |s| {
+            s.workers.len() == 1 && s.workers[0].state == WorkerState::Ready
+        })
+        .await;
+        (fake, sessions)
+    }
+
+    #[tokio::test]
+    async fn a_worker_with_sessions_lends_one_connection_per_request_and_is_busy_when_all_are_out()
+    {
+        let (fake, _sessions) = threaded_worker(2, 1).await;
+        let first = fake.pool.checkout().await.unwrap();
+        let status = fake.pool.status();
+        assert_eq!(status.threads_per_worker, 2);
+        assert_eq!(status.workers[0].sessions, 1);
+        assert_eq!(
+            status.workers[0].state,
+            WorkerState::Ready,
+            "a session is free"
+        );
+        let second = fake.pool.checkout().await.unwrap();
+        assert_eq!(first.worker(), second.worker());
+        let status = fake.pool.status();
+        assert_eq!(status.workers[0].sessions, 2);
+        assert_eq!(status.workers[0].state, WorkerState::Busy);
+        // A third waits until a session comes back.
+        let pool = fake.pool.clone();
+        let third = tokio::spawn(async move { pool.checkout().await.map(|l| l.worker()) });
+        fake.until("a waiting request", |s| s.requests_in_queue == 1)
+            .await;
+        first.finish(Outcome::Done { memory: None });
+        assert_eq!(third.await.unwrap().unwrap(), 1);
+        second.finish(Outcome::Done { memory: None });
+        let status = fake.pool.status();
+        assert_eq!(status.workers[0].processed, 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_closed_before_its_request_retires_the_worker_without_killing_it() {
+        let (mut fake, mut sessions) = threaded_worker(2, 2).await;
+        let busy = fake.pool.checkout().await.unwrap();
+        let idle = fake.pool.checkout().await.unwrap();
+        // The worker is stopping on its own: one session closed unused.
+        idle.finish(Outcome::Unsent);
+        assert_eq!(fake.spawn_asked().await, 2, "a successor starts");
+        let status = fake.pool.status();
+        let old = status.workers.iter().find(|w| w.id == 1).unwrap();
+        assert_eq!(old.state, WorkerState::Retiring);
+        // Its other request is not cut off: its connection stays open
+        // until that request is done, then the worker is let go.
+        let mut buf = [0u8; 1];
+        assert!(sessions[0].try_read(&mut buf).is_err(), "still open");
+        busy.finish(Outcome::Done { memory: None });
+        fake.until("the old worker gone", |s| {
+            s.workers.iter().all(|w| w.id != 1)
+        })
+        .await;
+        for session in &mut sessions {
+            assert_eq!(session.read(&mut buf).await.unwrap(), 0, "closed");
+        }
+        assert_eq!(fake.pool.status().worker_restarts["died"], 1);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_timeout_retires_the_worker_after_its_other_requests() {
+        let (mut fake, _sessions) = threaded_worker(2, 2).await;
+        let stuck = fake.pool.checkout().await.unwrap();
+        let other = fake.pool.checkout().await.unwrap();
+        stuck.retire_worker(Retire::Timeout);
+        assert_eq!(fake.spawn_asked().await, 2);
+        stuck.finish(Outcome::TimedOut { interrupted: true });
+        assert!(fake.pool.status().workers.iter().any(|w| w.id == 1));
+        other.finish(Outcome::Done { memory: None });
+        fake.until("the old worker gone", |s| {
+            s.workers.iter().all(|w| w.id != 1)
+        })
+        .await;
+        assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
     }
 }

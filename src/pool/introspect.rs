@@ -25,11 +25,14 @@ impl Pool {
             .workers
             .iter()
             .map(|(id, w)| {
+                // Busy: every session in use (with one thread, the one);
+                // a worker with a free session is ready for a request.
                 let state = match inner.machine.state_of(*id) {
                     _ if inner.machine.retiring(*id) => WorkerState::Retiring,
                     Some(SlotState::Spawning) | None => WorkerState::Spawning,
                     Some(SlotState::Idle) => WorkerState::Ready,
-                    Some(SlotState::Busy) => WorkerState::Busy,
+                    Some(SlotState::Busy) if inner.machine.full(*id) => WorkerState::Busy,
+                    Some(SlotState::Busy) => WorkerState::Ready,
                     Some(SlotState::Promoting) => WorkerState::Promoting,
                 };
                 WorkerStatus {
@@ -39,7 +42,7 @@ impl Pool {
                     generation: w.generation,
                     spawn_method: self.method.as_str().to_string(),
                     state,
-                    sessions: u32::from(matches!(state, WorkerState::Busy | WorkerState::Retiring)),
+                    sessions: inner.machine.sessions_of(*id),
                     processed: w.processed,
                     uptime_secs: w.ready_at.map(|t| (now - t).as_secs_f64()).unwrap_or(0.0),
                     last_used_secs_ago: (now - w.last_used).as_secs_f64(),
@@ -75,6 +78,7 @@ impl Pool {
             spawn_method: self.method.as_str().to_string(),
             min_instances: cfg.min_instances,
             max_pool_size: cfg.max_pool_size,
+            threads_per_worker: cfg.threads,
             desired_instances: inner.machine.desired(),
             generation: inner.machine.generation(),
             restarting: inner.machine.restarting(),

@@ -3,11 +3,14 @@
 //!
 //! Every rule about spawning, queueing, rejecting and retiring lives here,
 //! so it can be unit-tested with a fake clock; the driver (`pool/mod.rs`)
-//! only carries actions out and turns I/O into events. A worker serves one
-//! request at a time (Ruby's GVL makes the process the unit of
-//! parallelism), so "least busy" means "idle"; among idle workers the most
-//! recently used one is picked, which keeps a hot working set and lets the
-//! others go idle long enough to be retired.
+//! only carries actions out and turns I/O into events. A worker holds up to
+//! `threads` sessions (`--threads-per-worker`, one connection and one Ruby
+//! thread each; 1 by default, when "least busy" means "idle"). A request
+//! goes to the worker with the fewest sessions in use that has room;
+//! among those, the most recently used one, which keeps a hot working set
+//! and lets the others go idle long enough to be retired. A worker whose
+//! sessions are all in use is busy: requests queue only when every worker
+//! is.
 //!
 //! Rules (Passenger's as a baseline):
 //! - spawn while fewer than `desired` workers (the minimum, moved by
@@ -73,6 +76,8 @@ pub struct Config {
     /// for the first refork, the next for the next; the last repeats.
     /// Empty: no refork.
     pub refork_after: Vec<u64>,
+    /// Sessions (requests at once) per worker: `--threads-per-worker`.
+    pub threads: u32,
 }
 
 impl Config {
@@ -89,6 +94,7 @@ impl Config {
             memory_limit: None,
             start_timeout: None,
             refork_after: Vec::new(),
+            threads: 1,
         }
     }
 }
@@ -107,6 +113,15 @@ pub enum Event {
     Ready(WorkerId),
     /// A worker's process or connection is gone.
     Lost(WorkerId),
+    /// One session of a worker with several ended badly while the process
+    /// may still be finishing its others (its connection closed before a
+    /// request could be sent; a request interrupted after
+    /// `--worker-timeout`): it takes no new request and stops once the
+    /// others are done.
+    Dropped(WorkerId, Retire),
+    /// Take a worker out of service: no new request; it stops once the
+    /// ones in progress are done.
+    Retiring(WorkerId, Retire),
     SpawnFailed(WorkerId),
     /// A memory sample: private dirty + swap, in bytes.
     Memory(WorkerId, u64),
@@ -155,6 +170,10 @@ pub enum Retire {
     ScaleDown,
     /// Stopped to make room for another app's requests.
     Evicted,
+    /// One of its requests outran `--worker-timeout` and was interrupted.
+    Timeout,
+    /// One of its sessions closed on its own (the worker is stopping).
+    Died,
 }
 
 impl Retire {
@@ -167,6 +186,8 @@ impl Retire {
             Retire::Refork => "refork",
             Retire::ScaleDown => "scaled down",
             Retire::Evicted => "room for another app",
+            Retire::Timeout => "timeout",
+            Retire::Died => "died",
         }
     }
 }
@@ -185,7 +206,7 @@ pub enum Action {
         worker: WorkerId,
         generation: u64,
     },
-    /// Stop an idle worker (it has no request): close it gracefully.
+    /// Stop an idle worker (no request in progress): close it gracefully.
     Stop {
         worker: WorkerId,
         reason: Retire,
@@ -211,6 +232,9 @@ pub enum Action {
     },
 }
 
+/// A worker as the rest of the pool sees it. Idle and Busy are derived from
+/// its sessions: Busy means at least one request in progress (use
+/// [`Machine::sessions_of`] and [`Config::threads`] for how many).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotState {
     Spawning,
@@ -220,16 +244,42 @@ pub enum SlotState {
     Promoting,
 }
 
+/// Where a worker is in its life; how busy it is, is `Slot::sessions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Spawning,
+    Serving,
+    Promoting,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    state: SlotState,
+    phase: Phase,
+    /// Requests in progress (at most `Config::threads`).
+    sessions: u32,
     spawn_started: Instant,
     generation: u64,
     ready_at: Option<Instant>,
     last_used: Instant,
     processed: u64,
-    /// Set on a busy worker that must stop once its request is done.
+    /// Set on a busy worker that must stop once its requests are done.
     retire: Option<Retire>,
+}
+
+impl Slot {
+    fn state(&self) -> SlotState {
+        match self.phase {
+            Phase::Spawning => SlotState::Spawning,
+            Phase::Promoting => SlotState::Promoting,
+            Phase::Serving if self.sessions == 0 => SlotState::Idle,
+            Phase::Serving => SlotState::Busy,
+        }
+    }
+
+    /// Serving with no request in progress.
+    fn idle(&self) -> bool {
+        self.phase == Phase::Serving && self.sessions == 0
+    }
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -371,7 +421,24 @@ impl Machine {
     }
 
     pub fn state_of(&self, worker: WorkerId) -> Option<SlotState> {
-        self.workers.get(&worker).map(|s| s.state)
+        self.workers.get(&worker).map(Slot::state)
+    }
+
+    /// Requests in progress on `worker`.
+    pub fn sessions_of(&self, worker: WorkerId) -> u32 {
+        self.workers.get(&worker).map_or(0, |s| s.sessions)
+    }
+
+    /// Requests in progress on every worker.
+    pub fn sessions(&self) -> u32 {
+        self.workers.values().map(|s| s.sessions).sum()
+    }
+
+    /// Whether every session of `worker` is in use.
+    pub fn full(&self, worker: WorkerId) -> bool {
+        self.workers
+            .get(&worker)
+            .is_some_and(|s| s.sessions >= self.cfg.threads)
     }
 
     pub fn retiring(&self, worker: WorkerId) -> bool {
@@ -381,7 +448,7 @@ impl Machine {
     }
 
     pub fn count(&self, state: SlotState) -> usize {
-        self.workers.values().filter(|s| s.state == state).count()
+        self.workers.values().filter(|s| s.state() == state).count()
     }
 
     /// Consecutive failed spawns (0 once a spawn succeeds).
@@ -391,7 +458,7 @@ impl Machine {
 
     /// True once shutting down with nothing in flight or waiting.
     pub fn drained(&self) -> bool {
-        self.shutting_down && self.queue.is_empty() && self.count(SlotState::Busy) == 0
+        self.shutting_down && self.queue.is_empty() && self.sessions() == 0
     }
 
     pub fn shutting_down(&self) -> bool {
@@ -414,7 +481,7 @@ impl Machine {
             Event::Start => {}
             Event::Tick => self.tick(now, &mut out),
             Event::Request(ticket) => {
-                if let Some(worker) = self.pick_idle() {
+                if let Some(worker) = self.pick() {
                     self.occupy(worker, now);
                     out.push(Action::Dispatch { ticket, worker });
                 } else if self.queue.len() >= self.cfg.max_queue {
@@ -427,8 +494,12 @@ impl Machine {
                 }
             }
             Event::Ready(worker) => {
-                if let Some(slot) = self.workers.get_mut(&worker) {
-                    slot.state = SlotState::Idle;
+                if let Some(slot) = self
+                    .workers
+                    .get_mut(&worker)
+                    .filter(|s| s.phase == Phase::Spawning)
+                {
+                    slot.phase = Phase::Serving;
                     slot.ready_at = Some(now);
                     slot.last_used = now;
                     let generation = slot.generation;
@@ -445,27 +516,24 @@ impl Machine {
                 if let Some(slot) = self.workers.get_mut(&worker) {
                     slot.processed += 1;
                     slot.last_used = now;
-                    slot.state = SlotState::Idle;
+                    slot.sessions = slot.sessions.saturating_sub(1);
                     if slot.retire.is_none() && limit.is_some_and(|l| slot.processed >= l) {
                         slot.retire = Some(Retire::MaxRequests);
                     }
-                    if let Some(reason) = slot.retire {
-                        self.workers.remove(&worker);
-                        out.push(Action::Stop { worker, reason });
-                    } else {
-                        self.assign(worker, now, &mut out);
-                    }
+                    self.session_ended(worker, now, &mut out);
                 }
             }
             Event::Unused(worker) => {
                 if let Some(slot) = self.workers.get_mut(&worker) {
-                    slot.state = SlotState::Idle;
-                    if let Some(reason) = slot.retire {
-                        self.workers.remove(&worker);
-                        out.push(Action::Stop { worker, reason });
-                    } else {
-                        self.assign(worker, now, &mut out);
-                    }
+                    slot.sessions = slot.sessions.saturating_sub(1);
+                    self.session_ended(worker, now, &mut out);
+                }
+            }
+            Event::Dropped(worker, reason) => {
+                if let Some(slot) = self.workers.get_mut(&worker) {
+                    slot.sessions = slot.sessions.saturating_sub(1);
+                    slot.retire.get_or_insert(reason);
+                    self.session_ended(worker, now, &mut out);
                 }
             }
             Event::Lost(worker) => {
@@ -520,13 +588,8 @@ impl Machine {
                     self.promoting = None;
                     self.refused.insert(worker);
                     if let Some(slot) = self.workers.get_mut(&worker) {
-                        slot.state = SlotState::Idle;
-                        if let Some(reason) = slot.retire {
-                            self.workers.remove(&worker);
-                            out.push(Action::Stop { worker, reason });
-                        } else {
-                            self.assign(worker, now, &mut out);
-                        }
+                        slot.phase = Phase::Serving;
+                        self.session_ended(worker, now, &mut out);
                     }
                 }
             }
@@ -535,6 +598,7 @@ impl Machine {
                     self.drop_mold(&mut out);
                 }
             }
+            Event::Retiring(worker, reason) => self.retire(worker, reason, &mut out),
             Event::Memory(worker, bytes) => {
                 if self.cfg.memory_limit.is_some_and(|limit| bytes > limit) {
                     self.retire(worker, Retire::MemoryLimit, &mut out);
@@ -622,7 +686,7 @@ impl Machine {
             .workers
             .iter()
             .filter(|(id, s)| {
-                s.state == SlotState::Idle
+                s.idle()
                     && s.retire.is_none()
                     && s.generation == current
                     && s.processed >= threshold
@@ -634,7 +698,7 @@ impl Machine {
             self.workers
                 .get_mut(&worker)
                 .expect("candidate exists")
-                .state = SlotState::Promoting;
+                .phase = Phase::Promoting;
             self.promoting = Some(worker);
             out.push(Action::Promote { worker });
         }
@@ -685,7 +749,7 @@ impl Machine {
                 .workers
                 .iter()
                 .filter(|(_, s)| {
-                    s.state == SlotState::Spawning && now.duration_since(s.spawn_started) > limit
+                    s.phase == Phase::Spawning && now.duration_since(s.spawn_started) > limit
                 })
                 .map(|(id, _)| *id)
                 .collect();
@@ -744,7 +808,7 @@ impl Machine {
         let Some(slot) = self.workers.get_mut(&worker) else {
             return;
         };
-        match slot.state {
+        match slot.state() {
             SlotState::Idle => {
                 self.workers.remove(&worker);
                 out.push(Action::Stop { worker, reason });
@@ -760,14 +824,13 @@ impl Machine {
     /// one if there is any. Ends the restart when none is left to retire.
     fn retire_one_old(&mut self, out: &mut Vec<Action>) {
         let current = self.generation;
-        let old = |s: &Slot| {
-            s.generation < current && s.retire.is_none() && s.state != SlotState::Spawning
-        };
+        let old =
+            |s: &Slot| s.generation < current && s.retire.is_none() && s.phase != Phase::Spawning;
         let pick = self
             .workers
             .iter()
             .filter(|(_, s)| old(s))
-            .min_by_key(|(_, s)| (s.state != SlotState::Idle, s.last_used))
+            .min_by_key(|(_, s)| (!s.idle(), s.sessions, s.last_used))
             .map(|(id, _)| *id);
         if let Some(worker) = pick {
             self.retire(worker, self.rollout, out);
@@ -778,32 +841,68 @@ impl Machine {
         }
     }
 
-    /// The idle worker used most recently.
-    fn pick_idle(&self) -> Option<WorkerId> {
+    /// Whether `worker` can take one more request: serving, not leaving, a
+    /// session free, and (with `max_requests`) not at its limit counting
+    /// the requests it has in progress.
+    fn has_room(&self, worker: WorkerId) -> bool {
+        let Some(s) = self.workers.get(&worker) else {
+            return false;
+        };
+        s.phase == Phase::Serving
+            && s.retire.is_none()
+            && s.sessions < self.cfg.threads
+            && self
+                .request_limit(worker)
+                .is_none_or(|limit| s.processed + u64::from(s.sessions) < limit)
+    }
+
+    /// The least busy worker with room (fewest sessions in use); among
+    /// those, the most recently used.
+    fn pick(&self) -> Option<WorkerId> {
         self.workers
             .iter()
-            .filter(|(_, s)| s.state == SlotState::Idle)
-            .max_by_key(|(id, s)| (s.last_used, **id))
+            .filter(|(id, _)| self.has_room(**id))
+            .max_by_key(|(id, s)| (std::cmp::Reverse(s.sessions), s.last_used, **id))
             .map(|(id, _)| *id)
+    }
+
+    /// After one of `worker`'s sessions ended: a retiring worker stops once
+    /// none is left; otherwise free sessions take waiting requests.
+    fn session_ended(&mut self, worker: WorkerId, now: Instant, out: &mut Vec<Action>) {
+        let Some(slot) = self.workers.get(&worker) else {
+            return;
+        };
+        match slot.retire {
+            Some(reason) if slot.sessions == 0 && slot.phase == Phase::Serving => {
+                self.workers.remove(&worker);
+                out.push(Action::Stop { worker, reason });
+            }
+            Some(_) => {}
+            None => self.assign(worker, now, out),
+        }
     }
 
     fn least_recently_used_idle(&self) -> Option<WorkerId> {
         self.workers
             .iter()
-            .filter(|(_, s)| s.state == SlotState::Idle && s.retire.is_none())
+            .filter(|(_, s)| s.idle() && s.retire.is_none())
             .min_by_key(|(id, s)| (s.last_used, **id))
             .map(|(id, _)| *id)
     }
 
     fn occupy(&mut self, worker: WorkerId, now: Instant) {
         let slot = self.workers.get_mut(&worker).expect("picked worker exists");
-        slot.state = SlotState::Busy;
+        slot.sessions += 1;
         slot.last_used = now;
     }
 
-    /// Gives an idle worker the oldest waiting request, if any.
+    /// Gives `worker` the oldest waiting requests, as many as it has room
+    /// for.
     fn assign(&mut self, worker: WorkerId, now: Instant, out: &mut Vec<Action>) {
-        if let Some((ticket, _)) = self.queue.pop_front() {
+        while self.has_room(worker) {
+            let Some((ticket, _)) = self.queue.pop_front() else {
+                break;
+            };
             self.occupy(worker, now);
             out.push(Action::Dispatch { ticket, worker });
         }
@@ -820,7 +919,7 @@ impl Machine {
         }
         let current = self.generation;
         let below_min = self.active() < self.desired;
-        let starved = !self.queue.is_empty() && self.count(SlotState::Idle) == 0;
+        let starved = !self.queue.is_empty() && !self.workers.keys().any(|w| self.has_room(*w));
         let replacing = self.restarting
             && self
                 .workers
@@ -840,7 +939,8 @@ impl Machine {
             self.workers.insert(
                 worker,
                 Slot {
-                    state: SlotState::Spawning,
+                    phase: Phase::Spawning,
+                    sessions: 0,
                     spawn_started: now,
                     generation: current,
                     ready_at: None,
@@ -1565,6 +1665,190 @@ mod tests {
         assert_eq!(m.handle(c.at(4), Event::Request(2)), vec![]);
         assert_eq!(m.handle(c.at(5), Event::Done(1)), vec![dispatch(2, 1)]);
         assert_eq!(m.handle(c.at(6), Event::Done(1)), vec![]);
+        assert!(m.drained());
+    }
+    /// A machine whose workers hold `threads` sessions each, with `n` ready.
+    fn threaded(threads: u32, min: usize, max: usize, n: u64, c: &Clock) -> Machine {
+        let mut cfg = Config::new(min, max, 10);
+        cfg.threads = threads;
+        ready(cfg, n, c)
+    }
+
+    #[test]
+    fn requests_go_to_the_least_busy_worker_and_queue_only_when_all_are_full() {
+        let c = Clock(Instant::now());
+        let mut m = threaded(2, 2, 2, 2, &c);
+        // Both idle: the most recently used (2) first, then the other,
+        // which has fewer sessions in use.
+        assert_eq!(m.handle(c.at(10), Event::Request(1)), vec![dispatch(1, 2)]);
+        assert_eq!(m.handle(c.at(11), Event::Request(2)), vec![dispatch(2, 1)]);
+        // One session each: the most recently used again.
+        assert_eq!(m.handle(c.at(12), Event::Request(3)), vec![dispatch(3, 1)]);
+        assert_eq!(m.handle(c.at(13), Event::Request(4)), vec![dispatch(4, 2)]);
+        assert!(m.full(1) && m.full(2));
+        assert_eq!(m.sessions(), 4);
+        assert_eq!(m.state_of(1), Some(SlotState::Busy));
+        // Every session in use: the next waits (the pool is at its max).
+        assert_eq!(m.handle(c.at(14), Event::Request(5)), vec![]);
+        assert_eq!(m.queue_len(), 1);
+        // A session frees up: it takes the waiting request.
+        assert_eq!(m.handle(c.at(15), Event::Done(2)), vec![dispatch(5, 2)]);
+        assert_eq!(m.sessions_of(2), 2);
+        assert_eq!(m.sessions_of(1), 2);
+    }
+
+    #[test]
+    fn a_worker_with_a_free_session_is_not_busy_for_scaling_but_a_full_one_is() {
+        let c = Clock(Instant::now());
+        let mut m = threaded(2, 1, 2, 1, &c);
+        assert_eq!(m.handle(c.at(10), Event::Request(1)), vec![dispatch(1, 1)]);
+        // One session of two in use: no reason to spawn.
+        assert_eq!(m.handle(c.at(11), Event::Request(2)), vec![dispatch(2, 1)]);
+        // Full: the next request waits and a second worker starts.
+        assert_eq!(m.handle(c.at(12), Event::Request(3)), vec![spawn(2)]);
+        assert_eq!(m.handle(c.at(13), Event::Request(4)), vec![]);
+        // The new worker takes every waiting request it has room for.
+        assert_eq!(
+            m.handle(c.at(20), Event::Ready(2)),
+            vec![dispatch(3, 2), dispatch(4, 2)]
+        );
+        assert_eq!(m.queue_len(), 0);
+    }
+
+    #[test]
+    fn max_requests_counts_the_requests_in_progress_so_a_worker_serves_exactly_its_limit() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(1, 2, 10);
+        cfg.threads = 4;
+        cfg.max_requests = Some(5);
+        let mut m = ready(cfg, 1, &c);
+        for t in 1..=4 {
+            assert_eq!(
+                m.handle(c.at(10 + t), Event::Request(t)),
+                vec![dispatch(t, 1)]
+            );
+        }
+        // Full: request 5 waits, and a second worker starts.
+        assert_eq!(m.handle(c.at(20), Event::Request(5)), vec![spawn(2)]);
+        // One done: 1 served + 3 in progress, so room for exactly one more.
+        assert_eq!(m.handle(c.at(21), Event::Done(1)), vec![dispatch(5, 1)]);
+        assert_eq!(m.handle(c.at(22), Event::Request(6)), vec![]);
+        assert_eq!(m.handle(c.at(23), Event::Done(1)), vec![]);
+        assert_eq!(m.queue_len(), 1, "at its limit counting those in progress");
+        m.handle(c.at(24), Event::Done(1));
+        m.handle(c.at(25), Event::Done(1));
+        assert_eq!(m.sessions_of(1), 1);
+        // The fifth request done, nothing left in progress: it stops.
+        assert_eq!(
+            m.handle(c.at(26), Event::Done(1)),
+            vec![stop(1, Retire::MaxRequests)]
+        );
+        assert_eq!(m.handle(c.at(27), Event::Ready(2)), vec![dispatch(6, 2)]);
+    }
+
+    #[test]
+    fn over_the_memory_limit_a_worker_takes_no_new_session_and_stops_when_all_are_done() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(1, 2, 10);
+        cfg.threads = 2;
+        cfg.memory_limit = Some(1000);
+        let mut m = ready(cfg, 1, &c);
+        m.handle(c.at(10), Event::Request(1));
+        m.handle(c.at(11), Event::Request(2));
+        // Sampled over the limit after one request: retiring, with one left.
+        m.handle(c.at(12), Event::Done(1));
+        assert_eq!(m.handle(c.at(12), Event::Memory(1, 5000)), vec![spawn(2)]);
+        assert!(m.retiring(1));
+        // A free session, but the worker is leaving: the request waits.
+        assert_eq!(m.handle(c.at(13), Event::Request(3)), vec![]);
+        assert_eq!(
+            m.handle(c.at(14), Event::Done(1)),
+            vec![stop(1, Retire::MemoryLimit)]
+        );
+        assert_eq!(m.handle(c.at(15), Event::Ready(2)), vec![dispatch(3, 2)]);
+    }
+
+    #[test]
+    fn a_dropped_session_retires_its_worker_after_the_other_requests() {
+        let c = Clock(Instant::now());
+        let mut m = threaded(3, 1, 2, 1, &c);
+        for t in 1..=3 {
+            m.handle(c.at(10 + t), Event::Request(t));
+        }
+        // Request 1 outran the worker timeout and was interrupted; 2 and 3
+        // go on. The worker takes no new request, and a successor starts.
+        assert_eq!(
+            m.handle(c.at(20), Event::Dropped(1, Retire::Timeout)),
+            vec![spawn(2)]
+        );
+        assert_eq!(m.sessions_of(1), 2);
+        assert_eq!(m.handle(c.at(21), Event::Request(4)), vec![]);
+        assert_eq!(m.handle(c.at(22), Event::Done(1)), vec![]);
+        assert_eq!(
+            m.handle(c.at(23), Event::Done(1)),
+            vec![stop(1, Retire::Timeout)]
+        );
+        assert_eq!(m.handle(c.at(24), Event::Ready(2)), vec![dispatch(4, 2)]);
+    }
+
+    #[test]
+    fn only_a_worker_with_no_session_in_use_is_promoted() {
+        let c = Clock(Instant::now());
+        let mut cfg = Config::new(1, 1, 10);
+        cfg.threads = 2;
+        cfg.refork_after = vec![2];
+        let mut m = ready(cfg, 1, &c);
+        m.handle(c.at(10), Event::Request(1));
+        m.handle(c.at(11), Event::Request(2));
+        assert_eq!(m.handle(c.at(12), Event::Done(1)), vec![]);
+        assert_eq!(m.handle(c.at(13), Event::Request(3)), vec![dispatch(3, 1)]);
+        // Past the threshold, but a request is still in progress.
+        assert_eq!(m.handle(c.at(14), Event::Done(1)), vec![]);
+        assert_eq!(
+            m.handle(c.at(15), Event::Done(1)),
+            vec![Action::Promote { worker: 1 }]
+        );
+        // While it becomes the mold, it takes nothing.
+        assert_eq!(m.handle(c.at(16), Event::Request(4)), vec![]);
+        assert_eq!(m.sessions_of(1), 0);
+    }
+
+    #[test]
+    fn a_rolling_restart_retires_idle_workers_first_and_busy_ones_after_all_their_requests() {
+        let c = Clock(Instant::now());
+        let mut m = threaded(2, 2, 2, 2, &c);
+        m.handle(c.at(10), Event::Request(1)); // worker 2
+        m.handle(c.at(11), Event::Request(2)); // worker 1
+        m.handle(c.at(12), Event::Request(3)); // worker 1 (more recent)
+        m.handle(c.at(13), Event::Done(2)); // worker 2 idle
+        assert_eq!(
+            m.handle(c.at(20), Event::Restart),
+            vec![Action::Spawn {
+                worker: 3,
+                generation: 2
+            }]
+        );
+        let out = m.handle(c.at(30), Event::Ready(3));
+        assert_eq!(out[0], stop(2, Retire::Restart), "{out:?}");
+        m.handle(c.at(40), Event::Ready(4));
+        assert!(m.retiring(1));
+        assert_eq!(m.handle(c.at(41), Event::Done(1)), vec![]);
+        assert_eq!(
+            m.handle(c.at(42), Event::Done(1)),
+            vec![stop(1, Retire::Restart)]
+        );
+    }
+
+    #[test]
+    fn shutdown_is_drained_only_when_every_session_is_done() {
+        let c = Clock(Instant::now());
+        let mut m = threaded(4, 1, 1, 1, &c);
+        m.handle(c.at(10), Event::Request(1));
+        m.handle(c.at(11), Event::Request(2));
+        m.handle(c.at(12), Event::Shutdown);
+        m.handle(c.at(13), Event::Done(1));
+        assert!(!m.drained());
+        m.handle(c.at(14), Event::Done(1));
         assert!(m.drained());
     }
 }

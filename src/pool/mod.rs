@@ -88,8 +88,10 @@ pub enum Outcome {
     Unsent,
     /// The worker failed mid-request or broke the protocol.
     Broken(String),
-    /// The worker outran `--worker-timeout`.
-    TimedOut,
+    /// The worker outran `--worker-timeout`. `interrupted`: it interrupted
+    /// the request itself and answered it (a worker with several threads
+    /// does), so it can finish its other requests before it is replaced.
+    TimedOut { interrupted: bool },
     /// The worker passed `--memory-limit-hard` mid-request (bytes).
     OverHardLimit(u64),
 }
@@ -192,6 +194,13 @@ impl Lease {
     /// A look at the connection that sends nothing.
     pub fn peek(&self) -> &WorkerConn {
         self.conn.as_ref().expect("a lease holds its connection")
+    }
+
+    /// Takes the worker out of service: it gets no new request, and stops
+    /// once its requests (this one included) are done.
+    pub fn retire_worker(&self, reason: machine::Retire) {
+        self.pool
+            .machine_event(machine::Event::Retiring(self.worker, reason));
     }
 
     pub fn finish(mut self, outcome: Outcome) {
@@ -378,7 +387,7 @@ impl Pool {
         let (busy, drained) = {
             let mut inner = self.inner.lock().unwrap();
             for w in inner.workers.values_mut() {
-                w.conn = None;
+                w.conns.clear();
             }
             for (_, waiter) in inner.pending.drain() {
                 let _ = waiter

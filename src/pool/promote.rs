@@ -61,7 +61,7 @@ impl Pool {
                 tracing::info!(worker, pid, "worker stays a worker: {reason}");
                 let mut inner = self.inner.lock().unwrap();
                 if let Some(info) = inner.workers.get_mut(&worker) {
-                    info.conn = Some(conn);
+                    info.conns.push(conn);
                 }
                 let actions = self.decide(
                     &mut inner,

@@ -68,12 +68,20 @@ impl FakePool {
 
     /// Greets as worker `id`; returns the worker's end of its connection.
     pub fn greet(&self, id: WorkerId) -> UnixStream {
+        self.greet_session(id, 0, 1)
+    }
+
+    /// Greets as session `slot` of `threads` of worker `id`; returns the
+    /// worker's end of that connection.
+    pub fn greet_session(&self, id: WorkerId, slot: u32, threads: u32) -> UnixStream {
         let (ours, theirs) = UnixStream::pair().unwrap();
         self.event(Event::Hello {
             hello: Hello {
                 version: crate::protocol::VERSION,
                 worker_id: id,
                 pid: 0,
+                slot,
+                threads,
             },
             conn: WorkerConn::new(ours, BytesMut::new()),
         });

@@ -60,6 +60,8 @@ pub struct EnvBuilder {
     string_io: RClass,
     file: RClass,
     header_keys: HashMap<Vec<u8>, RString>,
+    /// `rack.multithread`: the worker runs several request threads.
+    multithread: bool,
 }
 
 fn permanent(ruby: &Ruby, s: &str) -> RString {
@@ -70,7 +72,8 @@ fn permanent(ruby: &Ruby, s: &str) -> RString {
 }
 
 impl EnvBuilder {
-    pub fn new(ruby: &Ruby) -> Result<Self, Error> {
+    /// One per session (each request thread builds its own envs).
+    pub fn new(ruby: &Ruby, multithread: bool) -> Result<Self, Error> {
         let k = |s| permanent(ruby, s);
         let keys = Keys {
             request_method: k("REQUEST_METHOD"),
@@ -102,7 +105,8 @@ impl EnvBuilder {
         let empty = ruby.str_from_slice(b"");
         empty.freeze();
         ruby.gc_register_mark_object(empty);
-        let errors: Value = ruby.eval("$stderr")?;
+        // Not `eval`: Ruby refuses it on a thread other than the main one.
+        let errors: Value = crate::rack::vm::rustrack_module(ruby).funcall("stderr", ())?;
         ruby.gc_register_mark_object(errors);
         let string_io: RClass = ruby.class_object().const_get("StringIO")?;
         let file: RClass = ruby.class_object().const_get("File")?;
@@ -118,6 +122,7 @@ impl EnvBuilder {
             string_io,
             file,
             header_keys: HashMap::new(),
+            multithread,
         })
     }
 
@@ -170,7 +175,7 @@ impl EnvBuilder {
         }
         env.aset(k.rack_version, self.rack_version)?;
         env.aset(k.rack_errors, self.errors)?;
-        env.aset(k.rack_multithread, false)?;
+        env.aset(k.rack_multithread, self.multithread)?;
         env.aset(k.rack_multiprocess, true)?;
         env.aset(k.rack_run_once, false)?;
         env.aset(k.rack_hijack_p, false)?;

@@ -1,8 +1,11 @@
 //! The Ruby side: everything that runs inside an embedded Ruby VM.
 //!
-//! Synchronous code only; nothing here starts a thread or a tokio runtime,
-//! since the preloader forks and workers are forked. The two entry points
-//! are the hidden subcommands the front end execs.
+//! Synchronous code only, and no tokio runtime: the preloader forks and
+//! workers are forked. The only threads started here are a worker's
+//! request threads (`--threads-per-worker` > 1, `threads.rs`), Ruby threads
+//! created after the fork and joined before that worker could fork (as a
+//! mold) or exit. The two entry points are the hidden subcommands the front
+//! end execs.
 
 pub mod env;
 mod gvl;
@@ -12,8 +15,10 @@ pub mod inherited;
 mod mold;
 pub mod preloader;
 pub mod response;
+mod session;
 mod signals;
 pub mod template;
+mod threads;
 mod vm;
 mod warmup;
 pub mod worker;
@@ -67,5 +72,6 @@ pub fn run_direct_worker(spec: &AppSpec, worker_id: u64) -> Result<i32> {
         }
     };
     ruby.gc_register_mark_object(app);
+    vm::check_thread_resources(&ruby, spec);
     worker::serve(&ruby, app, spec, worker_id, None)
 }

@@ -25,35 +25,49 @@ use crate::config::AppSpec;
 use crate::control::Report;
 use crate::protocol::Promoted;
 use crate::rack::inherited::Connection;
+use crate::rack::response::Writer;
 use crate::rack::template::{self, Template};
-use crate::rack::{hugepages, response, vm};
+use crate::rack::{hugepages, vm};
 
-/// Whether this worker can become a mold. Err says why not (logged by the
-/// front end, which tries another candidate later).
+/// Why a worker running these Ruby threads (besides its main thread and
+/// request threads) cannot become a mold.
+pub fn threads_refusal(threads: &[String]) -> String {
+    format!(
+        "it runs {} Ruby thread{} that workers forked from it would lack: {} \
+         (mark a thread safe to lose with Thread#thread_variable_set(:fork_safe, true))",
+        threads.len(),
+        if threads.len() == 1 { "" } else { "s" },
+        threads.join(", ")
+    )
+}
+
+/// Whether this worker can become a mold, and if so prepares it. Called on
+/// the main thread of a process with no request thread left (a worker with
+/// several has stopped and joined them). `writer` is the response writer of
+/// its session when it has one (a single-threaded worker): it is closed
+/// for the check and, on refusal, connected again. Err says why not
+/// (logged by the front end, which tries another candidate later).
 pub fn prepare(
     ruby: &Ruby,
     spec: &AppSpec,
     stream: &UnixStream,
+    writer: Option<&Writer>,
 ) -> Result<Vec<Connection>, String> {
     let threads = template::threads(ruby);
     if !threads.is_empty() {
-        return Err(format!(
-            "it runs {} Ruby thread{} that workers forked from it would lack: {} \
-             (mark a thread safe to lose with Thread#thread_variable_set(:fork_safe, true))",
-            threads.len(),
-            if threads.len() == 1 { "" } else { "s" },
-            threads.join(", ")
-        ));
+        return Err(threads_refusal(&threads));
     }
     template::before_fork(ruby);
     template::collect_garbage(ruby, spec.preload_gc);
     // The copy of the connection kept for writing responses is no
     // connection its children would share: let it go for the check.
-    response::uninstall();
+    if let Some(writer) = writer {
+        writer.close();
+    }
     let checked = template::connections(spec, "the mold", &[stream.as_raw_fd()]);
-    if checked.is_err() {
+    if let (Err(_), Some(writer)) = (&checked, writer) {
         if let Ok(copy) = stream.try_clone() {
-            response::install(copy);
+            writer.reconnect(copy);
         }
     }
     checked

@@ -38,6 +38,7 @@ pub fn run(spec: &AppSpec) -> Result<i32> {
         Err(e) => return load_error(&mut template, spec, format!("{e:#}")),
     };
     ruby.gc_register_mark_object(app);
+    vm::check_thread_resources(&ruby, spec);
     // Before everything below, so that what the warm-up loads goes through
     // the same GC, compaction and huge pages as the app, and its sockets
     // and threads are checked like those config.ru opened.

@@ -1,32 +1,51 @@
-//! Writing a Rack response to the front end: `Rustrack::Native`.
+//! Writing a Rack response to the front end: `Rustrack::ResponseWriter`.
 //!
-//! `Rustrack::RequestHandler.handle` (Ruby) calls these functions in order:
-//! `write_head(status, headers, streaming)`, `write_body(chunk)` per chunk,
-//! then `finish`; or `fail` when anything raised. Frames collect in one
-//! buffer that is written with a single write(2) at the end of the response,
-//! except for streaming bodies, which are flushed chunk by chunk so the
-//! client sees each as the app produces it.
+//! Each session (one connection to the front end, served by one thread)
+//! has one writer object. `Rustrack::RequestHandler.handle(app, env, out)`
+//! (Ruby) calls its methods in order: `write_head(status, headers,
+//! streaming)`, `write_body(chunk)` per chunk, then `finish`; or `fail`
+//! when anything raised. Frames collect in one buffer that is written with
+//! a single write(2) at the end of the response, except for streaming
+//! bodies, which are flushed chunk by chunk so the client sees each as the
+//! app produces it.
 //!
-//! The sink lives in a process-wide slot because Ruby calls these as plain
-//! module functions; a worker has one connection and serves one request at
-//! a time, so the mutex is never contended. The sink is that connection in
-//! a worker; in the preloader, during warm-up (`warmup.rs`), it discards
-//! every byte and keeps only each response's status, and it is removed
-//! before the first fork so that no worker inherits it.
+//! In the preloader, warm-up (`warmup.rs`) serves requests through a
+//! writer that discards every byte and keeps only the response's status.
+//!
+//! Writes block with the GVL held. The front end reads every worker
+//! connection as fast as data comes (a slow client is buffered there, never
+//! here), so a write waits only for the front end's event loop; a slow
+//! *stream* waits in the app, between chunks, where Ruby lets the worker's
+//! other threads run.
+//!
+//! The connection sits behind a mutex: the session's thread is the only
+//! one meant to write, but an app could hand the writer (a Rack 3 stream)
+//! to a thread of its own. The GVL serialises Ruby callers, and nothing
+//! here releases it while the lock is held, so the mutex is never
+//! contended; it keeps a misbehaving app's writes from being anything
+//! worse than an exception.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use magnus::{
-    function, prelude::*, value::ReprValue, Error, RArray, RHash, RModule, RString, Ruby, Value,
+    method, prelude::*, typed_data::Obj, value::ReprValue, Error, RArray, RHash, RModule, RString,
+    Ruby, Value,
 };
 
 use crate::protocol::{self, kind, ResponseHeadWriter};
 
-static CONN: Mutex<Option<ResponseConn>> = Mutex::new(None);
-static DEFINED: AtomicBool = AtomicBool::new(false);
+/// One session's way back to the front end.
+#[magnus::wrap(class = "Rustrack::ResponseWriter", free_immediately, size)]
+pub struct Writer {
+    conn: Mutex<Option<ResponseConn>>,
+    /// Requests begun on this session; a Rack 3 stream remembers the one
+    /// it belongs to, so a stream an app kept cannot write into a later
+    /// response.
+    request: AtomicU64,
+}
 
 struct ResponseConn {
     sink: Sink,
@@ -36,7 +55,7 @@ struct ResponseConn {
 
 /// Where responses go.
 enum Sink {
-    /// A worker's connection to the front end.
+    /// A session's connection to the front end.
     Socket(UnixStream),
     /// Nowhere (warm-up); only the status of the current response is kept.
     Discard { status: Option<u16> },
@@ -52,80 +71,247 @@ enum State {
     Done,
 }
 
-/// Installs the worker's connection for the Native functions to write to.
-pub fn install(stream: UnixStream) {
-    install_sink(Sink::Socket(stream));
-}
-
-/// Installs a sink that throws responses away, keeping their status
-/// (`discarded_status`), for requests nobody waits for.
-pub fn install_discard() {
-    install_sink(Sink::Discard { status: None });
-}
-
-fn install_sink(sink: Sink) {
-    *CONN.lock().unwrap() = Some(ResponseConn {
-        sink,
-        buf: Vec::with_capacity(64 * 1024),
-        state: State::Done,
-    });
-}
-
-/// Removes the sink (a worker becoming a mold serves no requests; the
-/// preloader's warm-up is over): until the next `install`,
-/// `Rustrack::Native` raises.
-pub fn uninstall() {
-    *CONN.lock().unwrap() = None;
-}
-
-/// With a discarding sink: the status of the current request's response
-/// (500 when the app raised before or while writing it), or None when no
-/// head was written.
-pub fn discarded_status() -> Option<u16> {
-    match CONN.lock().unwrap().as_ref().map(|c| &c.sink) {
-        Some(Sink::Discard { status }) => *status,
-        _ => None,
+impl Writer {
+    /// A writer for a session's connection (a duplicate of the socket the
+    /// session reads from).
+    pub fn new(ruby: &Ruby, stream: UnixStream) -> Obj<Writer> {
+        Self::with_sink(ruby, Sink::Socket(stream))
     }
-}
 
-/// Marks the start of a new request's response.
-pub fn begin_request() {
-    if let Some(conn) = CONN.lock().unwrap().as_mut() {
-        conn.state = State::Idle;
-        conn.buf.clear();
-        if let Sink::Discard { status } = &mut conn.sink {
-            *status = None;
+    /// A writer that throws responses away, keeping their status
+    /// (`discarded_status`), for requests nobody waits for.
+    pub fn discarding(ruby: &Ruby) -> Obj<Writer> {
+        Self::with_sink(ruby, Sink::Discard { status: None })
+    }
+
+    fn with_sink(ruby: &Ruby, sink: Sink) -> Obj<Writer> {
+        ruby.obj_wrap(Writer {
+            conn: Mutex::new(Some(ResponseConn {
+                sink,
+                buf: Vec::with_capacity(64 * 1024),
+                state: State::Done,
+            })),
+            request: AtomicU64::new(0),
+        })
+    }
+
+    /// For a discarding writer: the status of the current request's
+    /// response (500 when the app raised before or while writing it), or
+    /// None when no head was written.
+    pub fn discarded_status(&self) -> Option<u16> {
+        match self.conn.lock().unwrap().as_ref().map(|c| &c.sink) {
+            Some(Sink::Discard { status }) => *status,
+            _ => None,
         }
     }
-}
 
-/// Makes sure the front end got a complete response for this request,
-/// writing a 500 if the Ruby side never finished one. Returns an error
-/// when the connection to the front end is broken.
-pub fn ensure_finished() -> std::io::Result<()> {
-    let mut guard = CONN.lock().unwrap();
-    let Some(conn) = guard.as_mut() else {
-        return Ok(());
-    };
-    if conn.state != State::Done {
-        conn.fail();
+    /// Closes the writer's copy of the connection (a worker becoming a
+    /// mold serves no requests, and must not count it as a connection its
+    /// children would share).
+    pub fn close(&self) {
+        *self.conn.lock().unwrap() = None;
     }
-    conn.flush()
+
+    /// Gives the writer a connection again (a promotion that was refused).
+    pub fn reconnect(&self, stream: UnixStream) {
+        *self.conn.lock().unwrap() = Some(ResponseConn {
+            sink: Sink::Socket(stream),
+            buf: Vec::with_capacity(64 * 1024),
+            state: State::Done,
+        });
+    }
+
+    /// Marks the start of a new request's response.
+    pub fn begin_request(&self) {
+        self.request.fetch_add(1, Ordering::Relaxed);
+        if let Some(conn) = self.conn.lock().unwrap().as_mut() {
+            conn.state = State::Idle;
+            conn.buf.clear();
+            if let Sink::Discard { status } = &mut conn.sink {
+                *status = None;
+            }
+        }
+    }
+
+    /// Makes sure the front end got a complete response for this request,
+    /// writing a 500 if the Ruby side never finished one. Returns an error
+    /// when the connection to the front end is broken.
+    pub fn ensure_finished(&self) -> std::io::Result<()> {
+        let mut guard = self.conn.lock().unwrap();
+        let Some(conn) = guard.as_mut() else {
+            return Ok(());
+        };
+        if conn.state != State::Done {
+            conn.fail();
+        }
+        conn.flush()
+    }
+
+    fn with_conn<T>(
+        &self,
+        ruby: &Ruby,
+        f: impl FnOnce(&mut ResponseConn) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut guard = self.conn.try_lock().map_err(|_| {
+            Error::new(
+                ruby.exception_runtime_error(),
+                "the response is being written by another thread",
+            )
+        })?;
+        match guard.as_mut() {
+            Some(conn) => f(conn),
+            None => Err(Error::new(
+                ruby.exception_io_error(),
+                "this rustrack worker no longer serves requests",
+            )),
+        }
+    }
+
+    fn write_head(
+        ruby: &Ruby,
+        rb_self: &Self,
+        status: Value,
+        headers: Value,
+        streaming: bool,
+    ) -> Result<(), Error> {
+        let status = parse_status(ruby, status)?;
+        let headers = RHash::from_value(headers).ok_or_else(|| {
+            Error::new(
+                ruby.exception_type_error(),
+                format!(
+                    "Rack response headers must be a Hash, got {}",
+                    headers.class().inspect()
+                ),
+            )
+        })?;
+        rb_self.with_conn(ruby, |conn| {
+            if conn.state != State::Idle {
+                return Err(Error::new(
+                    ruby.exception_runtime_error(),
+                    "response head written twice",
+                ));
+            }
+            let start = conn.buf.len();
+            let mut head = ResponseHeadWriter::begin(&mut conn.buf, status);
+            let buf = &mut conn.buf;
+            let result = headers.foreach(|name: Value, value: Value| {
+                let name = RString::from_value(name).ok_or_else(|| {
+                    Error::new(
+                        ruby.exception_type_error(),
+                        format!("header name {} is not a String", name.inspect()),
+                    )
+                })?;
+                // SAFETY: no Ruby code runs while this slice (and `bytes`
+                // below) is borrowed, so nothing can modify, move or free
+                // the strings: meanwhile we only convert values
+                // (RString/RArray::from_value), read array elements, and
+                // build errors, which copy the bytes before calling
+                // anything (`header_type_error`). GC cannot free them
+                // either: the hash holds them and they are on our stack.
+                let name_bytes = unsafe { name.as_slice() };
+                if name_bytes.starts_with(b"rack.") {
+                    return Ok(magnus::r_hash::ForEach::Continue);
+                }
+                check_header_name(name_bytes).map_err(|m| arg_error(ruby, m))?;
+                let mut put = |v: RString| -> Result<(), Error> {
+                    // SAFETY: as for `name_bytes`.
+                    let bytes = unsafe { v.as_slice() };
+                    for line in bytes.split(|&b| b == b'\n') {
+                        check_header_value(name_bytes, line).map_err(|m| arg_error(ruby, m))?;
+                        head.header(buf, name_bytes, line);
+                    }
+                    Ok(())
+                };
+                if let Some(s) = RString::from_value(value) {
+                    put(s)?;
+                } else if let Some(list) = RArray::from_value(value) {
+                    for item in list.into_iter() {
+                        let s = RString::from_value(item)
+                            .ok_or_else(|| header_type_error(ruby, name_bytes, item))?;
+                        put(s)?;
+                    }
+                } else {
+                    return Err(header_type_error(ruby, name_bytes, value));
+                }
+                Ok(magnus::r_hash::ForEach::Continue)
+            });
+            if let Err(e) = result {
+                conn.buf.truncate(start);
+                return Err(e);
+            }
+            head.finish(&mut conn.buf)
+                .map_err(|e| arg_error(ruby, e.to_string()))?;
+            conn.record_status(status);
+            conn.state = State::Body {
+                streaming,
+                flushed: false,
+            };
+            Ok(())
+        })
+    }
+
+    fn write_body(ruby: &Ruby, rb_self: &Self, chunk: Value) -> Result<(), Error> {
+        let chunk = RString::from_value(chunk).ok_or_else(|| {
+            Error::new(
+                ruby.exception_type_error(),
+                format!(
+                    "Rack body yielded {}, not a String",
+                    chunk.class().inspect()
+                ),
+            )
+        })?;
+        rb_self.with_conn(ruby, |conn| {
+            let State::Body { streaming, .. } = conn.state else {
+                return Err(Error::new(
+                    ruby.exception_runtime_error(),
+                    "body written before the head or after the end",
+                ));
+            };
+            // SAFETY: copied into the buffer right away; no Ruby code runs
+            // while the slice is borrowed.
+            let bytes = unsafe { chunk.as_slice() };
+            protocol::put_chunked(&mut conn.buf, kind::RESPONSE_BODY, bytes);
+            if streaming || conn.buf.len() >= 256 * 1024 {
+                conn.flush().map_err(|e| io_error(ruby, e))?;
+                conn.state = State::Body {
+                    streaming,
+                    flushed: true,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    fn finish(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        rb_self.with_conn(ruby, |conn| {
+            protocol::put_frame(&mut conn.buf, kind::RESPONSE_END, b"");
+            conn.state = State::Done;
+            conn.flush().map_err(|e| io_error(ruby, e))
+        })
+    }
+
+    fn fail(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        rb_self.with_conn(ruby, |conn| {
+            conn.fail();
+            conn.flush().map_err(|e| io_error(ruby, e))
+        })
+    }
+
+    fn request(&self) -> u64 {
+        self.request.load(Ordering::Relaxed)
+    }
 }
 
-/// Defines `Rustrack::Native`, once per VM: the preloader defines it for
-/// warm-up, and its forked workers inherit it (and call this again).
+/// Defines `Rustrack::ResponseWriter` (made only by the worker: Ruby cannot
+/// allocate one).
 pub fn define(ruby: &Ruby, rustrack: RModule) -> Result<(), Error> {
-    if DEFINED.load(Ordering::SeqCst) {
-        return Ok(());
-    }
-    let native = rustrack.define_module("Native")?;
-    native.define_module_function("write_head", function!(write_head, 3))?;
-    native.define_module_function("write_body", function!(write_body, 1))?;
-    native.define_module_function("finish", function!(finish, 0))?;
-    native.define_module_function("fail", function!(fail, 0))?;
-    let _ = ruby;
-    DEFINED.store(true, Ordering::SeqCst);
+    let class = rustrack.define_class("ResponseWriter", ruby.class_object())?;
+    class.undef_default_alloc_func();
+    class.define_method("write_head", method!(Writer::write_head, 3))?;
+    class.define_method("write_body", method!(Writer::write_body, 1))?;
+    class.define_method("finish", method!(Writer::finish, 0))?;
+    class.define_method("fail", method!(Writer::fail, 0))?;
+    class.define_method("request", method!(Writer::request, 0))?;
     Ok(())
 }
 
@@ -134,143 +320,6 @@ fn io_error(ruby: &Ruby, e: std::io::Error) -> Error {
         ruby.exception_io_error(),
         format!("lost the connection to the rustrack front end: {e}"),
     )
-}
-
-fn with_conn<T>(
-    ruby: &Ruby,
-    f: impl FnOnce(&mut ResponseConn) -> Result<T, Error>,
-) -> Result<T, Error> {
-    let mut guard = CONN.lock().unwrap();
-    match guard.as_mut() {
-        Some(conn) => f(conn),
-        None => Err(Error::new(
-            ruby.exception_runtime_error(),
-            "Rustrack::Native is only usable inside a rustrack worker",
-        )),
-    }
-}
-
-fn write_head(ruby: &Ruby, status: Value, headers: Value, streaming: bool) -> Result<(), Error> {
-    let status = parse_status(ruby, status)?;
-    let headers = RHash::from_value(headers).ok_or_else(|| {
-        Error::new(
-            ruby.exception_type_error(),
-            format!(
-                "Rack response headers must be a Hash, got {}",
-                headers.class().inspect()
-            ),
-        )
-    })?;
-    with_conn(ruby, |conn| {
-        if conn.state != State::Idle {
-            return Err(Error::new(
-                ruby.exception_runtime_error(),
-                "response head written twice",
-            ));
-        }
-        let start = conn.buf.len();
-        let mut head = ResponseHeadWriter::begin(&mut conn.buf, status);
-        let buf = &mut conn.buf;
-        let result = headers.foreach(|name: Value, value: Value| {
-            let name = RString::from_value(name).ok_or_else(|| {
-                Error::new(
-                    ruby.exception_type_error(),
-                    format!("header name {} is not a String", name.inspect()),
-                )
-            })?;
-            // SAFETY: no Ruby code runs while this slice (and `bytes` below)
-            // is borrowed, so nothing can modify, move or free the strings:
-            // meanwhile we only convert values (RString/RArray::from_value),
-            // read array elements, and build errors, which copy the bytes
-            // before calling anything (`header_type_error`). GC cannot free
-            // them either: the hash holds them and they are on our stack.
-            let name_bytes = unsafe { name.as_slice() };
-            if name_bytes.starts_with(b"rack.") {
-                return Ok(magnus::r_hash::ForEach::Continue);
-            }
-            check_header_name(name_bytes).map_err(|m| arg_error(ruby, m))?;
-            let mut put = |v: RString| -> Result<(), Error> {
-                // SAFETY: as for `name_bytes`.
-                let bytes = unsafe { v.as_slice() };
-                for line in bytes.split(|&b| b == b'\n') {
-                    check_header_value(name_bytes, line).map_err(|m| arg_error(ruby, m))?;
-                    head.header(buf, name_bytes, line);
-                }
-                Ok(())
-            };
-            if let Some(s) = RString::from_value(value) {
-                put(s)?;
-            } else if let Some(list) = RArray::from_value(value) {
-                for item in list.into_iter() {
-                    let s = RString::from_value(item)
-                        .ok_or_else(|| header_type_error(ruby, name_bytes, item))?;
-                    put(s)?;
-                }
-            } else {
-                return Err(header_type_error(ruby, name_bytes, value));
-            }
-            Ok(magnus::r_hash::ForEach::Continue)
-        });
-        if let Err(e) = result {
-            conn.buf.truncate(start);
-            return Err(e);
-        }
-        head.finish(&mut conn.buf)
-            .map_err(|e| arg_error(ruby, e.to_string()))?;
-        conn.record_status(status);
-        conn.state = State::Body {
-            streaming,
-            flushed: false,
-        };
-        Ok(())
-    })
-}
-
-fn write_body(ruby: &Ruby, chunk: Value) -> Result<(), Error> {
-    let chunk = RString::from_value(chunk).ok_or_else(|| {
-        Error::new(
-            ruby.exception_type_error(),
-            format!(
-                "Rack body yielded {}, not a String",
-                chunk.class().inspect()
-            ),
-        )
-    })?;
-    with_conn(ruby, |conn| {
-        let State::Body { streaming, .. } = conn.state else {
-            return Err(Error::new(
-                ruby.exception_runtime_error(),
-                "body written before the head or after the end",
-            ));
-        };
-        // SAFETY: copied into the buffer right away; no Ruby code runs
-        // while the slice is borrowed.
-        let bytes = unsafe { chunk.as_slice() };
-        protocol::put_chunked(&mut conn.buf, kind::RESPONSE_BODY, bytes);
-        if streaming || conn.buf.len() >= 256 * 1024 {
-            conn.flush().map_err(|e| io_error(ruby, e))?;
-            conn.state = State::Body {
-                streaming,
-                flushed: true,
-            };
-        }
-        Ok(())
-    })
-}
-
-fn finish(ruby: &Ruby) -> Result<(), Error> {
-    with_conn(ruby, |conn| {
-        protocol::put_frame(&mut conn.buf, kind::RESPONSE_END, b"");
-        conn.state = State::Done;
-        conn.flush().map_err(|e| io_error(ruby, e))
-    })
-}
-
-fn fail(ruby: &Ruby) -> Result<(), Error> {
-    with_conn(ruby, |conn| {
-        conn.fail();
-        conn.flush().map_err(|e| io_error(ruby, e))
-    })
 }
 
 impl ResponseConn {

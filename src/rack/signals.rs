@@ -18,13 +18,33 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 static STOP: AtomicBool = AtomicBool::new(false);
 static REOPEN: AtomicBool = AtomicBool::new(false);
 static CHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
+/// A worker with request threads: its main thread polls this pipe, so a
+/// signal wakes it whichever thread the kernel delivered it to.
+static WAKE_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+fn wake() {
+    let fd = WAKE_PIPE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking,
+        // so a full pipe (wakeup already pending) just drops the byte.
+        unsafe { libc::write(fd, b"s".as_ptr().cast(), 1) };
+    }
+}
 
 extern "C" fn on_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+    wake();
 }
 
 extern "C" fn on_reopen(_: libc::c_int) {
     REOPEN.store(true, Ordering::SeqCst);
+    wake();
+}
+
+/// Makes TERM, QUIT and USR1 also write a byte to `fd` (the write end of
+/// a non-blocking pipe that stays open while it is set); -1 stops it.
+pub fn set_wake_pipe(fd: RawFd) {
+    WAKE_PIPE.store(fd, Ordering::SeqCst);
 }
 
 extern "C" fn on_chld(_: libc::c_int) {

@@ -113,6 +113,16 @@ pub fn load_app(ruby: &Ruby, spec: &AppSpec) -> Result<Value> {
     Ok(app)
 }
 
+/// With `--threads-per-worker` N > 1, warns when what the app loaded
+/// cannot serve N requests at once: an ActiveRecord connection pool smaller
+/// than N (`Rustrack.check_thread_resources`).
+pub fn check_thread_resources(ruby: &Ruby, spec: &AppSpec) {
+    if spec.threads_per_worker > 1 {
+        let _: Result<Value, _> =
+            rustrack_module(ruby).funcall("check_thread_resources", (spec.threads_per_worker,));
+    }
+}
+
 /// Sets the process title (as `ps` shows it) through Ruby, which knows how
 /// to rewrite argv in place.
 pub fn set_title(ruby: &Ruby, title: &str) {

@@ -12,22 +12,23 @@
 //!
 //! Each request goes through what a worker does for a real one: a
 //! `RequestHead` (made up here rather than decoded from the front end) →
-//! `EnvBuilder` → `Rustrack::RequestHandler.handle` → `Rustrack::Native`.
-//! The response sink is one that discards the bytes and keeps the status
-//! (`response::install_discard`), removed again before returning so that
-//! no worker inherits it. A status outside 2xx/3xx is logged as a warning;
+//! `EnvBuilder` → `Rustrack::RequestHandler.handle` → a
+//! `Rustrack::ResponseWriter`, one that discards the bytes and keeps the
+//! status (`Writer::discarding`); it is garbage once warm-up returns, so
+//! no worker inherits anything that writes. A status outside 2xx/3xx is logged as a warning;
 //! an exception is logged by `RequestHandler` with its backtrace (and
 //! answered 500); neither stops the boot.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use magnus::{prelude::*, value::ReprValue, RModule, Ruby, Value};
+use magnus::{prelude::*, typed_data::Obj, value::ReprValue, RModule, Ruby, Value};
 
 use crate::config::{AppSpec, WarmupRequest};
 use crate::protocol::RequestHead;
 use crate::rack::env::{EnvBuilder, Input};
-use crate::rack::{response, signals, vm};
+use crate::rack::response::{self, Writer};
+use crate::rack::{signals, vm};
 
 /// What a warm-up did.
 #[derive(Debug, Default)]
@@ -58,13 +59,11 @@ pub fn run(ruby: &Ruby, app: Value, spec: &AppSpec) -> Result<Summary> {
     let handler: RModule = rustrack
         .const_get("RequestHandler")
         .map_err(vm::ruby_error)?;
-    let mut env_builder = EnvBuilder::new(ruby).map_err(vm::ruby_error)?;
+    let mut env_builder =
+        EnvBuilder::new(ruby, spec.threads_per_worker > 1).map_err(vm::ruby_error)?;
 
     let started = Instant::now();
-    response::install_discard();
-    // Removed whatever happens below: a worker forked later must never
-    // find its responses silently thrown away.
-    let _sink = RemoveSinkOnDrop;
+    let writer = Writer::discarding(ruby);
     'rounds: for round in 1..=warmup.rounds {
         for request in &warmup.requests {
             // The same between-request work a worker does (log reopening,
@@ -74,7 +73,7 @@ pub fn run(ruby: &Ruby, app: Value, spec: &AppSpec) -> Result<Summary> {
                 summary.stopped = true;
                 break 'rounds;
             }
-            let status = serve_one(ruby, app, handler, &mut env_builder, request);
+            let status = serve_one(ruby, app, handler, writer, &mut env_builder, request);
             summary.served += 1;
             match status {
                 Some(code) if (200..400).contains(&code) => {}
@@ -125,14 +124,6 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-struct RemoveSinkOnDrop;
-
-impl Drop for RemoveSinkOnDrop {
-    fn drop(&mut self) {
-        response::uninstall();
-    }
-}
-
 /// Serves one request; returns the response's status. Problems are
 /// logged, never returned: a warm-up request that fails must not stop the
 /// app from booting.
@@ -140,6 +131,7 @@ fn serve_one(
     ruby: &Ruby,
     app: Value,
     handler: RModule,
+    writer: Obj<Writer>,
     env_builder: &mut EnvBuilder,
     request: &WarmupRequest,
 ) -> Option<u16> {
@@ -174,7 +166,7 @@ fn serve_one(
         headers,
     };
 
-    response::begin_request();
+    writer.begin_request();
     let (env, input) = match env_builder.build(ruby, &head, Input::Bytes(b"")) {
         Ok(built) => built,
         Err(e) => {
@@ -188,10 +180,10 @@ fn serve_one(
     // Lets an app tell warm-up requests from real ones (to skip analytics,
     // say): a server-specific key, as the Rack SPEC allows.
     let _ = env.aset("rustrack.warmup", true);
-    let result: Result<Value, magnus::Error> = handler.funcall("handle", (app, env));
-    // Only a discarding sink is installed, so this cannot fail on I/O; it
-    // turns a response the app never finished into the 500 a client gets.
-    let _ = response::ensure_finished();
+    let result: Result<Value, magnus::Error> = handler.funcall("handle", (app, env, writer));
+    // A discarding writer cannot fail on I/O; this turns a response the
+    // app never finished into the 500 a client gets.
+    let _ = writer.ensure_finished();
     let _: Result<Value, _> = input.funcall("close", ());
     if let Err(e) = result {
         if e.is_kind_of(ruby.exception_system_exit()) {
@@ -207,5 +199,5 @@ fn serve_one(
             );
         }
     }
-    response::discarded_status()
+    writer.discarded_status()
 }

@@ -34,7 +34,8 @@ const NO_NGINX: &str = "rustrack is its own HTTP server; there is no Nginx";
 const RACK_ONLY: &str = "rustrack serves Rack apps (config.ru) with the Ruby it embeds";
 const NOTHING_TO_INSTALL: &str = "rustrack installs nothing at run time";
 const NO_PHONE_HOME: &str = "rustrack makes no outgoing requests";
-const ONE_REQUEST: &str = "each rustrack worker serves one request at a time";
+const SESSIONS: &str =
+    "a rustrack worker is sent at most --threads-per-worker requests at once, whatever the path";
 
 pub const KEYS: &[(&str, Mapping)] = &[
     // Server
@@ -119,14 +120,16 @@ pub const KEYS: &[(&str, Mapping)] = &[
     ("start_timeout", To("start_timeout")),
     (
         "force_max_concurrent_requests_per_process",
-        Unsupported(ONE_REQUEST),
+        Unsupported(SESSIONS),
     ),
     (
         "app_connect_timeout",
         Unsupported("workers connect to rustrack, not the other way"),
     ),
-    ("concurrency_model", Unsupported(ONE_REQUEST)),
-    ("thread_count", Unsupported(ONE_REQUEST)),
+    ("concurrency_model", Convert(concurrency_model)),
+    // Taken only with "concurrency_model": "thread", as Passenger does
+    // (see `translate`).
+    ("thread_count", To("threads_per_worker")),
     ("memory_limit", To("memory_limit")),
     (
         "rolling_restarts",
@@ -155,7 +158,7 @@ pub const KEYS: &[(&str, Mapping)] = &[
     ),
     ("turbocaching", Unsupported("no response cache")),
     ("old_routing", Unsupported("one routing algorithm")),
-    ("unlimited_concurrency_paths", Unsupported(ONE_REQUEST)),
+    ("unlimited_concurrency_paths", Unsupported(SESSIONS)),
     (
         "abort_websockets_on_process_shutdown",
         Unsupported("no WebSocket support"),
@@ -210,6 +213,17 @@ fn spawn_method(value: &Value) -> Converted {
     Ok(vec![("spawn_method", Value::from(method))])
 }
 
+/// Passenger's `process` (one request per process) and `thread` (Enterprise:
+/// `thread_count` threads per process) are both rustrack's
+/// `--threads-per-worker`, which `thread_count` sets; the model alone sets
+/// nothing.
+fn concurrency_model(value: &Value) -> Converted {
+    match value.as_str() {
+        Some("process" | "thread") => Ok(Vec::new()),
+        _ => Err(format!("expected \"process\" or \"thread\", got {value}")),
+    }
+}
+
 /// Passenger's levels are numbers, 0 (crit) to 7 (debug3), 3 (notice)
 /// by default; rustrack's are tracing's names.
 fn log_level(value: &Value) -> Converted {
@@ -244,6 +258,15 @@ pub fn translate(
 ) -> Result<(Vec<Entry>, Vec<String>), String> {
     let mut entries = Vec::new();
     let mut warnings = Vec::new();
+    let mut map = map;
+    let threaded = map.get("concurrency_model").and_then(Value::as_str) == Some("thread");
+    if !threaded && map.remove("thread_count").is_some() {
+        warnings.push(format!(
+            "{}: \"thread_count\" counts only with \"concurrency_model\": \"thread\" (as in \
+             Passenger); ignored, so each worker serves one request at a time",
+            path.display()
+        ));
+    }
     for (file_key, value) in map {
         let Some((_, mapping)) = KEYS.iter().find(|(k, _)| *k == file_key) else {
             // Not Passenger's: an entry like any other, which is taken if

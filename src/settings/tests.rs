@@ -390,6 +390,7 @@ fn passenger_targets_are_rustrack_options() {
             Mapping::To(key) => vec![key],
             Mapping::Convert(_) => match *passenger {
                 "socket_file" => vec!["socket", "no_tcp"],
+                "concurrency_model" => vec![],
                 other => vec![other],
             },
             Mapping::Unsupported(_) => continue,
@@ -491,6 +492,21 @@ fn passenger_values_are_translated() {
             "/app/Passengerfile.json: \"ssl_port\" is not supported by this rustrack yet; ignored"
         ]
     );
+    // Passenger Enterprise's threads are --threads-per-worker; without the
+    // thread model Passenger ignores thread_count, and so does rustrack.
+    let (entries, warnings) =
+        translate(json!({"concurrency_model": "thread", "thread_count": 8})).unwrap();
+    let values: Vec<(&str, &serde_json::Value)> =
+        entries.iter().map(|e| (e.key.as_str(), &e.value)).collect();
+    assert_eq!(values, vec![("threads_per_worker", &json!(8))]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (entries, warnings) = translate(json!({"thread_count": 8})).unwrap();
+    assert!(entries.is_empty());
+    assert!(
+        warnings[0].contains("\"thread_count\" counts only with"),
+        "{warnings:?}"
+    );
+    assert!(translate(json!({"concurrency_model": "fiber"})).is_err());
     // Passenger's static_files_dir has no counterpart: rustrack serves public/.
     let (entries, warnings) = translate(json!({"static_files_dir": "public"})).unwrap();
     assert!(entries.is_empty());

@@ -15,7 +15,11 @@
 //! - `--worker-timeout` covers the whole exchange, writing the request
 //!   included (a worker that stopped reading is as stuck as one that stopped
 //!   answering): past it the client gets 504 and the pool replaces the
-//!   worker;
+//!   worker. A worker with several threads interrupts the request itself
+//!   (`Rustrack::RequestTimeout`) so its other requests can finish: the
+//!   exchange then reads the rest of that request's response (discarded)
+//!   for up to `interrupt_grace`, and a worker that does not end it in that
+//!   time could not be interrupted and is stopped at once;
 //! - `--memory-limit-hard`: while waiting for the worker, its RSS is read
 //!   from `/proc/PID/statm` every `HARD_LIMIT_POLL`; only an RSS over the
 //!   limit is worth a precise (and dearer) `smaps_rollup` read; a worker
@@ -37,6 +41,7 @@ use super::request::WireRequest;
 use super::response::{head_to_http, ResponseBody};
 use super::spool;
 use super::UpstreamError;
+use crate::pool::machine::Retire;
 use crate::pool::{Lease, Outcome, WorkerConn};
 use crate::protocol::{self, kind, ResponseHead};
 
@@ -54,7 +59,14 @@ pub struct ExchangeOptions {
     pub memory_limit: Option<u64>,
     /// Bytes of private dirty + swap (`--memory-limit-hard`).
     pub memory_limit_hard: Option<u64>,
+    /// With several threads per worker: how long, after a timeout, the
+    /// worker has to interrupt the request and end its response.
+    pub interrupt_grace: Option<Duration>,
 }
+
+/// How long a worker with several threads has, past `--worker-timeout`, to
+/// interrupt the stuck request and end its response.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 
 /// What the client's side hears back.
 pub type Reply = oneshot::Sender<Result<Response<ResponseBody>, Failed>>;
@@ -64,6 +76,14 @@ pub enum Failed {
     /// Nothing reached the worker: the request may go to another.
     Unsent(WireRequest),
     Error(UpstreamError),
+}
+
+/// How the exchange itself ended.
+enum Ended {
+    Finished(Outcome),
+    /// The whole request reached the worker, which then outran the
+    /// timeout; the client has its 504.
+    TimedOutAfterSending,
 }
 
 /// Why reading from the worker stopped.
@@ -181,17 +201,43 @@ async fn send(
 /// Sends `req` to the lent worker, relays the response to `reply`, and
 /// hands the worker back with how it went.
 pub async fn run(mut lease: Lease, req: WireRequest, reply: Reply, options: &ExchangeOptions) {
-    let outcome = exchange(&mut lease, req, reply, options).await;
-    let outcome = match outcome {
-        Outcome::Done { .. } => Outcome::Done {
+    let outcome = match exchange(&mut lease, req, reply, options).await {
+        Ended::Finished(Outcome::Done { .. }) => Outcome::Done {
             memory: match (lease.pid(), options.memory_limit) {
                 (Some(pid), Some(limit)) => over_limit(pid, limit).await,
                 _ => None,
             },
         },
-        other => other,
+        Ended::Finished(other) => other,
+        Ended::TimedOutAfterSending => match options.interrupt_grace {
+            Some(grace) => interrupted(&mut lease, grace, options).await,
+            None => Outcome::TimedOut { interrupted: false },
+        },
     };
     lease.finish(outcome);
+}
+
+/// After a timeout on a worker with several threads: the worker interrupts
+/// the request itself (`Rustrack::RequestTimeout`) and ends its response,
+/// which nobody reads any more; meanwhile it takes no new request. Whether
+/// it did so within `grace`.
+async fn interrupted(lease: &mut Lease, grace: Duration, options: &ExchangeOptions) -> Outcome {
+    lease.retire_worker(Retire::Timeout);
+    let watch = Watch {
+        pid: lease.pid(),
+        hard: options.memory_limit_hard,
+    };
+    let deadline = Instant::now() + grace;
+    let conn = lease.conn();
+    loop {
+        match next_frame(conn, Some(deadline), &watch).await {
+            Ok((kind::RESPONSE_END | kind::ABORT, _)) => {
+                return Outcome::TimedOut { interrupted: true }
+            }
+            Ok((kind::RESPONSE_HEAD | kind::RESPONSE_BODY, _)) => {}
+            Ok(_) | Err(_) => return Outcome::TimedOut { interrupted: false },
+        }
+    }
 }
 
 async fn exchange(
@@ -199,7 +245,8 @@ async fn exchange(
     req: WireRequest,
     reply: Reply,
     options: &ExchangeOptions,
-) -> Outcome {
+) -> Ended {
+    use Ended::Finished;
     let deadline = options.timeout.map(|t| Instant::now() + t);
     let watch = Watch {
         pid: lease.pid(),
@@ -207,39 +254,40 @@ async fn exchange(
     };
     if lease.peek().closed_while_idle() {
         let _ = reply.send(Err(Failed::Unsent(req)));
-        return Outcome::Unsent;
+        return Finished(Outcome::Unsent);
     }
     let conn = lease.conn();
     if let Err(e) = send(conn, &req.wire, deadline).await {
-        return match e.kind() {
+        return Finished(match e.kind() {
             // The worker closed before reading anything.
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
                 let _ = reply.send(Err(Failed::Unsent(req)));
                 Outcome::Unsent
             }
+            // It stopped reading: out of step, whatever its threads do.
             io::ErrorKind::TimedOut => {
                 let _ = reply.send(Err(Failed::Error(UpstreamError::Timeout)));
-                Outcome::TimedOut
+                Outcome::TimedOut { interrupted: false }
             }
             _ => {
                 let msg = format!("writing the request to the worker: {e}");
                 let _ = reply.send(Err(Failed::Error(UpstreamError::WorkerFailed)));
                 Outcome::Broken(msg)
             }
-        };
+        });
     }
     let failed = |reply: Reply, error: ReadError| match error {
         ReadError::Broken(msg) => {
             let _ = reply.send(Err(Failed::Error(UpstreamError::WorkerFailed)));
-            Outcome::Broken(msg)
+            Finished(Outcome::Broken(msg))
         }
         ReadError::Timeout => {
             let _ = reply.send(Err(Failed::Error(UpstreamError::Timeout)));
-            Outcome::TimedOut
+            Ended::TimedOutAfterSending
         }
         ReadError::OverHardLimit(bytes) => {
             let _ = reply.send(Err(Failed::Error(UpstreamError::MemoryLimit)));
-            Outcome::OverHardLimit(bytes)
+            Finished(Outcome::OverHardLimit(bytes))
         }
     };
     let (kind, payload) = match next_frame(conn, deadline, &watch).await {
@@ -272,12 +320,12 @@ async fn exchange(
                     .expect("valid parts");
                 let _ = reply.send(Ok(response));
                 drop(req);
-                return Outcome::Done { memory: None };
+                return Finished(Outcome::Done { memory: None });
             }
             Ok(Some((kind::ABORT, _))) => {
                 // The worker reported and logged the error, and is fine.
                 let _ = reply.send(Err(Failed::Error(UpstreamError::AppFailed)));
-                return Outcome::Done { memory: None };
+                return Finished(Outcome::Done { memory: None });
             }
             Ok(Some((other, _))) => {
                 let msg = format!("unexpected frame 0x{other:02x} in a response");
@@ -301,31 +349,31 @@ async fn exchange(
             Ok((kind::RESPONSE_BODY, data)) => tx.push(data),
             Ok((kind::RESPONSE_END, _)) => {
                 tx.finish(Ok(()));
-                return Outcome::Done { memory: None };
+                return Finished(Outcome::Done { memory: None });
             }
             Ok((kind::ABORT, _)) => {
                 tx.finish(Err("the app failed while streaming the body".into()));
                 // The worker finished its side of the exchange: it is fine.
-                return Outcome::Done { memory: None };
+                return Finished(Outcome::Done { memory: None });
             }
             Ok((other, _)) => {
                 let msg = format!("unexpected frame 0x{other:02x} in a response");
                 tx.finish(Err(msg.clone()));
-                return Outcome::Broken(msg);
+                return Finished(Outcome::Broken(msg));
             }
             Err(ReadError::Broken(msg)) => {
                 tx.finish(Err(msg.clone()));
-                return Outcome::Broken(msg);
+                return Finished(Outcome::Broken(msg));
             }
             Err(ReadError::Timeout) => {
                 tx.finish(Err("the worker timed out mid-response".into()));
-                return Outcome::TimedOut;
+                return Ended::TimedOutAfterSending;
             }
             Err(ReadError::OverHardLimit(bytes)) => {
                 tx.finish(Err(
                     "the worker passed --memory-limit-hard mid-response".into()
                 ));
-                return Outcome::OverHardLimit(bytes);
+                return Finished(Outcome::OverHardLimit(bytes));
             }
         }
     }
@@ -354,6 +402,7 @@ mod tests {
             spool_dir: std::env::temp_dir(),
             memory_limit: None,
             memory_limit_hard: None,
+            interrupt_grace: None,
         }
     }
 
@@ -551,5 +600,80 @@ mod tests {
             Err(Failed::Error(UpstreamError::Timeout))
         ));
         task.await.unwrap();
+    }
+    /// A pool whose one worker has two sessions; returns the worker's ends.
+    async fn setup_threaded() -> (FakePool, UnixStream, UnixStream) {
+        let mut config = Config::new(1, 2, 10);
+        config.threads = 2;
+        let mut fake = FakePool::start(config);
+        let id = fake.spawn_asked().await;
+        let a = fake.greet_session(id, 0, 2);
+        let b = fake.greet_session(id, 1, 2);
+        fake.until("a ready worker", |s| {
+            s.workers
+                .first()
+                .is_some_and(|w| w.state == WorkerState::Ready)
+        })
+        .await;
+        (fake, a, b)
+    }
+
+    /// Whichever of the two sessions the request went to.
+    async fn read_either<'a>(a: &'a mut UnixStream, b: &'a mut UnixStream) -> &'a mut UnixStream {
+        tokio::select! {
+            _ = a.readable() => { read_request(a).await; a }
+            _ = b.readable() => { read_request(b).await; b }
+        }
+    }
+
+    fn threaded_options(timeout_ms: u64, grace_ms: u64) -> ExchangeOptions {
+        ExchangeOptions {
+            interrupt_grace: Some(Duration::from_millis(grace_ms)),
+            ..options(Some(timeout_ms))
+        }
+    }
+
+    #[tokio::test]
+    async fn with_threads_a_timed_out_request_the_worker_interrupts_costs_only_that_request() {
+        let (mut fake, mut a, mut b) = setup_threaded().await;
+        let (task, rx) = exchange_with(&fake, request(0), threaded_options(200, 5000)).await;
+        let worker = read_either(&mut a, &mut b).await;
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(Failed::Error(UpstreamError::Timeout))
+        ));
+        // The client has its 504; meanwhile the worker takes nothing new.
+        assert_eq!(fake.spawn_asked().await, 2);
+        assert_eq!(fake.pool.status().workers[0].state, WorkerState::Retiring);
+        // It interrupts the request and ends the response (a 500 nobody
+        // reads): the exchange ends without killing it.
+        let mut out = head(500);
+        put_frame(&mut out, kind::RESPONSE_END, b"");
+        worker.write_all(&out).await.unwrap();
+        task.await.unwrap();
+        fake.until("the worker retired", |s| {
+            s.workers.iter().all(|w| w.id != 1)
+        })
+        .await;
+        assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
+    }
+
+    #[tokio::test]
+    async fn with_threads_a_request_the_worker_cannot_interrupt_costs_the_worker_after_the_grace() {
+        let (mut fake, mut a, mut b) = setup_threaded().await;
+        let started = std::time::Instant::now();
+        let (task, rx) = exchange_with(&fake, request(0), threaded_options(200, 300)).await;
+        let _worker = read_either(&mut a, &mut b).await;
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(Failed::Error(UpstreamError::Timeout))
+        ));
+        task.await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        // Lost at once: nothing to wait for.
+        fake.until("the worker gone", |s| s.workers.iter().all(|w| w.id != 1))
+            .await;
+        assert_eq!(fake.pool.status().worker_restarts["timeout"], 1);
+        assert_eq!(fake.spawn_asked().await, 2);
     }
 }

@@ -19,6 +19,15 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rustrack")
 }
 
+/// Extra `start` arguments for the variants of tests that also run with
+/// several request threads per worker.
+pub const FOUR_THREADS: &[&str] = &["--threads-per-worker", "4"];
+
+/// `args` followed by `more`.
+pub fn with_args<'a>(args: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    args.iter().chain(more).copied().collect()
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
@@ -226,6 +235,17 @@ impl Server {
     /// How many workers are busy with a request.
     pub fn busy_count(&self) -> usize {
         self.worker_states().iter().filter(|s| *s == "busy").count()
+    }
+
+    /// Requests in progress on every worker (`sessions` in `status`); with
+    /// one thread per worker, the busy workers.
+    pub fn in_progress(&self) -> u64 {
+        self.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["sessions"].as_u64().unwrap())
+            .sum()
     }
 
     /// `processed_total` from `rustrack status`. The pool counts a request

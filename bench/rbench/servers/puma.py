@@ -1,5 +1,5 @@
 """Puma: `puma -w N -t 1:1 [--preload] config.ru` (cluster mode, one thread
-per worker), run in the app directory.
+per worker; `-t T:T` for a Spec with threads), run in the app directory.
 
 Puma has no status command here; a worker is ready once the log says
 "Worker N (PID: P) booted". The master has no separate HTTP front end: the
@@ -22,8 +22,9 @@ class Puma(Adapter):
     packages = ("puma",)
 
     def argv(self, srv: Server) -> list[str]:
+        t = srv.spec.threads
         argv = ["puma", "-b", f"tcp://127.0.0.1:{srv.port}", "-w", str(srv.workers),
-                "-t", "1:1", "-e", "production"]
+                "-t", f"{t}:{t}", "-e", "production"]
         if srv.spec.variant == "preload":
             argv.append("--preload")
         return argv + ["config.ru"]

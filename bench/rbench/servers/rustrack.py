@@ -1,4 +1,5 @@
-"""rustrack: `rustrack start APP` with --spawn-method smart|direct.
+"""rustrack: `rustrack start APP` with --spawn-method smart|direct (and
+--threads-per-worker N for a Spec with threads).
 
 Readiness, spawn times, request counts and refork figures all come from
 `rustrack status --instance DIR --json`, where DIR is the instance directory rustrack creates
@@ -61,7 +62,8 @@ class Rustrack(Adapter):
             "--min-instances", n, "--max-pool-size", mx, "--spawn-method", s.variant,
             "--environment", "production", "--log-level", "warn",
             "--instance-registry-dir", str(srv.reg),
-        ] + (["--preload-hugepages", "false"] if s.no_hugepages else []) + list(s.options)
+        ] + (["--preload-hugepages", "false"] if s.no_hugepages else []) + (
+            ["--threads-per-worker", str(s.threads)] if s.threads > 1 else []) + list(s.options)
 
     def ready_workers(self, srv: Server) -> int:
         st = status(srv)

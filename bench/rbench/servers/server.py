@@ -52,16 +52,20 @@ class Spec:
     remedies: tuple[str, ...] = ()
     options: tuple[str, ...] = ()  # extra options for rustrack start or passenger start
 
+    threads: int = 1  # request threads per worker (rustrack --threads-per-worker, puma -t N:N)
+
     @property
     def label(self) -> str:
         return (f"{self.server} {self.variant}" + "".join(f" + {r}" for r in self.remedies)
                 + (" (tight GC)" if self.tight_gc else "")
-                + (" (no huge pages)" if self.no_hugepages else ""))
+                + (" (no huge pages)" if self.no_hugepages else "")
+                + (f", {self.threads} threads" if self.threads > 1 else ""))
 
     @property
     def slug(self) -> str:
         return (f"{self.server}-{self.variant}" + "".join("-" + r.replace(" ", "-") for r in self.remedies)
-                + ("-tightgc" if self.tight_gc else "") + ("-nohp" if self.no_hugepages else ""))
+                + ("-tightgc" if self.tight_gc else "") + ("-nohp" if self.no_hugepages else "")
+                + (f"-t{self.threads}" if self.threads > 1 else ""))
 
     @property
     def env(self) -> dict:

@@ -72,6 +72,33 @@ fn sigterm_turns_the_health_check_503_first_and_serves_through_the_delay() {
     );
 }
 
+/// A connection accepted just before the listener closed, whose request
+/// comes after the stop began (the race a balancer moving traffic away
+/// hits), is still answered; hyper alone would close it unanswered.
+#[test]
+fn a_connection_that_sent_nothing_when_the_stop_began_gets_its_first_request_answered() {
+    use std::io::Write;
+    let mut server = start(&fixture("events"), &[]);
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A request on another connection first, so the silent one has surely
+    // been accepted (one accept loop, in order) before the stop.
+    assert_eq!(server.get("/").status, 200);
+    server.signal(libc::SIGTERM);
+    server.wait_until(5, "the listener to close", |s| {
+        std::net::TcpStream::connect(("127.0.0.1", s.port)).is_err()
+    });
+    silent
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut std::io::BufReader::new(silent)).expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(server.wait_exit(30).success());
+}
+
 fn raw(port: u16, bytes: &[u8]) -> std::io::Result<Response> {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;

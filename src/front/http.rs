@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 
 use super::body::{self, BodyError};
+use super::closing::{self, Closing, FirstByte};
 use super::sendfile::Sendfile;
 use super::static_files::StaticFiles;
 use crate::apps::routes::Routes;
@@ -60,6 +61,8 @@ pub struct Front {
     pub health_path: Option<String>,
     /// Set on a graceful stop: the health check answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Set once the listeners closed: connections finish up and close.
+    pub closing: Closing,
 }
 
 /// Serves HTTP/1.1 on one accepted client connection, in its own task.
@@ -75,15 +78,20 @@ pub fn serve_connection<IO>(
 }
 
 /// HTTP/1.1 on a connection (plain, or TLS after its handshake) until it
-/// closes; `watcher` lets a graceful stop finish its current request.
+/// closes. A graceful stop lets the current request finish, and a
+/// connection that has sent nothing yet its first one (`closing.rs`);
+/// `_watcher` makes the stop wait for this connection.
 pub(super) async fn serve_http1<IO>(
     io: TokioIo<IO>,
     peer: Peer,
     front: Arc<Front>,
-    watcher: Watcher,
+    _watcher: Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let mut stopping = front.closing.subscribe();
+    let first = FirstByte::default();
+    let io = TokioIo::new(first.wrap(io.into_inner()));
     let svc_front = front.clone();
     let service = service_fn(move |req| handle(svc_front.clone(), peer, req));
     let conn = http1::Builder::new()
@@ -91,8 +99,36 @@ pub(super) async fn serve_http1<IO>(
         .header_read_timeout(front.header_timeout)
         .keep_alive(true)
         .serve_connection(io, service);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!("client connection: {e}");
+    tokio::pin!(conn);
+    // Stop began, and the connection was still silent: waiting for its
+    // first byte, at most until the grace is over.
+    let mut awaiting_first = false;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("client connection: {e}");
+                }
+                return;
+            }
+            _ = closing::began(&mut stopping), if !closing && !awaiting_first => {
+                if first.seen() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    awaiting_first = true;
+                }
+            }
+            _ = first.arrived(), if awaiting_first && !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep(closing::FIRST_BYTE_GRACE), if awaiting_first && !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
     }
 }
 

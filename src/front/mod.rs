@@ -10,6 +10,7 @@
 
 mod admin;
 mod body;
+mod closing;
 mod control;
 mod daemon;
 mod files;

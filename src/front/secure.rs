@@ -25,6 +25,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
+use super::closing;
 use super::http::{handle, serve_http1, Front};
 use super::tls::{Tls, ALPN_H2};
 use crate::upstream::{error_response, Peer};
@@ -85,7 +86,7 @@ async fn connection(
     tls: Arc<Tls>,
     watcher: Watcher,
 ) {
-    let mut stopping = tls.stopping();
+    let mut stopping = front.closing.subscribe();
     let handshake = tokio::time::timeout(front.header_timeout, tls.acceptor().accept(stream));
     let stream = tokio::select! {
         r = handshake => match r {
@@ -101,7 +102,9 @@ async fn connection(
                 )
             }
         },
-        _ = stopping.wait_for(|s| *s) => return,
+        // A handshake under way when the stop began may finish within the
+        // grace a silent HTTP/1.1 connection gets (`closing.rs`).
+        _ = closing::grace_over(&mut stopping) => return,
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     let io = TokioIo::new(stream);

@@ -323,6 +323,7 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
         request_ids: super::http::RequestIds::new(),
         health_path: args.health_check_path.clone(),
         draining: std::sync::atomic::AtomicBool::new(false),
+        closing: Default::default(),
         header_timeout: Duration::from_secs(args.header_timeout),
         proxy_protocol: args.proxy_protocol,
     });
@@ -414,10 +415,8 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     let started = tokio::time::Instant::now();
     stop_accepting(accepting, listeners.socket_path.as_deref()).await;
-    if let Some(tls) = &setup.tls {
-        // Handshakes give up; HTTP/2 connections send GOAWAY.
-        tls.begin_shutdown();
-    }
+    // HTTP/1.1 connections finish their request; HTTP/2 ones send GOAWAY.
+    front.closing.begin();
     finish_connections(graceful, shutdown_timeout).await;
     let left = shutdown_timeout.saturating_sub(started.elapsed());
     apps.shutdown(left).await;

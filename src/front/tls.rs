@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context, Result};
-use tokio::sync::watch;
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -71,9 +70,6 @@ pub struct Tls {
     resolver: Arc<Resolver>,
     acceptor: TlsAcceptor,
     record: Mutex<Record>,
-    /// Set when the instance stops: handshakes under way give up, and
-    /// HTTP/2 connections send GOAWAY and finish their open streams.
-    stopping: watch::Sender<bool>,
 }
 
 fn unix_now() -> u64 {
@@ -162,23 +158,11 @@ impl Tls {
                 loaded_at: unix_now(),
                 ..Record::default()
             }),
-            stopping: watch::channel(false).0,
         })
     }
 
     pub fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
-    }
-
-    /// Tells every TLS connection that the instance stops (before the
-    /// graceful shutdown waits for connections to finish).
-    pub fn begin_shutdown(&self) {
-        self.stopping.send_replace(true);
-    }
-
-    /// Resolves once `begin_shutdown` was called.
-    pub fn stopping(&self) -> watch::Receiver<bool> {
-        self.stopping.subscribe()
     }
 
     /// Reads the files again. On success new handshakes use the new pair;

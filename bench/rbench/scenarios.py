@@ -456,6 +456,11 @@ def realmem_options(spec: Spec, help_text: str, pages: list[str], refork_after: 
             opts += ["--preload-gc", aging[0]]
         else:
             raise ValueError(f"unknown remedy {remedy}")
+    if "heap aging" not in spec.remedies and spec.variant == "smart":
+        # Builds whose default --preload-gc ages the heap: the other rows
+        # keep the mode from before aging, so each remedy is measured alone.
+        if any(re.search(r"ag(e|ing)|old|promot", m) for m in preload_gc_modes(help_text)):
+            opts += ["--preload-gc", "compact"]
     return opts
 
 

@@ -92,7 +92,8 @@ class Realmem(unittest.TestCase):
         self.assertEqual(self.options(()), [])
         self.assertEqual(self.options(("refork",)), ["--refork-after", "50,100,1000"])
         self.assertEqual(self.options(("warm-up", "refork"), HELP_WARMUP_AGING),
-                         ["--warmup-request", "/", "--warmup-request", "/de", "--refork-after", "50,100,1000"])
+                         ["--warmup-request", "/", "--warmup-request", "/de", "--refork-after", "50,100,1000",
+                          "--preload-gc", "compact"])
         self.assertEqual(self.options(("heap aging",), HELP_WARMUP_AGING), ["--preload-gc", "age"])
 
     def test_missing_flags_skip_with_a_reason(self):

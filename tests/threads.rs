@@ -85,6 +85,40 @@ fn four_sleeping_requests_run_at_once_on_one_worker_with_four_threads() {
     assert_eq!(server.status()["threads_per_worker"], 4);
 }
 
+/// Request threads start together, and each first makes its session's
+/// `Rustrack::ResponseWriter`. Ruby may switch threads in the middle of
+/// any call (its timer does, at random; the fixture's slow `const_get`
+/// does, every time): if the writer's class were still being looked up
+/// then, a second thread would wait for that lookup holding the GVL, the
+/// first could never finish it, and the worker would hang unanswered
+/// (seen as a 504 after --worker-timeout, once in a CI run).
+#[test]
+fn request_threads_starting_together_do_not_deadlock_on_a_ruby_lookup() {
+    let server = start_with_env(
+        &app(),
+        &[
+            "--threads-per-worker",
+            "3",
+            "--max-pool-size",
+            "1",
+            "--worker-timeout",
+            "10",
+        ],
+        &[("THREADS_SLOW_CONST_GET", "1")],
+    );
+    wait_for_ready_workers(&server, 1, 60);
+    let started = Instant::now();
+    let responses = concurrent_gets(&server, "/sleep?s=0.1", 3);
+    for r in &responses {
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), server.logs());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn with_one_thread_the_env_says_single_threaded_and_requests_take_turns() {
     let server = start(&app(), &["--max-pool-size", "1"]);

@@ -303,7 +303,8 @@ impl Writer {
 }
 
 /// Defines `Rustrack::ResponseWriter` (made only by the worker: Ruby cannot
-/// allocate one).
+/// allocate one). Runs on the main thread of every process that makes
+/// writers, before it makes one.
 pub fn define(ruby: &Ruby, rustrack: RModule) -> Result<(), Error> {
     let class = rustrack.define_class("ResponseWriter", ruby.class_object())?;
     class.undef_default_alloc_func();
@@ -312,6 +313,15 @@ pub fn define(ruby: &Ruby, rustrack: RModule) -> Result<(), Error> {
     class.define_method("finish", method!(Writer::finish, 0))?;
     class.define_method("fail", method!(Writer::fail, 0))?;
     class.define_method("request", method!(Writer::request, 0))?;
+    // Resolve the class magnus wraps writers in now, while one thread runs.
+    // `#[magnus::wrap]` looks it up on first use (`Object.const_get`, a
+    // Ruby call) inside a `std::sync::OnceLock`. Left to the request
+    // threads, which all make their writer as they start, the first one
+    // could let another run in the middle of that call (Ruby's timer
+    // switches threads at any call), and that one would wait for the
+    // OnceLock holding the GVL the first needs to finish: the worker hung
+    // with every thread blocked, its requests unanswered.
+    let _ = <Writer as magnus::TypedData>::class(ruby);
     Ok(())
 }
 

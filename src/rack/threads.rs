@@ -33,6 +33,17 @@
 //! idle: the main thread checks under the GVL, and a thread marks itself
 //! busy under the GVL before it runs app code, so a wakeup never cuts an
 //! app's `sleep` short.
+//!
+//! Nothing a request thread runs may wait, with the GVL held, for
+//! something another Ruby thread holds while it calls Ruby: Ruby can
+//! switch threads in any call, and the holder then needs the GVL back to
+//! let go. std's `OnceLock` is such a wait, and magnus puts one behind
+//! every `Lazy` and the class of every `#[magnus::wrap]` type, filled by a
+//! Ruby call on first use. So whatever of that kind a request thread
+//! touches is filled on the main thread before the threads start
+//! (`response::define` resolves the `ResponseWriter` class): three request
+//! threads once making their first writer together hung the worker, every
+//! thread blocked and its requests unanswered until `--worker-timeout`.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;

@@ -376,12 +376,16 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
     if "realmem" in s:
         realmem_tables(meta, s, runs, w)
 
-    w("## targets (issue 7)\n" if "realmem" not in s else "## targets\n")
-    w("| target | measured | met |")
-    w("|---|---|---|")
-    for name, val, ok in targets(s):
-        w(f"| {name} | {val} | {'–' if ok is None else ('yes' if ok else '**no**')} |")
-    w("")
+    judged = targets(s)
+    # A run of scenarios no target speaks of (multiapp alone) gets no table
+    # of dashes.
+    if any(ok is not None for _, _, ok in judged):
+        w("## targets (issue 7)\n" if "realmem" not in s else "## targets\n")
+        w("| target | measured | met |")
+        w("|---|---|---|")
+        for name, val, ok in judged:
+            w(f"| {name} | {val} | {'–' if ok is None else ('yes' if ok else '**no**')} |")
+        w("")
     failed = [r for r in runs if "error" in r]
     if failed:
         w("## failed runs\n")

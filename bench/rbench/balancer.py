@@ -967,8 +967,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", default=",".join(e.replace(" ", "-") for e in EVENTS),
                     help="the events of a disturbed run, in order (restart-a, upgrade-b); default: "
                          "restart-a,upgrade-b,restart-a,upgrade-b")
-    ap.add_argument("--overhead-rounds", type=int, default=4, help="rounds of part overhead (default 4)")
-    ap.add_argument("--overhead-duration", type=float, default=15.0, help="seconds per overhead run (default 15)")
+    ap.add_argument("--overhead-rounds", type=int, default=6, help="rounds of part overhead (default 6)")
+    ap.add_argument("--overhead-duration", type=float, default=10.0, help="seconds per overhead run (default 10)")
     ap.add_argument("--install", action="store_true", help="apt-get install missing Debian packages")
     ap.add_argument("--no-build", action="store_true", help="use the existing target/release/rustrack")
     ap.add_argument("--keep-workdir", action="store_true")

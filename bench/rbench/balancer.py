@@ -258,6 +258,26 @@ def transitions(samples: list[tuple[float, dict[str, str]]]) -> list[dict]:
     return out
 
 
+def rate_timeline(counts: list[tuple[float, dict[str, int]]], window: float = 1.0) -> list[dict]:
+    """Requests per second in each window of `window` s, per server and in
+    total (HAProxy's BACKEND row), from (t, {server: requests so far})
+    samples in time order: {"t": end of the window, "a": ..., "b": ...,
+    "BACKEND": ...}. A window with no sample in it is skipped."""
+    out: list[dict] = []
+    if not counts:
+        return out
+    last_t, last = counts[0]
+    edge = last_t + window
+    for t, c in counts[1:]:
+        if t < edge:
+            continue
+        dt_ = t - last_t
+        out.append({"t": round(t, 1), **{k: round((c[k] - last.get(k, 0)) / dt_) for k in sorted(c) if k in last}})
+        last_t, last = t, c
+        edge = t + window
+    return out
+
+
 def schedule(duration: float, events: list[str], lead: float = 5.0, tail: float = 10.0) -> list[float]:
     """When each event is due, in seconds after the load starts: the first
     after `lead`, the rest evenly spread so the last one is due `tail` plus
@@ -659,17 +679,25 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True, name="haproxy-sampler")
         self.haproxy, self.t0, self.interval = haproxy, t0, interval
         self.samples: list[tuple[float, dict[str, str]]] = []
+        # (t, {server: requests answered so far}), for rate_timeline.
+        self.counts: list[tuple[float, dict[str, int]]] = []
         self.latest: dict[str, str] = {}
         self.stopped = threading.Event()
         self.lock = threading.Lock()
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            st = self.haproxy.states()
+            try:
+                stat = self.haproxy.stat()
+            except OSError:
+                stat = {}
             t = time.monotonic() - self.t0
+            st = server_states(stat)
             with self.lock:
                 if st:
                     self.samples.append((t, st))
+                    self.counts.append((t, {k: v["stot"] for k, v in stat_counters(stat).items()
+                                            if isinstance(v.get("stot"), int)}))
                     self.latest = st
             self.stopped.wait(self.interval)
 
@@ -846,6 +874,7 @@ def run_balancer(config: str, rnd: int, workdir: Path, app: Path, duration: floa
         sampler.join(5)
         rec["events"] = evs
         rec["state_changes"] = transitions(sampler.samples)
+        rec["rate_timeline"] = rate_timeline(sampler.counts)
         rec["haproxy_stat"] = stat_counters(cluster.haproxy.stat())
         if "error" in result:
             raise RuntimeError(result["error"])

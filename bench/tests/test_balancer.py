@@ -141,6 +141,13 @@ class ParseTest(unittest.TestCase):
         self.assertEqual([(c["t"], c["server"], c["to"]) for c in b.transitions(samples)],
                          [(0.2, "a", "DOWN"), (0.3, "a", "DOWN 1/2"), (0.4, "a", "UP")])
 
+    def test_rate_timeline(self):
+        counts = [(0.0, {"a": 0, "b": 0, "BACKEND": 0}), (0.5, {"a": 50, "b": 50, "BACKEND": 100}),
+                  (1.0, {"a": 100, "b": 100, "BACKEND": 200}), (2.0, {"a": 100, "b": 400, "BACKEND": 500})]
+        self.assertEqual(b.rate_timeline(counts), [{"t": 1.0, "BACKEND": 200, "a": 100, "b": 100},
+                                                   {"t": 2.0, "BACKEND": 300, "a": 0, "b": 300}])
+        self.assertEqual(b.rate_timeline([]), [])
+
     def test_failed_requests_count_every_wrk_error(self):
         w = wrk_result(100, 1)
         w["errors"] = {"connect": 1, "read": 2, "write": 3, "status": 4, "timeout": 5}

@@ -20,14 +20,14 @@
 //!
 //! The connection sits behind a mutex: the session's thread is the only
 //! one meant to write, but an app could hand the writer (a Rack 3 stream)
-//! to a thread of its own. The GVL serialises Ruby callers, and the lock
-//! is held across Ruby code only on `write_head`'s error path (building
-//! the message inspects the bad value's class), so it is contended only by
-//! such an app: its second writer gets an exception (`try_lock`), but the
-//! session's own `begin_request`/`ensure_finished` wait with `lock()`, with
-//! the GVL held, which could deadlock should the app's thread be switched
-//! out right there. Known, rare (a stream handed to a thread *and* a bad
-//! header), left as is.
+//! to a thread of its own. The GVL serialises Ruby callers. The lock is
+//! held across Ruby code only on `write_head`'s error path (building the
+//! message inspects the bad value's class), and only the session's thread
+//! calls `write_head` (`RequestHandler`; an app's stream, `Rustrack::Stream`,
+//! exposes `write_body` alone), the same thread that takes the lock with a
+//! blocking `lock()` in `begin_request`/`ensure_finished`. Any other thread
+//! only ever `try_lock`s (and gets an exception), so no thread can wait,
+//! with the GVL held, for a lock held by a thread that waits for the GVL.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;

@@ -265,7 +265,12 @@ fn an_app_nobody_visits_goes_to_zero_and_its_next_request_waits_for_a_start() {
     server.wait_until(30, "alpha back to zero workers", |s| {
         processes(&groups(s)["alpha"]) == 0
     });
-    assert!(!alive(first["pid"].as_u64().unwrap() as u32));
+    // Out of the pool at once; its process exits on its own time
+    // (stopping_worker_process, at_exit), so wait for that too.
+    let first_pid = first["pid"].as_u64().unwrap() as u32;
+    server.wait_until(10, "the idle worker's process to exit", |_| {
+        !alive(first_pid)
+    });
     let second = ask(&server, "alpha.test", "/");
     assert_ne!(first["pid"], second["pid"]);
     let alpha = &groups(&server)["alpha"];

@@ -193,7 +193,9 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 90)]
     pub start_timeout: u64,
 
-    /// Seconds to let in-flight and queued requests finish on TERM/QUIT/INT.
+    /// Seconds to let in-flight and queued requests finish on TERM/QUIT/INT;
+    /// also how long a retired worker may spend in its exit hooks
+    /// (`stopping_worker_process`, `at_exit`) before it is killed.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
 

@@ -82,6 +82,28 @@ fn max_requests_replaces_workers_without_failing_a_request_with(threads: &[&str]
     assert_eq!(server.status()["worker_restarts"]["max requests"], 2);
 }
 
+/// A retired worker leaves the pool's count at once; one whose exit hooks
+/// hang must not live on unseen: it is killed after --shutdown-timeout.
+#[test]
+fn a_retired_worker_whose_exit_hook_hangs_is_killed_after_the_shutdown_timeout() {
+    let server = start_with_env(
+        &fixture("events"),
+        &["--max-requests", "1", "--shutdown-timeout", "2"],
+        &[("EVENTS_HANG_ON_STOP", "1")],
+    );
+    let r = server.get("/");
+    assert_eq!(r.status, 200);
+    let pid = r.json()["pid"].as_u64().unwrap() as u32;
+    server.wait_until(20, "the hung worker to be killed", |_| !alive(pid));
+    server.wait_until(5, "the log line", |s| {
+        s.logs().contains("after it was told to stop")
+    });
+    // Its replacement serves.
+    let r = server.get("/");
+    assert_eq!(r.status, 200);
+    assert_ne!(r.json()["pid"].as_u64().unwrap() as u32, pid);
+}
+
 #[test]
 fn a_worker_over_the_memory_limit_is_recycled_after_its_request() {
     a_worker_over_the_memory_limit_is_recycled_after_its_request_with(&[]);

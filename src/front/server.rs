@@ -205,6 +205,7 @@ fn pool_options(args: &StartArgs, app: &AppPlan) -> PoolOptions {
     PoolOptions {
         machine,
         sample_interval: Duration::from_secs_f64(args.sample_interval.max(0.1)),
+        stop_grace: Duration::from_secs(args.shutdown_timeout),
     }
 }
 

@@ -277,6 +277,30 @@ impl Pool {
         self.apply(&mut inner, actions);
     }
 
+    /// A worker told to stop has left the pool and its count (another may
+    /// take its place at once); its process must not outlive it for long.
+    /// An app's exit hooks that hang (a flush to a dead service) would
+    /// otherwise keep it forever, unseen by the pool's limits. The pidfd
+    /// makes the late KILL safe if the worker has long exited.
+    fn kill_if_still_there(&self, worker: WorkerId, pid: u32) {
+        let processes = self.processes.clone();
+        let grace = self.options.stop_grace;
+        tokio::spawn(
+            async move {
+                tokio::time::sleep(grace).await;
+                if processes.signal_pid(pid, Signal::SIGKILL) {
+                    tracing::warn!(
+                        worker,
+                        pid,
+                        "worker still running {grace:?} after it was told to stop \
+                         (--shutdown-timeout); killed it"
+                    );
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
     /// Forgets a worker whose process or connection is gone.
     pub(super) fn lost(self: &Arc<Self>, worker: WorkerId, reason: &'static str) {
         let mut inner = self.inner.lock().unwrap();
@@ -376,6 +400,7 @@ impl Pool {
                         );
                         if let Some(pid) = info.pid {
                             self.processes.expect_exit(pid);
+                            self.kill_if_still_there(worker, pid);
                         }
                         *inner.restarts_by_reason.entry(reason.as_str()).or_default() += 1;
                         self.metrics.observe_restart(reason.as_str());

@@ -63,6 +63,10 @@ pub struct PoolOptions {
     pub machine: Config,
     /// How often worker memory and CPU are sampled.
     pub sample_interval: Duration,
+    /// How long a worker told to stop may take to exit (its
+    /// `stopping_worker_process` handlers, `at_exit`) before it is killed:
+    /// `--shutdown-timeout`.
+    pub stop_grace: Duration,
 }
 
 /// Why a checkout got no worker.

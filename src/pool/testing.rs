@@ -33,6 +33,7 @@ impl FakePool {
             PoolOptions {
                 machine: config,
                 sample_interval: Duration::from_secs(3600),
+                stop_grace: Duration::from_secs(30),
             },
             AppMetrics::standalone(),
             (SpawnMethod::Smart, "/fake".into()),

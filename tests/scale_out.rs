@@ -212,3 +212,59 @@ fn a_new_instance_takes_over_the_port_with_reuse_port_and_no_request_fails() {
         &failed[..failed.len().min(5)]
     );
 }
+
+/// An upgrade in place: with a successor on the same `--reuse-port` port,
+/// the old instance must not fail the health check (a balancer knows the
+/// port, not the process) nor wait out `--shutdown-delay`; without one, it
+/// drains as usual.
+#[test]
+fn with_a_successor_on_the_port_the_old_instance_stays_healthy_and_leaves_at_once() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let start_on_port = || {
+        let registry = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("start")
+            .arg(fixture("events"))
+            .args(["--address", "127.0.0.1", "--port", &port_s])
+            .args([
+                "--reuse-port",
+                "--health-check-path",
+                "/up",
+                "--shutdown-delay",
+                "6",
+            ])
+            .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path());
+        start_command(cmd, registry, 60)
+    };
+    let mut old = start_on_port();
+    let new = start_on_port();
+    let stopped = Instant::now();
+    old.signal(libc::SIGTERM);
+    // Checks land on either process while the old one stops: all 200.
+    while old.child.as_mut().unwrap().try_wait().unwrap().is_none() {
+        let r = raw(
+            port,
+            b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", old.logs());
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "the old instance waited out the delay"
+        );
+    }
+    assert!(old.wait_exit(5).success());
+    assert!(old.logs().contains("takes over"), "{}", old.logs());
+    // The last one on the port drains the usual way: 503 first.
+    let mut new = new;
+    new.signal(libc::SIGTERM);
+    new.wait_until(5, "the health check to turn 503", |s| {
+        raw(
+            s.port,
+            b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok_and(|r| r.status == 503)
+    });
+    assert!(new.wait_exit(30).success());
+}

@@ -23,6 +23,7 @@ mod secure;
 mod sendfile;
 mod server;
 mod static_files;
+mod successor;
 mod systemd;
 mod tls;
 

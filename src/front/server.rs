@@ -331,12 +331,17 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accepting: Vec<JoinHandle<()>> = Vec::new();
     let mut urls = Vec::new();
+    // The TCP ports this instance listens on, for a `--reuse-port` stop to
+    // tell whether a successor shares them (`successor.rs`).
+    let mut ports = Vec::new();
     for listener in listeners.tcp {
+        ports.push(listener.local_addr()?.port());
         urls.push(format!("http://{}", listener.local_addr()?));
         let task = listeners::accept_tcp(listener, front.clone(), graceful.clone());
         accepting.push(tokio::spawn(task));
     }
     if let (Some(listener), Some(tls)) = (listeners.tls, &setup.tls) {
+        ports.push(listener.local_addr()?.port());
         urls.push(format!("https://{}", listener.local_addr()?));
         let task = listeners::accept_tls(listener, front.clone(), tls.clone(), graceful.clone());
         accepting.push(tokio::spawn(task));
@@ -412,7 +417,15 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
         stop_now(&hard_stop_apps, &leftovers, 130);
     });
 
-    drain(&front, Duration::from_secs(args.shutdown_delay)).await;
+    match args.reuse_port && super::successor::ports_shared(&ports) {
+        // An upgrade in place: the port stays served, so a balancer must
+        // not see it fail.
+        true => tracing::info!(
+            "another process listens on port(s) {ports:?} (--reuse-port): it takes over, so \
+             the health check stays 200 and the listener closes now, without --shutdown-delay"
+        ),
+        false => drain(&front, Duration::from_secs(args.shutdown_delay)).await,
+    }
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     let started = tokio::time::Instant::now();
     stop_accepting(accepting, listeners.socket_path.as_deref()).await;

@@ -99,6 +99,19 @@ fn a_connection_that_sent_nothing_when_the_stop_began_gets_its_first_request_ans
     assert!(server.wait_exit(30).success());
 }
 
+/// The events app on 127.0.0.1:`port`, which another instance may share
+/// (`--reuse-port`), with an instance registry of its own.
+fn start_on(port: u16, args: &[&str]) -> Server {
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("start")
+        .arg(fixture("events"))
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .args(args)
+        .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path());
+    start_command(cmd, registry, 60)
+}
+
 fn raw(port: u16, bytes: &[u8]) -> std::io::Result<Response> {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -150,7 +163,6 @@ fn a_new_instance_takes_over_the_port_with_reuse_port_and_no_request_fails() {
         return;
     }
     let port = free_port();
-    let port_s = port.to_string();
     let args = [
         "--reuse-port",
         "--shutdown-delay",
@@ -158,16 +170,7 @@ fn a_new_instance_takes_over_the_port_with_reuse_port_and_no_request_fails() {
         "--min-instances",
         "2",
     ];
-    let start_on_port = || {
-        let registry = tempfile::tempdir().unwrap();
-        let mut cmd = std::process::Command::new(bin());
-        cmd.arg("start")
-            .arg(fixture("events"))
-            .args(["--address", "127.0.0.1", "--port", &port_s])
-            .args(args)
-            .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path());
-        start_command(cmd, registry, 60)
-    };
+    let start_on_port = || start_on(port, &args);
     let mut old = start_on_port();
     // Outside the scope, so it outlives the clients' threads.
     let mut new = None;
@@ -220,22 +223,17 @@ fn a_new_instance_takes_over_the_port_with_reuse_port_and_no_request_fails() {
 #[test]
 fn with_a_successor_on_the_port_the_old_instance_stays_healthy_and_leaves_at_once() {
     let port = free_port();
-    let port_s = port.to_string();
     let start_on_port = || {
-        let registry = tempfile::tempdir().unwrap();
-        let mut cmd = std::process::Command::new(bin());
-        cmd.arg("start")
-            .arg(fixture("events"))
-            .args(["--address", "127.0.0.1", "--port", &port_s])
-            .args([
+        start_on(
+            port,
+            &[
                 "--reuse-port",
                 "--health-check-path",
                 "/up",
                 "--shutdown-delay",
                 "6",
-            ])
-            .env("RUSTRACK_INSTANCE_REGISTRY_DIR", registry.path());
-        start_command(cmd, registry, 60)
+            ],
+        )
     };
     let mut old = start_on_port();
     let new = start_on_port();

@@ -73,6 +73,7 @@ from . import prereqs, procs
 from .load import wrk
 from .log import log
 from .paths import FIXTURES, RESULTS, ROOT, RUSTRACK
+from .servers.rustrack import status_of
 
 CONFIGS = ("disturbed", "unchanged")
 OVERHEAD_CONFIGS = ("plain", "behind-balancer")
@@ -544,21 +545,7 @@ def markdown(meta: dict, runs: list[dict], s: dict | None, o: dict | None) -> st
 # -- processes ---------------------------------------------------------------------
 
 
-def rustrack_status(reg: Path) -> dict | None:
-    dirs = sorted(reg.glob("rustrack.*"))
-    if not dirs:
-        return None
-    try:
-        r = subprocess.run([str(RUSTRACK), "status", "--instance", str(dirs[0]), "--json"],
-                           capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        return None
-    if r.returncode != 0:
-        return None
-    try:
-        return json.loads(r.stdout)
-    except json.JSONDecodeError:
-        return None
+rustrack_status = status_of
 
 
 class Instance:

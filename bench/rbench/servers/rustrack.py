@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..paths import RUSTRACK
@@ -23,13 +24,22 @@ if TYPE_CHECKING:
 
 def status(srv: Server) -> dict | None:
     """`rustrack status --json` of srv, or None if it has no answer yet."""
-    dirs = sorted(srv.reg.glob("rustrack.*"))
+    return status_of(srv.reg)
+
+
+def status_of(reg: Path) -> dict | None:
+    """`rustrack status --json` of the instance registered in reg (its
+    --instance-registry-dir), or None if it has no answer yet."""
+    dirs = sorted(reg.glob("rustrack.*"))
     if not dirs:
         return None
-    r = subprocess.run(
-        [str(RUSTRACK), "status", "--instance", str(dirs[0]), "--json"],
-        capture_output=True, text=True, timeout=10,
-    )
+    try:
+        r = subprocess.run(
+            [str(RUSTRACK), "status", "--instance", str(dirs[0]), "--json"],
+            capture_output=True, text=True, timeout=10,
+        )
+    except subprocess.TimeoutExpired:
+        return None
     if r.returncode != 0:
         return None
     try:

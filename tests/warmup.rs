@@ -223,3 +223,30 @@ fn preload_gc_compact_stays_one_gc_and_a_compaction() {
     assert!(!line.contains("malloc_trim"), "{line}");
     assert!(!line.contains("to age them"), "{line}");
 }
+
+/// With several apps, each app's preloader serves its own `warmup_requests`
+/// (the instance's `--warmup-request` list names APP_ROOT's paths), and
+/// mounted under a prefix the app still sees its own paths.
+#[test]
+fn each_app_of_several_warms_up_with_its_own_requests() {
+    let fixtures = app().parent().unwrap().to_path_buf();
+    let server = start(
+        &fixtures,
+        &[
+            "--warmup-request",
+            "/not-for-this-app",
+            "--app",
+            r#"{"route": "/w", "root": "warmup", "warmup_requests": ["/page?x=2"], "min_instances": 1}"#,
+        ],
+    );
+    let response = server.get("/w/inherited");
+    assert_eq!(response.status, 200, "{}", server.logs());
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    let served = body["served"].as_array().unwrap();
+    assert_eq!(
+        requests(served),
+        ["GET /page?x=2", "GET /page?x=2"],
+        "{}",
+        server.logs()
+    );
+}

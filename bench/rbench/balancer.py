@@ -997,14 +997,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(e not in ("restart a", "upgrade b") for e in events):
         ap.error("--events: restart-a or upgrade-b, comma-separated")
 
-    missing = [p for p in PACKAGES if not prereqs.is_installed(p)]
-    if missing and args.install:
-        prereqs.install(missing)
-    elif missing:
-        log(f"missing Debian packages: {' '.join(missing)} (apt-get install them, or --install)")
+    if not prereqs.ready(PACKAGES, args.install, args.no_build, "bench/run-balancer"):
         return 1
-    if not args.no_build:
-        prereqs.build()
     procs.become_subreaper()
     migrate = migrate_req()
     log(f"net.ipv4.tcp_migrate_req = {migrate}")

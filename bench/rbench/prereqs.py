@@ -115,3 +115,18 @@ def build() -> None:
     cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
     log("cargo build --release")
     subprocess.run([cargo, "build", "--release"], cwd=ROOT, check=True)
+
+
+def ready(packages: tuple[str, ...] | list[str], install_missing: bool, no_build: bool, command: str) -> bool:
+    """For the separate entry points (bench/run-tls, bench/run-balancer):
+    installs missing Debian packages when asked, or says which are missing
+    and returns False; then builds the release binary unless told not to."""
+    missing = [p for p in packages if not is_installed(p)]
+    if missing and install_missing:
+        install(missing)
+    elif missing:
+        log(f"missing Debian packages: {' '.join(missing)} (apt-get install them, or {command} --install)")
+        return False
+    if not no_build:
+        build()
+    return True

@@ -619,14 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (3.0 if args.quick else 10.0)
     warmup = 1.0 if args.quick else 2.0
 
-    missing = [p for p in PACKAGES if not prereqs.is_installed(p)]
-    if missing and args.install:
-        prereqs.install(missing)
-    elif missing:
-        log(f"missing Debian packages: {' '.join(missing)} (apt-get install them, or bench/run-tls --install)")
+    if not prereqs.ready(PACKAGES, args.install, args.no_build, "bench/run-tls"):
         return 1
-    if not args.no_build:
-        prereqs.build()
     procs.become_subreaper()
 
     workdir = Path(tempfile.mkdtemp(prefix="rtbench-tls.", dir="/tmp"))

@@ -291,7 +291,7 @@ pub struct StartArgs {
     #[arg(long, hide = true)]
     pub trust_proxy: bool,
 
-    /// Threads for the front end's event loop; 0 = one per CPU.
+    /// The front end's event loops, each a thread; 0 = one per 4 CPUs.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 

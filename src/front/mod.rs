@@ -13,6 +13,7 @@ mod body;
 mod closing;
 mod control;
 mod daemon;
+mod event_loops;
 mod files;
 mod health;
 mod http;
@@ -106,36 +107,33 @@ pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
     }
     raise_fd_limit();
     keep_freed_memory();
-    // Measured on 2 cores (hello, wrk -c16, A/B/A/B): one thread served
-    // about half the requests of two, because writing to a worker's socket
-    // wakes the worker on the same CPU and preempts the only event loop.
-    let threads = match args.threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
+    // Single-threaded event loops (`event_loops.rs`): by default one per 4
+    // CPUs, as each loop costs well under a quarter of what a Ruby worker
+    // spends on a request, and every extra loop adds cross-thread hand-offs.
+    let loops = match args.threads {
+        0 => event_loops::default_count(),
         n => n,
     };
-    let runtime = match threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    }
-    .context("starting the tokio runtime")?;
-    runtime.block_on(server::serve(server::Setup {
-        args,
-        app_root,
-        apps,
-        credentials,
-        log_file,
-        ready_pipe,
-        trusted,
-        tls,
-        systemd,
-    }))
+    let runtime = event_loops::runtime("rustrack")?;
+    let code = runtime.block_on(async {
+        let loops = event_loops::EventLoops::start(loops)?;
+        let setup = server::Setup {
+            args,
+            app_root,
+            apps,
+            credentials,
+            log_file,
+            ready_pipe,
+            trusted,
+            tls,
+            systemd,
+        };
+        let code = server::serve(setup, &loops).await;
+        // After the pools: tasks they spawned on other loops are done.
+        loops.stop();
+        code
+    });
+    code
 }
 
 /// Checks the `--ssl` options and loads the certificate, before anything

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::control::{self, Stop};
+use super::event_loops::EventLoops;
 use super::http::{Front, Site};
 use super::sendfile::Sendfile;
 use super::static_files::StaticFiles;
@@ -261,7 +262,7 @@ fn launcher(setup: &Setup, i: usize, dir: &Instance) -> Result<Launcher> {
     })
 }
 
-pub async fn serve(mut setup: Setup) -> Result<i32> {
+pub async fn serve(mut setup: Setup, loops: &EventLoops) -> Result<i32> {
     let inherited = std::mem::take(&mut setup.systemd.sockets);
     let notifier = setup.systemd.notifier.clone();
     let args = &setup.args;
@@ -334,24 +335,47 @@ pub async fn serve(mut setup: Setup) -> Result<i32> {
     // The TCP ports this instance listens on, for a `--reuse-port` stop to
     // tell whether a successor shares them (`successor.rs`).
     let mut ports = Vec::new();
+    // Every listener is served by every event loop.
     for listener in listeners.tcp {
         ports.push(listener.local_addr()?.port());
         urls.push(format!("http://{}", listener.local_addr()?));
-        let task = listeners::accept_tcp(listener, front.clone(), graceful.clone());
-        accepting.push(tokio::spawn(task));
+        let listener = listener.into_std()?;
+        accepting.extend(loops.each(|_| {
+            let listener = TcpListener::from_std(listener.try_clone()?)?;
+            Ok(listeners::accept_tcp(
+                listener,
+                front.clone(),
+                graceful.clone(),
+            ))
+        })?);
     }
     if let (Some(listener), Some(tls)) = (listeners.tls, &setup.tls) {
         ports.push(listener.local_addr()?.port());
         urls.push(format!("https://{}", listener.local_addr()?));
-        let task = listeners::accept_tls(listener, front.clone(), tls.clone(), graceful.clone());
-        accepting.push(tokio::spawn(task));
+        let listener = listener.into_std()?;
+        accepting.extend(loops.each(|_| {
+            let listener = TcpListener::from_std(listener.try_clone()?)?;
+            Ok(listeners::accept_tls(
+                listener,
+                front.clone(),
+                tls.clone(),
+                graceful.clone(),
+            ))
+        })?);
     }
     let mut unix_paths = Vec::new();
     for listener in listeners.unix {
         let addr = listener.local_addr()?;
         unix_paths.extend(addr.as_pathname().map(Path::to_path_buf));
-        let task = listeners::accept_unix(listener, front.clone(), graceful.clone());
-        accepting.push(tokio::spawn(task));
+        let listener = listener.into_std()?;
+        accepting.extend(loops.each(|_| {
+            let listener = UnixListener::from_std(listener.try_clone()?)?;
+            Ok(listeners::accept_unix(
+                listener,
+                front.clone(),
+                graceful.clone(),
+            ))
+        })?);
     }
     let url = urls.first().cloned();
     if let Some(listener) = listeners.metrics {

@@ -214,10 +214,7 @@ impl Pool {
             }
             Outcome::Broken(msg) => {
                 drop(conn);
-                tracing::warn!(worker, "request failed: {msg}");
-                // Out of step or dead: make sure it is gone.
-                self.processes.signal_worker(worker, Signal::SIGKILL);
-                self.lost(worker, "died");
+                self.broken(worker, &msg);
             }
             Outcome::TimedOut { interrupted: false } => {
                 drop(conn);
@@ -264,6 +261,15 @@ impl Pool {
                 self.lost(worker, "memory limit (hard)");
             }
         }
+    }
+
+    /// A worker whose connection failed or is out of step.
+    pub(super) fn broken(self: &Arc<Self>, worker: WorkerId, msg: &str) {
+        let _in_app = self.span.enter();
+        tracing::warn!(worker, "request failed: {msg}");
+        // Out of step or dead: make sure it is gone.
+        self.processes.signal_worker(worker, Signal::SIGKILL);
+        self.lost(worker, "died");
     }
 
     /// A lease dropped before anything was sent: the worker is idle again.

@@ -195,9 +195,31 @@ impl Lease {
         self.conn.as_mut().expect("a lease holds its connection")
     }
 
-    /// A look at the connection that sends nothing.
-    pub fn peek(&self) -> &WorkerConn {
-        self.conn.as_ref().expect("a lease holds its connection")
+    /// The connection, for a look that sends nothing (the lease stays
+    /// untouched: dropping it returns the worker unused).
+    pub fn peek(&mut self) -> &mut WorkerConn {
+        self.conn.as_mut().expect("a lease holds its connection")
+    }
+
+    /// Moves the worker's connection to the calling task's event loop
+    /// (`conn.rs`). On failure the connection is gone, and with it the
+    /// worker: it is stopped and the lease is spent.
+    fn settle(mut self) -> Option<Lease> {
+        let conn = self.conn.take().expect("a lease holds its connection");
+        match conn.settle() {
+            Ok(conn) => {
+                if conn.just_moved() {
+                    tracing::debug!(worker = self.worker, "worker connection moved event loops");
+                }
+                self.conn = Some(conn);
+                Some(self)
+            }
+            Err(e) => {
+                let msg = format!("moving the worker's connection to this event loop: {e}");
+                self.pool.broken(self.worker, &msg);
+                None
+            }
+        }
     }
 
     /// Takes the worker out of service: it gets no new request, and stops
@@ -344,10 +366,16 @@ impl Pool {
     /// Waits in the queue for a worker. Dropping the future gives up the
     /// place (a worker picked meanwhile goes to the next in line).
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease, Rejection> {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(tx);
-        rx.await
-            .unwrap_or(Err(Rejection::Unavailable { retry_after: 1 }))
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.enqueue(tx);
+            let lease = rx
+                .await
+                .unwrap_or(Err(Rejection::Unavailable { retry_after: 1 }))?;
+            if let Some(lease) = lease.settle() {
+                return Ok(lease);
+            }
+        }
     }
 
     /// Rolling restart: with smart spawning a new preloader loads the

@@ -13,6 +13,7 @@ import subprocess
 
 from .paths import ROOT
 from .procs import loadavg
+from .servers import ADAPTERS
 
 
 def versions(servers: list[str]) -> dict:
@@ -30,7 +31,9 @@ def versions(servers: list[str]) -> dict:
         "unicorn": lambda: first_line(["unicorn", "-v"]),
         "nginx": lambda: first_line(["nginx", "-v"]),
     }
-    out = {name: version() for name, version in peers.items() if name in servers}
+    # By package: puma-nginx runs both Puma and nginx.
+    wanted = {p for s in servers if s in ADAPTERS for p in ADAPTERS[s].packages}
+    out = {name: version() for name, version in peers.items() if name in wanted}
     out.update({
         "ruby": first_line(["ruby", "-v"]),
         "rails": "Rails " + first_line(["ruby", "-e", "require 'rails/version'; print Rails.version"]),

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .log import log
 
@@ -134,6 +134,13 @@ def pid_ticks(pid: int | None) -> int | None:
     return st[2] if st else None
 
 
+def pids_ticks(pids: list[int]) -> int | None:
+    """CPU ticks of the processes pids together; None when there are none
+    or one is gone (its time would be missing from the sum)."""
+    ticks = [pid_ticks(p) for p in pids]
+    return sum(ticks) if ticks and None not in ticks else None
+
+
 def smaps_rollup(pid: int) -> dict[str, int] | None:
     """Fields of /proc/PID/smaps_rollup in bytes."""
     try:
@@ -170,19 +177,22 @@ def spawn(argv: list[str], cwd: Path, env: dict, logfile: Path) -> subprocess.Po
         )
 
 
-def stop(proc: subprocess.Popen, grace: float, label: str) -> bool:
-    """TERM the main PID, wait for the whole tree to go, then KILL what
-    is left, by PID. Also reaps the orphans handed to the harness. Returns
-    whether KILL was needed."""
-    keep = {proc.pid}
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+def stop(proc: subprocess.Popen, grace: float, label: str, fronts: Sequence[subprocess.Popen] = ()) -> bool:
+    """TERM the fronts (a proxy in front of the server: it stops taking
+    connections first) and the main PID, wait for the whole tree to go,
+    then KILL what is left, by PID. Also reaps the orphans handed to the
+    harness. Returns whether KILL was needed."""
+    keep = {proc.pid} | {p.pid for p in fronts}
+    for p in [*fronts, proc]:
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        proc.poll()
+        for p in [*fronts, proc]:
+            p.poll()
         reap_orphans(keep)
         if proc.returncode is not None and not server_tree():
             return False

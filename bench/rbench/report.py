@@ -7,7 +7,8 @@ counts each connection the server closes after a response as one, which is
 every Unicorn response), and pools the spawn samples and scale-up samples
 of all rounds for medians. `targets` checks issue 7's goals against that
 summary (and, for realmem, the real-app memory goals; see
-`realmem_targets`). `markdown` renders the tables: each throughput row carries the
+`realmem_targets`; and issue 17's in the runs that measured Puma behind
+nginx, see `issue17_run`). `markdown` renders the tables: each throughput row carries the
 ratios "rustrack req/s ÷ this" and "rustrack p99 ÷ this" against the
 rustrack smart row of the same scenario and run; memory and scale-up rows
 are divided by rustrack smart's ("this ÷ rustrack smart"). A missing figure
@@ -170,9 +171,24 @@ def realmem_targets(s: dict) -> list[tuple[str, str, bool | None]]:
     return out
 
 
-def targets(s: dict) -> list[tuple[str, str, bool | None]]:
+# Puma behind nginx's label (servers/puma_nginx.py), and its --servers name.
+PUMA_NGINX, PUMA_NGINX_SERVER = "puma preload behind nginx", "puma-nginx"
+
+
+def issue17_run(s: dict, meta: dict | None = None) -> bool:
+    """Whether the run is one issue 17's targets speak of: it measured Puma
+    behind nginx in hello or rails (or tried: a failed run counts), or
+    skipped it for a missing package. Runs from before that configuration
+    existed have none of its rows, so their results recompute unchanged."""
+    ran = any(PUMA_NGINX in s.get(scen, {}) for scen in ["hello", "rails"])
+    return ran or PUMA_NGINX_SERVER in (meta or {}).get("skipped_servers", {})
+
+
+def targets(s: dict, meta: dict | None = None) -> list[tuple[str, str, bool | None]]:
     """The issue's goals, each with the measured value and pass/fail:
-    issue 7's when any of its scenarios ran, realmem's when it ran."""
+    issue 7's when any of its scenarios ran, realmem's when it ran, issue
+    17's when the run measured Puma behind nginx (issue17_run; meta for the
+    servers it skipped)."""
     out = []
     if "realmem" in s:
         out += realmem_targets(s)
@@ -216,6 +232,10 @@ def targets(s: dict) -> list[tuple[str, str, bool | None]]:
     x = ratio(a, b)
     out.append(("front-end CPU/request ≤ ½ Passenger core's",
                 f"{fmt(a, '.1f')} µs vs {fmt(b, '.1f')} µs ({fmt(x, '.2f')}×)", None if x is None else x <= 0.5))
+    # Issue 17 also sets "hello req/s ≥ 2.5× Passenger" and "hello p99 ≤
+    # Unicorn's", the rows above; these are its others.
+    if issue17_run(s, meta):
+        out += issue17_targets(s)
     # Several threads per worker (issue 18), only in runs that measured it.
     r4, p4 = "rustrack smart, 4 threads", "puma preload, 4 threads"
     for scen, what, judged in [("threads-io", "I/O-bound", True), ("threads-rails", "Rails", False)]:
@@ -241,6 +261,24 @@ def targets(s: dict) -> list[tuple[str, str, bool | None]]:
         n = get(scen, rr, "app_requests_during")
         out.append((f"static {size}: no request reaches a worker", f"{fmt(n)} requests",
                     None if n is None else n == 0))
+    return out
+
+
+def issue17_targets(s: dict) -> list[tuple[str, str, bool | None]]:
+    """Issue 17's goals beyond issue 7's rows: rustrack's front end spends
+    at most 30 µs of CPU per hello request; on Rails, rustrack serves at
+    least as many requests as Puma, and 1.2× as many as Puma behind nginx
+    (the deployment rustrack's own front end replaces)."""
+    def get(scen, label, key):
+        return s.get(scen, {}).get(label, {}).get(key)
+
+    rr, rails_rr = "rustrack smart", get("rails", "rustrack smart", "rps")
+    out = []
+    a = get("hello", rr, "frontend_cpu_us_per_req")
+    out.append(("front-end CPU per hello request ≤ 30 µs", f"{fmt(a, '.1f')} µs", None if a is None else a <= 30))
+    for peer, name, bound in [("puma preload", "Puma", 1.0), (PUMA_NGINX, "Puma behind nginx", 1.2)]:
+        x = ratio(rails_rr, get("rails", peer, "rps"))
+        out.append((f"rails req/s ≥ {bound:.1f}× {name}", fmt(x, ".2f") + "×", None if x is None else x >= bound))
     return out
 
 
@@ -376,11 +414,14 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
     if "realmem" in s:
         realmem_tables(meta, s, runs, w)
 
-    judged = targets(s)
+    judged = targets(s, meta)
     # A run of scenarios no target speaks of (multiapp alone) gets no table
     # of dashes.
     if any(ok is not None for _, _, ok in judged):
-        w("## targets (issue 7)\n" if "realmem" not in s else "## targets\n")
+        if "realmem" in s:
+            w("## targets\n")
+        else:
+            w("## targets (issues 7 and 17)\n" if issue17_run(s, meta) else "## targets (issue 7)\n")
         w("| target | measured | met |")
         w("|---|---|---|")
         for name, val, ok in judged:
@@ -457,5 +498,5 @@ def write_results(meta: dict, runs: list, name: str, results: Path = RESULTS) ->
     md = markdown(meta, s, runs)
     (results / f"{name}.md").write_text(md + "\n")
     (results / f"{name}.json").write_text(json.dumps(
-        {"meta": meta, "summary": s, "targets": targets(s), "runs": runs}, indent=1) + "\n")
+        {"meta": meta, "summary": s, "targets": targets(s, meta), "runs": runs}, indent=1) + "\n")
     return md

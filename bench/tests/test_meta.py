@@ -25,6 +25,11 @@ class Versions(unittest.TestCase):
             v = meta.versions(["unicorn", "puma", "passenger", "rustrack"])
         self.assertEqual(list(v), ["passenger", "puma", "unicorn", "ruby", "rails", "wrk"])
 
+    def test_puma_behind_nginx_reports_both(self):
+        with mock.patch("rbench.meta.subprocess.run", fake_run):
+            v = meta.versions(["rustrack", "puma-nginx"])
+        self.assertEqual(list(v), ["puma", "nginx", "ruby", "rails", "wrk"])
+
     def test_missing_command(self):
         with mock.patch("rbench.meta.subprocess.run", side_effect=FileNotFoundError("no wrk")):
             self.assertEqual(meta.versions([])["wrk"], "? (no wrk)")

@@ -17,8 +17,8 @@ def only(*installed):
 class Plan(unittest.TestCase):
     def test_everything_installed(self):
         plan = prereqs.plan(["hello", "spawn"], PEERS, False,
-                            only("ruby-rack", "wrk", "ruby-rails", "passenger", "puma", "unicorn"))
-        self.assertEqual(plan.servers, ["rustrack", "passenger", "puma", "unicorn"])
+                            only("ruby-rack", "wrk", "ruby-rails", "passenger", "puma", "unicorn", "nginx"))
+        self.assertEqual(plan.servers, ["rustrack", "passenger", "puma", "unicorn", "puma-nginx"])
         self.assertEqual(plan.skipped, {})
 
     def test_static_runs_nginx_and_skips_it_when_missing(self):
@@ -32,7 +32,18 @@ class Plan(unittest.TestCase):
         plan = prereqs.plan(["hello"], PEERS, False, only("ruby-rack", "wrk", "puma"))
         self.assertEqual(plan.servers, ["rustrack", "puma"])
         self.assertEqual(plan.skipped, {"passenger": "Debian package passenger not installed",
-                                        "unicorn": "Debian package unicorn not installed"})
+                                        "unicorn": "Debian package unicorn not installed",
+                                        "puma-nginx": "Debian package nginx not installed"})
+
+    def test_puma_behind_nginx_needs_both_packages(self):
+        plan = prereqs.plan(["rails"], ["puma-nginx"], False, only("ruby-rack", "wrk", "ruby-rails", "puma", "nginx"))
+        self.assertEqual(plan.servers, ["puma-nginx"])
+        with self.assertRaisesRegex(prereqs.PrereqError, "puma-nginx: Debian package puma, nginx not installed"):
+            prereqs.plan(["hello"], ["puma-nginx"], False, only("ruby-rack", "wrk"))
+        # Run only by hello and rails: not checked for the other scenarios.
+        plan = prereqs.plan(["upload", "static"], PEERS, False, only("ruby-rack", "wrk", "puma", "nginx"))
+        self.assertNotIn("puma-nginx", plan.servers)
+        self.assertNotIn("puma-nginx", plan.skipped)
 
     def test_peer_not_run_by_the_scenarios_is_not_checked(self):
         plan = prereqs.plan(["spawn"], PEERS, False, only("ruby-rack", "ruby-rails", "passenger"))

@@ -33,6 +33,32 @@ class Proc(unittest.TestCase):
         self.assertEqual(sorted(procs.tree_below(10, table)), [11, 12, 13])
         self.assertEqual(procs.tree_below(13, table), {})
 
+    def test_pids_ticks(self):
+        me = procs.pid_ticks(os.getpid())
+        self.assertGreaterEqual(procs.pids_ticks([os.getpid(), os.getpid()]), 2 * me)
+        # No process, or one gone: no figure rather than a partial sum.
+        self.assertIsNone(procs.pids_ticks([]))
+        self.assertIsNone(procs.pids_ticks([os.getpid(), 2**22 + 1]))
+
+    def test_stop_terms_the_fronts_too(self):
+        # A server and the proxy in front of it (two sleeps): both get TERM,
+        # and stop returns once the whole tree is gone, without KILL.
+        import subprocess
+        import tempfile
+        from pathlib import Path
+        with tempfile.TemporaryDirectory() as tmp:
+            main = procs.spawn(["sleep", "60"], Path(tmp), dict(os.environ), Path(tmp) / "a.log")
+            front = procs.spawn(["sleep", "60"], Path(tmp), dict(os.environ), Path(tmp) / "b.log")
+            try:
+                self.assertFalse(procs.stop(main, 10, "test", [front]))
+            finally:
+                for p in (main, front):
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+        self.assertEqual((main.returncode, front.returncode), (-15, -15))
+        self.assertNotIn(front.pid, procs.server_tree())
+
     def test_wait_for(self):
         calls = []
         self.assertTrue(procs.wait_for(lambda: len(calls) >= 2, 1e18, lambda: calls.append(1), interval=0))

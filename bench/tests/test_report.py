@@ -261,6 +261,105 @@ class Targets(unittest.TestCase):
         self.assertTrue(t["spawn (bloat): smart median < 10 ms"])
 
 
+PN = "puma preload behind nginx"
+ISSUE17 = ["front-end CPU per hello request ≤ 30 µs", "rails req/s ≥ 1.0× Puma",
+           "rails req/s ≥ 1.2× Puma behind nginx"]
+
+
+class Issue17Targets(unittest.TestCase):
+    """Issue 17's rows: only in runs that measured (or skipped) Puma behind
+    nginx, after issue 7's, from the same summary."""
+
+    def summary(self, **over) -> dict:
+        s = full_summary()
+        s["hello"][PN] = {"rps": 6000, "p99_ms": 7.0, "frontend_cpu_us_per_req": 45.0}
+        s["rails"][PN] = {"rps": 1000}
+        for path, value in over.items():
+            scen, label, key = path.split("/")
+            s[scen][label][key] = value
+        return s
+
+    def targets(self, s, meta=None) -> dict:
+        return {name: (val, ok) for name, val, ok in report.targets(s, meta)}
+
+    def test_names_after_issue_7s(self):
+        names = [t[0] for t in report.targets(self.summary())]
+        self.assertEqual(names, Targets.NAMES + ISSUE17)
+        # The two issue 17 shares with issue 7 are not repeated.
+        self.assertEqual(len(set(names)), len(names))
+
+    def test_met_at_the_bounds(self):
+        t = self.targets(self.summary(**{"hello/rustrack smart/frontend_cpu_us_per_req": 30.0}))
+        self.assertEqual(t["front-end CPU per hello request ≤ 30 µs"], ("30.0 µs", True))
+        self.assertEqual(t["rails req/s ≥ 1.0× Puma"], ("1.20×", True))
+        self.assertEqual(t["rails req/s ≥ 1.2× Puma behind nginx"], ("1.20×", True))
+        s = self.summary(**{"rails/puma preload/rps": 1200})
+        self.assertEqual(self.targets(s)["rails req/s ≥ 1.0× Puma"], ("1.00×", True))
+
+    def test_missed(self):
+        s = self.summary(**{"hello/rustrack smart/frontend_cpu_us_per_req": 67.4,
+                            "rails/puma preload/rps": 1767, "rails/puma preload behind nginx/rps": 1001})
+        t = self.targets(s)
+        self.assertEqual(t["front-end CPU per hello request ≤ 30 µs"], ("67.4 µs", False))
+        self.assertEqual(t["rails req/s ≥ 1.0× Puma"], ("0.68×", False))
+        self.assertEqual(t["rails req/s ≥ 1.2× Puma behind nginx"], ("1.20×", False))  # 1.1988...
+        # Issue 7's own row is judged from the same figures.
+        self.assertEqual(t["rails req/s ≥ 1.1× Puma"], ("0.68×", False))
+
+    def test_only_with_puma_behind_nginx(self):
+        # Runs from before it (the committed results): issue 7's rows only.
+        self.assertEqual([t[0] for t in report.targets(full_summary())], Targets.NAMES)
+        # Measured in rails alone, or failed (a label with no figures): shown.
+        s = full_summary()
+        s["rails"][PN] = {"rounds": 0, "failed": 2}
+        t = self.targets(s)
+        self.assertEqual(list(t)[-3:], ISSUE17)
+        self.assertEqual(t["rails req/s ≥ 1.2× Puma behind nginx"], ("–×", None))
+        self.assertEqual(t["rails req/s ≥ 1.0× Puma"], ("1.20×", True))
+        # Skipped for a missing package: shown, that one not judged.
+        meta = dict(META, skipped_servers={"puma-nginx": "Debian package nginx not installed"})
+        t = self.targets(full_summary(), meta)
+        self.assertEqual(list(t)[-3:], ISSUE17)
+        self.assertIsNone(t["rails req/s ≥ 1.2× Puma behind nginx"][1])
+        # Another server skipped: not an issue 17 run.
+        meta = dict(META, skipped_servers={"unicorn": "Debian package unicorn not installed"})
+        self.assertEqual(list(self.targets(full_summary(), meta)), Targets.NAMES)
+
+    def test_markdown_rows_and_heading(self):
+        runs = [wrk_run("hello", RR, 0, 10000, 1.0, 5.0, frontend_cpu=28.0, server_cpu=90.0),
+                wrk_run("hello", PU, 0, 11000, 0.3, 15.0, server_cpu=110.0),
+                wrk_run("hello", PN, 0, 8000, 1.6, 6.0, frontend_cpu=45.0, server_cpu=190.0),
+                wrk_run("rails", RR, 0, 1300, 10.0, 20.0),
+                wrk_run("rails", PU, 0, 1250, 2.0, 90.0),
+                wrk_run("rails", PN, 0, 1000, 14.0, 30.0),
+                wrk_run("hello", PN, 1, 6000, 1.8, 8.0, frontend_cpu=55.0, server_cpu=210.0)]
+        md = report.markdown(META, report.summarize(runs), runs)
+        rows = table_rows(md, "hello")
+        self.assertEqual(list(rows), [RR, PU, PN])
+        # | server | req/s | p50 | p99 | errors | read errors | rr rps ÷ this | rr p99 ÷ this | fe CPU | all CPU | load |
+        self.assertEqual(rows[PN][1:11], ["7000", "1.70", "7.00", "0", "0", "1.43", "0.71", "50.0", "200.0",
+                                          "0.50 / 0.50"])
+        self.assertEqual(table_rows(md, "rails")[PN][6], "1.30")
+        self.assertIn("## targets (issues 7 and 17)\n", md)
+        rows = table_rows(md, "targets")
+        self.assertEqual(rows["front-end CPU per hello request ≤ 30 µs"][1:], ["28.0 µs", "yes"])
+        self.assertEqual(rows["rails req/s ≥ 1.0× Puma"][1:], ["1.04×", "yes"])
+        self.assertEqual(rows["rails req/s ≥ 1.2× Puma behind nginx"][1:], ["1.30×", "yes"])
+        # Without it, the heading and rows of before.
+        runs = [r for r in runs if r["label"] != PN]
+        md = report.markdown(META, report.summarize(runs), runs)
+        self.assertIn("## targets (issue 7)\n", md)
+        self.assertNotIn("30 µs", md)
+
+    def test_json_targets_see_the_skipped_servers(self):
+        runs = [wrk_run("hello", RR, 0, 10000, 1.0, 5.0, frontend_cpu=28.0)]
+        meta = dict(META, skipped_servers={"puma-nginx": "Debian package nginx not installed"})
+        with tempfile.TemporaryDirectory() as tmp:
+            report.write_results(meta, runs, "x", results=Path(tmp))
+            written = json.loads((Path(tmp) / "x.json").read_text())
+        self.assertIn(["front-end CPU per hello request ≤ 30 µs", "28.0 µs", True], written["targets"])
+
+
 def table_rows(md: str, title: str) -> dict[str, list[str]]:
     """The rows of the table under "## title...", by first cell."""
     lines = md.splitlines()

@@ -44,12 +44,16 @@ class Order(unittest.TestCase):
         self.assertEqual(scenarios.DEFAULT_SCENARIOS, list(scenarios.SCENARIOS)[:-2])
         self.assertEqual(set(scenarios.SCENARIO_SPECS), set(scenarios.SCENARIOS))
         self.assertEqual(set(scenarios.SCENARIO_PACKAGES), set(scenarios.SCENARIOS))
-        self.assertEqual(PEERS, ["rustrack", "passenger", "puma", "unicorn", "nginx"])
+        self.assertEqual(PEERS, ["rustrack", "passenger", "puma", "unicorn", "nginx", "puma-nginx"])
 
     def test_servers_used(self):
         self.assertEqual(scenarios.servers_used(["spawn"], PEERS), ["rustrack", "passenger"])
         self.assertEqual(scenarios.servers_used(["static"], PEERS), ["rustrack", "nginx"])
-        self.assertEqual(scenarios.servers_used(["hello"], PEERS), ["rustrack", "passenger", "puma", "unicorn"])
+        self.assertEqual(scenarios.servers_used(["hello"], PEERS),
+                         ["rustrack", "passenger", "puma", "unicorn", "puma-nginx"])
+        self.assertEqual(scenarios.servers_used(["upload", "download", "slow"], PEERS),
+                         ["rustrack", "passenger", "puma", "unicorn"])
+        self.assertEqual(scenarios.servers_used(["rails"], ["puma-nginx"]), ["puma-nginx"])
         self.assertEqual(scenarios.servers_used(["hello"], ["unicorn", "rustrack"]), ["unicorn", "rustrack"])
         self.assertEqual(scenarios.servers_used(["spawn"], ["puma"]), [])
         self.assertEqual(scenarios.servers_used(["threads"], PEERS), ["rustrack", "puma"])
@@ -222,6 +226,106 @@ class Adapters(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class PumaBehindNginx(unittest.TestCase):
+    """puma-nginx: the same Puma on a Unix socket, nginx in front of it."""
+
+    def start(self, tmp: str):
+        srv = fake_server("puma-nginx", "preload", Path(tmp))
+        adapter = ADAPTERS["puma-nginx"]
+        return srv, adapter.argv(srv), adapter.fronts(srv), (Path(tmp) / "nginx.conf").read_text()
+
+    def test_puma_runs_as_puma_preload_on_a_socket(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            _, argv, _, _ = self.start(tmp)
+        plain = ADAPTERS["puma"].argv(fake_server("puma", "preload", Path(tmp)))
+        self.assertEqual(argv[:3], ["puma", "-b", f"unix://{tmp}/puma.sock"])
+        # Everything but the bind is the plain "puma preload" command.
+        self.assertEqual(argv[3:], plain[3:])
+        self.assertEqual(argv[3:], ["-w", "2", "-t", "1:1", "-e", "production", "--preload", "config.ru"])
+
+    def test_nginx_config(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            _, _, fronts, conf = self.start(tmp)
+            self.assertTrue((Path(tmp) / "nginx-tmp").is_dir())
+        self.assertEqual(fronts, [("nginx", ["nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp,
+                                             "-e", f"{tmp}/nginx-error.log"])])
+        for line in [
+            f"server unix:{tmp}/puma.sock fail_timeout=0;",
+            "listen 127.0.0.1:4000;",  # the port wrk hits
+            f"root {tmp}/app/public;",
+            "location / { try_files $uri $uri.html $uri/index.html @puma; }",
+            "proxy_pass http://puma;",
+            "proxy_set_header Host $http_host;",
+            "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+            "proxy_set_header X-Forwarded-Proto $scheme;",
+            "proxy_redirect off;",
+            # nginx.py's shared part
+            "daemon off;", "worker_processes auto;", "access_log off;", "keepalive_requests 1000000;",
+            f"pid {tmp}/nginx.pid;", f"error_log {tmp}/nginx-error.log warn;",
+            f"proxy_temp_path {tmp}/nginx-tmp/proxy;",
+        ]:
+            self.assertIn(line, conf)
+        # Keep-alive to clients stays on; to Puma a connection per request
+        # (nginx's default, as the documented configs).
+        self.assertNotIn("keepalive_timeout 0", conf)
+        self.assertNotIn("keepalive 32", conf)
+        self.assertNotIn("proxy_http_version", conf)
+        self.assertEqual(conf.count("{"), conf.count("}"))
+
+    def test_static_config_is_the_shared_part_plus_its_server(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            _, _, _, proxy = self.start(tmp)
+            ADAPTERS["nginx"].argv(fake_server("nginx", "static", Path(tmp)))
+            static = (Path(tmp) / "nginx.conf").read_text()
+        head = static[: static.index("    server {")]
+        self.assertTrue(proxy.startswith(head))
+        self.assertNotIn("upstream", static)
+
+    def test_label_roles_and_packages(self):
+        spec = Spec("puma-nginx", "preload")
+        self.assertEqual(spec.label, "puma preload behind nginx")
+        self.assertEqual(spec.slug, "puma-nginx-preload")
+        self.assertEqual(ADAPTERS["puma-nginx"].packages, ("puma", "nginx"))
+        a = ADAPTERS["puma-nginx"]
+        self.assertEqual(a.role("nginx: master process nginx -c /w/nginx.conf"), "front")
+        self.assertEqual(a.role("nginx: worker process"), "front")
+        self.assertEqual(a.role("puma: cluster worker 1: 11 [app]"), "worker")
+        self.assertEqual(a.role("puma 5.6.5 (unix:///w/puma.sock) [app]"), "master")
+
+    def test_frontend_is_nginx_master_and_workers(self):
+        from unittest import mock
+        srv = fake_server("puma-nginx", "preload", Path("/w"))
+        srv.fronts = [types.SimpleNamespace(pid=50)]
+        # pid -> (ppid, state, ticks): puma's master 40 and workers, nginx's
+        # master 50 and its two workers.
+        tree = {40: (1, "S", 0), 41: (40, "S", 0), 42: (40, "S", 0), 50: (1, "S", 0),
+                52: (50, "S", 0), 51: (50, "R", 0)}
+        with mock.patch("rbench.procs.server_tree", return_value=tree):
+            self.assertEqual(ADAPTERS["puma-nginx"].frontend_pids(srv), [50, 51, 52])
+        self.assertEqual(ADAPTERS["puma-nginx"].frontend_pid(srv), 50)
+        srv.fronts = []
+        self.assertEqual(ADAPTERS["puma-nginx"].frontend_pids(srv), [])
+        # Servers with one front-end process: that one.
+        srv = fake_server("rustrack", "smart", Path("/w"))
+        srv.proc = types.SimpleNamespace(pid=7)
+        self.assertEqual(ADAPTERS["rustrack"].frontend_pids(srv), [7])
+        self.assertEqual(ADAPTERS["puma"].frontend_pids(fake_server("puma", "preload", Path("/w"))), [])
+
+    def test_runs_in_hello_and_rails_only_interleaved(self):
+        self.assertEqual([s.label for s in scenarios.SCENARIO_SPECS["hello"]],
+                         ["rustrack smart", "passenger smart", "puma preload", "puma preload behind nginx",
+                          "unicorn preload"])
+        self.assertIs(scenarios.SCENARIO_SPECS["rails"], scenarios.SCENARIO_SPECS["hello"])
+        for scen in ["upload", "download", "slow", "memory", "spawn", "static", "threads", "realmem"]:
+            self.assertNotIn("puma-nginx", {s.server for s in scenarios.SCENARIO_SPECS[scen]}, scen)
+        order = [s.server for _, s in scenarios.interleaved(scenarios.APP_SPECS, 2)]
+        self.assertEqual(order, ["rustrack", "passenger", "puma", "puma-nginx", "unicorn",
+                                 "unicorn", "puma-nginx", "puma", "passenger", "rustrack"])
 
 
 class Static(unittest.TestCase):

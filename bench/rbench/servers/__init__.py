@@ -1,7 +1,8 @@
 """The servers under test: `Spec` (which server, in which mode), `Server`
 (one running instance) and one adapter module per server (rustrack,
-passenger, puma, unicorn, and nginx for static files) that knows its command line, how to tell its
-workers are ready, and what its processes are."""
+passenger, puma, unicorn, nginx for static files, and puma_nginx for Puma
+behind nginx) that knows its command line, how to tell its workers are
+ready, and what its processes are."""
 
 from .server import ADAPTERS, PEERS, Server, ServerError, Spec, TIGHT_GC
 

@@ -5,7 +5,9 @@ port, private app copy, work directory, instance registry directory and log
 file) and answers from the server's own records: a status command, its log
 or the command lines of its processes. The `Server` class does the generic
 part (copy the app, start, wait, stop); everything that differs between
-rustrack, Passenger, Puma and Unicorn is here.
+rustrack, Passenger, Puma and Unicorn is here. A configuration of two
+servers (Puma behind nginx) names the second one in `fronts`: `Server`
+starts it after the first and stops it first.
 """
 
 from __future__ import annotations
@@ -21,12 +23,22 @@ class Adapter:
     name: str = ""
     #: Debian packages the server needs (besides the harness's own)
     packages: tuple[str, ...] = ()
+    #: the configuration's name in the tables (Spec.label), from the Spec's
+    #: server and variant
+    label_form: str = "{server} {variant}"
 
     def argv(self, srv: Server) -> list[str]:
         """The command line that starts srv on 127.0.0.1:srv.port with
         srv.workers workers (pool of srv.max_pool), in srv.spec.variant mode.
         May write a config file into srv.dir."""
         raise NotImplementedError
+
+    def fronts(self, srv: Server) -> list[tuple[str, list[str]]]:
+        """Processes that run in front of argv's, each (name, command line):
+        a reverse proxy. Server starts them right after argv's (in the app
+        directory, output to NAME.log), counts them among the server's
+        processes and TERMs them first. May write config files."""
+        return []
 
     def ready_workers(self, srv: Server) -> int:
         """How many workers can take a request now."""
@@ -41,6 +53,13 @@ class Adapter:
         """The process that speaks HTTP to clients and proxies to workers,
         if the server has a separate one."""
         return None
+
+    def frontend_pids(self, srv: Server) -> list[int]:
+        """Every process of the HTTP front end, whose CPU time is the
+        "front-end CPU" figure: frontend_pid's alone unless the front end
+        has several processes (nginx's master and workers)."""
+        pid = self.frontend_pid(srv)
+        return [pid] if pid else []
 
     def app_processed(self, srv: Server) -> dict:
         """For the throughput record: {"app_processed": requests the app

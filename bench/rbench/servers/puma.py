@@ -1,5 +1,7 @@
 """Puma: `puma -w N -t 1:1 [--preload] config.ru` (cluster mode, one thread
-per worker; `-t T:T` for a Spec with threads), run in the app directory.
+per worker; `-t T:T` for a Spec with threads), run in the app directory,
+bound to 127.0.0.1:port (puma_nginx.py binds the same command to a Unix
+socket behind nginx).
 
 Puma has no status command here; a worker is ready once the log says
 "Worker N (PID: P) booted". The master has no separate HTTP front end: the
@@ -23,11 +25,15 @@ class Puma(Adapter):
 
     def argv(self, srv: Server) -> list[str]:
         t = srv.spec.threads
-        argv = ["puma", "-b", f"tcp://127.0.0.1:{srv.port}", "-w", str(srv.workers),
+        argv = ["puma", "-b", self.bind(srv), "-w", str(srv.workers),
                 "-t", f"{t}:{t}", "-e", "production"]
         if srv.spec.variant == "preload":
             argv.append("--preload")
         return argv + ["config.ru"]
+
+    def bind(self, srv: Server) -> str:
+        """Where Puma listens (its -b)."""
+        return f"tcp://127.0.0.1:{srv.port}"
 
     def ready_workers(self, srv: Server) -> int:
         return count_booted(srv.logfile.read_text(errors="replace"))

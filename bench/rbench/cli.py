@@ -7,12 +7,20 @@ child subreaper; run the selected scenarios in --only order in a fresh
 directory (also on Ctrl-C or TERM); then write bench/results/NAME.md and
 .json and print the Markdown. A full run (not --quick, every scenario, every
 server) also replaces the results section of bench/README.md.
+
+--baseline BINARY makes a before/after run: the scenarios of
+scenarios.BASELINE_SCENARIOS also run rustrack smart with that other
+binary, "rustrack smart (baseline)", interleaved with the rest. The binary
+is checked (it exists and is executable, rustrack and one of those
+scenarios are selected) before anything runs, and such a run never
+replaces the README's results: it compares two builds, not the peers.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shutil
 import signal
 import tempfile
@@ -23,7 +31,7 @@ from . import prereqs, procs, report
 from .log import log
 from .meta import collect
 from .paths import RESULTS, RUSTRACK
-from .scenarios import DEFAULT_SCENARIOS, SCENARIOS, Ctx
+from .scenarios import BASELINE_SCENARIOS, DEFAULT_SCENARIOS, SCENARIOS, Ctx
 from .servers import PEERS
 
 DESCRIPTION = """rustrack benchmark harness (issue 7): rustrack against Passenger, Puma and
@@ -67,15 +75,39 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-build", action="store_true", help="use the existing target/release/rustrack")
     ap.add_argument("--keep-workdir", action="store_true", help="keep the logs and app copies in /tmp")
     ap.add_argument("--output", help="results file name without extension (default: the date and time)")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="another rustrack binary (an older build) to run too, as \"rustrack smart (baseline)\", "
+                         "in " + ",".join(BASELINE_SCENARIOS) + ": a before/after comparison in the same "
+                         "interleaved run; such a run never replaces the README's results")
     return ap
 
 
-def publishes(quick: bool, scenarios: list[str], servers_run: list[str]) -> bool:
+def check_baseline(binary: str, scenarios: list[str], servers: list[str]) -> str:
+    """The absolute path of the --baseline binary (servers start in their
+    app copy's directory, so a relative path would not do), or ValueError
+    saying why it cannot be used."""
+    path = os.path.abspath(binary)
+    if not os.path.exists(path):
+        raise ValueError(f"--baseline {binary}: no such file")
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise ValueError(f"--baseline {binary}: not an executable file")
+    if "rustrack" not in servers:
+        raise ValueError("--baseline compares with rustrack: --servers must include rustrack")
+    if not set(scenarios) & set(BASELINE_SCENARIOS):
+        raise ValueError(f"--baseline runs only in {', '.join(BASELINE_SCENARIOS)}: "
+                         "--only selects none of them")
+    return path
+
+
+def publishes(quick: bool, scenarios: list[str], servers_run: list[str], baseline: str | None = None) -> bool:
     """Whether a run replaces the figures in bench/README.md: only a full
-    run (not --quick) of every scenario with every server. A run without
-    a peer would otherwise publish tables without it, and targets it cannot
-    judge shown as "–". realmem, run only when named, is not required."""
-    return not quick and set(scenarios) >= set(DEFAULT_SCENARIOS) and set(servers_run) >= set(PEERS)
+    run (not --quick) of every scenario with every server, and not a
+    before/after run (--baseline: its extra rows compare two builds). A run
+    without a peer would otherwise publish tables without it, and targets
+    it cannot judge shown as "–". realmem, run only when named, is not
+    required."""
+    return (not quick and not baseline and set(scenarios) >= set(DEFAULT_SCENARIOS)
+            and set(servers_run) >= set(PEERS))
 
 
 def _interrupt(*_) -> None:
@@ -99,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in servers if s not in PEERS]
     if unknown:
         ap.error(f"unknown server {', '.join(unknown)} (known: {', '.join(PEERS)})")
+    baseline = None
+    if args.baseline is not None:
+        try:
+            baseline = check_baseline(args.baseline, scenarios, servers)
+        except ValueError as e:
+            ap.error(str(e))
 
     # Stop cleanly (killing every server) on TERM and Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -120,10 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rtbench.", dir="/tmp"))
     ctx = Ctx(quick, rounds, duration, warmup, workdir, plan.servers,
               memory_per_worker=500 if quick else 2000, scaleup_rounds=1 if quick else 3,
-              realmem_requests=1000 if quick else 2000)
+              realmem_requests=1000 if quick else 2000, baseline=baseline)
     now = dt.datetime.now()
     meta = collect(ctx, now, scenarios, servers, plan.skipped)
     log(f"work directory {workdir}; load average {meta['loadavg_start']}")
+    if baseline:
+        b = meta["baseline"]
+        log(f"baseline: {baseline} ({b['version']}{', ' + b['checkout'] if 'checkout' in b else ''}"
+            f"{', ' + b['describe'] if 'describe' in b else ''}, sha256 {b['sha256']})")
     t0 = time.monotonic()
     try:
         for scen in scenarios:
@@ -143,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["skipped_configs"] = ctx.skipped_configs
     name = args.output or now.strftime("%Y-%m-%d-%H%M") + ("-quick" if quick else "")
     md = report.write_results(meta, ctx.runs, name)
-    if publishes(quick, scenarios, ctx.servers):
+    if publishes(quick, scenarios, ctx.servers, baseline):
         report.update_readme(md, name)
     print(md)
     log(f"wrote {RESULTS / name}.md and .json in {meta['elapsed_s'] / 60:.1f} min")

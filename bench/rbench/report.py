@@ -16,6 +16,9 @@ is printed as "–" and a target that cannot be judged as "–". The JSON file
 is {"meta", "summary", "targets", "runs"}; after a full run the Markdown
 also replaces the results section of bench/README.md (between the
 results:start and results:end markers, headings demoted one level).
+A before/after run (--baseline) has "rustrack smart (baseline)" rows, whose
+ratios against rustrack smart are this build against the baseline, and a
+header line naming the baseline binary; targets ignore them.
 """
 
 from __future__ import annotations
@@ -282,6 +285,18 @@ def issue17_targets(s: dict) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def baseline_line(meta: dict) -> str:
+    """The header line of a before/after run: which binary the "(baseline)"
+    rows ran, and how to read their ratios."""
+    b = meta["baseline"]
+    what = ", ".join([b.get("version", "?")] + [b[k] for k in ("describe", "checkout") if b.get(k)]
+                     + ([f"sha256 {b['sha256']}"] if b.get("sha256") else []))
+    this = f" ({meta['rustrack_version']})" if meta.get("rustrack_version") else ""
+    return (f"- baseline: `{b['path']}` ({what}) in the rows \"rustrack smart (baseline)\", against this "
+            f"build{this}; in those rows \"rustrack ÷ this\" is this build ÷ the baseline, and "
+            "\"÷ rustrack smart\" the baseline ÷ this build")
+
+
 def markdown(meta: dict, s: dict, runs: list) -> str:
     L = []
     w = L.append
@@ -293,6 +308,9 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
     w(f"- {meta['rounds']} round(s), servers interleaved (A B C D, then D C B A); wrk runs of "
       f"{meta['duration']:.0f} s after {meta['warmup']:.0f} s of warm-up, 1 thread, 16 connections; "
       f"2 single-threaded workers unless noted; total time {meta['elapsed_s'] / 60:.1f} min")
+    if meta.get("baseline"):
+        # Only in a before/after run (--baseline): other runs' headers are unchanged.
+        w(baseline_line(meta))
     if meta.get("skipped_configs"):
         w("- configurations not measured: " + "; ".join(f"{k} ({v})" for k, v in meta["skipped_configs"].items()))
     if meta.get("skipped_servers"):

@@ -24,6 +24,11 @@ Those make the default run. realmem (a large Rails app's memory over a page
 mix, with each of rustrack's memory remedies, against Puma, Unicorn and
 Passenger) runs only when named, as it takes about an hour per round, and so
 does multiapp (several apps on one instance against an instance each).
+
+A before/after run (bench/run --baseline BINARY, `Ctx.baseline`) adds to
+hello, rails, upload, download, slow and memory (BASELINE_SCENARIOS) the
+plain rustrack smart spec run by that other binary, "rustrack smart
+(baseline)", right after this build's, interleaved like any server.
 """
 
 from __future__ import annotations
@@ -133,6 +138,12 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 
 SCALEUP_HOLD_S = 3.0
 
+# The scenarios in which --baseline adds "rustrack smart (baseline)" after
+# "rustrack smart": those whose tables compare throughput or memory with
+# rustrack smart's row (threads, static, spawn, realmem and multiapp do not
+# take it).
+BASELINE_SCENARIOS = ["hello", "rails", "upload", "download", "slow", "memory"]
+
 
 @dataclass
 class Ctx:
@@ -152,6 +163,9 @@ class Ctx:
     realmem_requests: int = 2000
     realmem_steps: int = 4
     realmem_refork_after: str = REALMEM_REFORK_AFTER
+    # Another rustrack binary (bench/run --baseline): BASELINE_SCENARIOS run
+    # it too, as "rustrack smart (baseline)".
+    baseline: str | None = None
     runs: list = field(default_factory=list)
     # "scenario: label" -> why that configuration was not run
     skipped_configs: dict = field(default_factory=dict)
@@ -175,6 +189,18 @@ def interleaved(specs: list[Spec], rounds: int):
 
 def selected(specs: list[Spec], ctx: Ctx) -> list[Spec]:
     return [s for s in specs if s.server in ctx.servers]
+
+
+def with_baseline(specs: list[Spec], baseline: str | None) -> list[Spec]:
+    """specs with, right after plain "rustrack smart", the same spec run by
+    the baseline binary (a before/after run), so that it is interleaved
+    like any server; specs unchanged without a baseline."""
+    out = []
+    for s in specs:
+        out.append(s)
+        if baseline and s == Spec("rustrack", "smart"):
+            out.append(dataclasses.replace(s, binary=baseline))
+    return out
 
 
 def run_one(ctx: Ctx, scenario: str, spec: Spec, rnd: int, app: str, workers: int, body,
@@ -233,7 +259,7 @@ def throughput_body(ctx: Ctx, path: str, script: str = "", connections: int = 16
 
 def scenario_throughput(ctx: Ctx, name: str, app: str, path: str, script: str = "",
                         specs: list[Spec] = THROUGHPUT_SPECS) -> None:
-    for rnd, spec in interleaved(selected(specs, ctx), ctx.rounds):
+    for rnd, spec in interleaved(with_baseline(selected(specs, ctx), ctx.baseline), ctx.rounds):
         run_one(ctx, name, spec, rnd, app, 2, throughput_body(ctx, path, script))
 
 
@@ -254,7 +280,7 @@ def scenario_slow(ctx: Ctx) -> None:
         stats["connected_before_fast_stream"] = before["connected"]
         return {"wrk": r, "slow": stats}
 
-    for rnd, spec in interleaved(selected(THROUGHPUT_SPECS, ctx), ctx.rounds):
+    for rnd, spec in interleaved(with_baseline(selected(THROUGHPUT_SPECS, ctx), ctx.baseline), ctx.rounds):
         run_one(ctx, "slow-clients", spec, rnd, "bench-payload", 2, body)
 
 
@@ -293,7 +319,7 @@ def scenario_memory(ctx: Ctx) -> None:
         out.update(srv.adapter.worker_processed(srv))
         return out
 
-    for rnd, spec in interleaved(selected(MEMORY_SPECS, ctx), ctx.rounds):
+    for rnd, spec in interleaved(with_baseline(selected(MEMORY_SPECS, ctx), ctx.baseline), ctx.rounds):
         run_one(ctx, "memory", spec, rnd, "bloat", workers, body)
 
 

@@ -653,3 +653,49 @@ class Static(unittest.TestCase):
         self.assertFalse(t["static 10 KB req/s ≥ 0.8× nginx"])
         self.assertFalse(t["static 10 KB: no request reaches a worker"])
         self.assertNotIn("static 10 KB req/s ≥ 0.8× nginx", [n for n, _, _ in report.targets(full_summary())])
+
+
+class Baseline(unittest.TestCase):
+    """A before/after run (--baseline): "rustrack smart (baseline)" rows with
+    the usual columns, ratios of this build against them, a header line."""
+
+    BL = "rustrack smart (baseline)"
+    META_BL = dict(META, rustrack_version="rustrack 0.1.0",
+                   baseline={"path": "/old/target/release/rustrack", "version": "rustrack 0.1.0",
+                             "checkout": "/old at 7f7a1d8", "sha256": "c5867c9b93f7"})
+
+    def runs(self):
+        return [wrk_run("hello", RR, 0, 12000, 1.25, 5.0, frontend_cpu=25.0, server_cpu=100.0),
+                wrk_run("hello", self.BL, 0, 10000, 1.5, 6.0, frontend_cpu=40.0, server_cpu=120.0),
+                wrk_run("hello", PA, 0, 6000, 2.5, 10.0, frontend_cpu=97.4, server_cpu=190),
+                wrk_run("hello", self.BL, 1, 8000, 1.5, 4.0, frontend_cpu=20.0, server_cpu=80.0),
+                wrk_run("hello", RR, 1, 12000, 1.25, 5.0, frontend_cpu=25.0, server_cpu=100.0),
+                memory_run(RR, 0, 100), memory_run(self.BL, 0, 125)]
+
+    def test_rows_and_ratios(self):
+        runs = self.runs()
+        md = report.markdown(self.META_BL, report.summarize(runs), runs)
+        rows = table_rows(md, "hello")
+        self.assertEqual(list(rows), [RR, self.BL, PA])
+        # | server | req/s | p50 | p99 | errors | read errors | rr rps ÷ this | rr p99 ÷ this | fe CPU | all CPU | load |
+        self.assertEqual(rows[self.BL][1:], ["9000", "1.50", "5.00", "0", "0", "1.33", "1.00", "30.0", "100.0",
+                                             "0.50 / 0.50"])
+        self.assertEqual(rows[PA][6], "2.00")  # still against this build, not the baseline
+        mem = table_rows(md, "memory")
+        self.assertEqual(mem[self.BL][5], "1.25")  # the baseline's PSS ÷ this build's
+
+    def test_targets_ignore_the_baseline(self):
+        runs = self.runs()
+        with_bl = report.targets(report.summarize(runs), self.META_BL)
+        without = [r for r in runs if r["label"] != self.BL]
+        self.assertEqual(with_bl, report.targets(report.summarize(without), META))
+
+    def test_header_line_only_in_a_baseline_run(self):
+        runs = self.runs()
+        md = report.markdown(self.META_BL, report.summarize(runs), runs)
+        line = next(x for x in md.splitlines() if x.startswith("- baseline:"))
+        self.assertEqual(line, '- baseline: `/old/target/release/rustrack` (rustrack 0.1.0, /old at 7f7a1d8, '
+                               'sha256 c5867c9b93f7) in the rows "rustrack smart (baseline)", against this build '
+                               '(rustrack 0.1.0); in those rows "rustrack ÷ this" is this build ÷ the baseline, '
+                               'and "÷ rustrack smart" the baseline ÷ this build')
+        self.assertNotIn("baseline", report.markdown(META, report.summarize(runs[:1]), runs[:1]))

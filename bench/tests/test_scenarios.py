@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import types
 import unittest
 from pathlib import Path
+from unittest import mock
 
 from rbench import scenarios
 from rbench.servers import ADAPTERS, PEERS, Spec
@@ -326,6 +328,90 @@ class PumaBehindNginx(unittest.TestCase):
         order = [s.server for _, s in scenarios.interleaved(scenarios.APP_SPECS, 2)]
         self.assertEqual(order, ["rustrack", "passenger", "puma", "puma-nginx", "unicorn",
                                  "unicorn", "puma-nginx", "puma", "passenger", "rustrack"])
+
+
+
+class Baseline(unittest.TestCase):
+    """bench/run --baseline: the plain rustrack smart spec again, run by
+    another binary, in the scenarios that compare with rustrack smart."""
+
+    OLD = "/opt/old/rustrack"
+
+    def ctx(self, baseline, servers=PEERS):
+        return scenarios.Ctx(False, 2, 10.0, 2.0, Path("/nonexistent"), list(servers), baseline=baseline)
+
+    def ran(self, scen, baseline, servers=PEERS):
+        """(round, label) of every run_one call of scenario scen."""
+        calls = []
+        with mock.patch.object(scenarios, "run_one", lambda ctx, name, spec, rnd, *a, **k: calls.append((rnd, spec))):
+            scenarios.SCENARIOS[scen](self.ctx(baseline, servers))
+        return calls
+
+    def test_label_and_slug(self):
+        spec = Spec("rustrack", "smart", binary=self.OLD)
+        self.assertEqual(spec.label, "rustrack smart (baseline)")
+        self.assertEqual(spec.slug, "rustrack-smart-baseline")
+        self.assertEqual(Spec("rustrack", "smart").label, "rustrack smart")
+        self.assertEqual(Spec("rustrack", "smart").slug, "rustrack-smart")
+
+    def test_specs_without_baseline_are_unchanged(self):
+        for specs in [scenarios.APP_SPECS, scenarios.THROUGHPUT_SPECS, scenarios.MEMORY_SPECS]:
+            self.assertEqual(scenarios.with_baseline(specs, None), specs)
+        for scen in scenarios.BASELINE_SCENARIOS:
+            self.assertTrue(all(s.binary is None for _, s in self.ran(scen, None)), scen)
+
+    def test_baseline_right_after_plain_smart_only(self):
+        specs = scenarios.with_baseline(scenarios.MEMORY_SPECS, self.OLD)
+        self.assertEqual(len(specs), len(scenarios.MEMORY_SPECS) + 1)
+        self.assertEqual([s.label for s in specs[:3]],
+                         ["rustrack smart", "rustrack smart (baseline)", "rustrack direct"])
+        self.assertEqual([s.binary for s in specs].count(self.OLD), 1)
+        self.assertEqual([s.label for s in scenarios.with_baseline(scenarios.APP_SPECS, self.OLD)],
+                         ["rustrack smart", "rustrack smart (baseline)", "passenger smart", "puma preload",
+                          "puma preload behind nginx", "unicorn preload"])
+
+    def test_interleaved_like_any_server(self):
+        self.assertEqual([(r, s.label) for r, s in self.ran("upload", self.OLD)],
+                         [(0, "rustrack smart"), (0, "rustrack smart (baseline)"), (0, "passenger smart"),
+                          (0, "puma preload"), (0, "unicorn preload"),
+                          (1, "unicorn preload"), (1, "puma preload"), (1, "passenger smart"),
+                          (1, "rustrack smart (baseline)"), (1, "rustrack smart")])
+
+    def test_which_scenarios_run_it(self):
+        self.assertEqual(scenarios.BASELINE_SCENARIOS, ["hello", "rails", "upload", "download", "slow", "memory"])
+        for scen in scenarios.BASELINE_SCENARIOS:
+            labels = [s.label for _, s in self.ran(scen, self.OLD)]
+            self.assertEqual(labels.count("rustrack smart (baseline)"), 2, scen)  # one per round
+            self.assertTrue(all(s.binary in (None, self.OLD) for _, s in self.ran(scen, self.OLD)))
+        for scen in ["spawn", "static"]:
+            self.assertTrue(all(s.binary is None for _, s in self.ran(scen, self.OLD)), scen)
+
+    def test_not_without_rustrack(self):
+        labels = [s.label for _, s in self.ran("hello", self.OLD, ["puma"])]
+        self.assertEqual(labels, ["puma preload", "puma preload"])
+
+    def test_argv_and_status_use_the_baseline_binary(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = fake_server("rustrack", "smart", Path(tmp))
+            (Path(tmp) / "r" / "rustrack.1").mkdir(parents=True)
+            plain = ADAPTERS["rustrack"].argv(srv)
+            self.assertEqual(plain[0], str(scenarios.RUSTRACK))
+            srv.spec = Spec("rustrack", "smart", binary=self.OLD)
+            argv = ADAPTERS["rustrack"].argv(srv)
+            self.assertEqual(argv, [self.OLD] + plain[1:])
+            seen = []
+
+            def fake_run(argv, **kw):
+                seen.append(argv)
+                return types.SimpleNamespace(returncode=0, stdout='{"workers": [{"spawn_ms": 5}], "processed_total": 3}')
+
+            with mock.patch.object(rustrack.subprocess, "run", fake_run):
+                self.assertEqual(ADAPTERS["rustrack"].ready_workers(srv), 1)
+                self.assertEqual(ADAPTERS["rustrack"].app_processed(srv), {"app_processed": 3})
+                srv.spec = Spec("rustrack", "smart")
+                ADAPTERS["rustrack"].ready_workers(srv)
+            self.assertEqual([a[:2] for a in seen], [[self.OLD, "status"]] * 2 + [[str(scenarios.RUSTRACK), "status"]])
+            self.assertEqual(seen[0][2:], ["--instance", f"{tmp}/r/rustrack.1", "--json"])
 
 
 class Static(unittest.TestCase):

@@ -6,6 +6,10 @@ Readiness, spawn times, request counts and refork figures all come from
 under the server's private --instance-registry-dir. The front end is the
 `rustrack start` process itself; the preloader, molds (refork) and workers
 are recognized by their process titles.
+
+A Spec with a `binary` (the baseline of `bench/run --baseline`) runs that
+rustrack instead of target/release/rustrack, for `start` and for every
+`status` call alike.
 """
 
 from __future__ import annotations
@@ -22,20 +26,28 @@ if TYPE_CHECKING:
     from .server import Server
 
 
+def binary(srv: Server) -> str:
+    """The rustrack that runs srv: its Spec's binary (a baseline), else
+    this repository's release build."""
+    return srv.spec.binary or str(RUSTRACK)
+
+
 def status(srv: Server) -> dict | None:
-    """`rustrack status --json` of srv, or None if it has no answer yet."""
-    return status_of(srv.reg)
+    """`rustrack status --json` of srv, asked of srv's own binary, or None
+    if it has no answer yet."""
+    return status_of(srv.reg, binary(srv))
 
 
-def status_of(reg: Path) -> dict | None:
+def status_of(reg: Path, rustrack: str | Path = RUSTRACK) -> dict | None:
     """`rustrack status --json` of the instance registered in reg (its
-    --instance-registry-dir), or None if it has no answer yet."""
+    --instance-registry-dir), asked of the binary rustrack, or None if it
+    has no answer yet."""
     dirs = sorted(reg.glob("rustrack.*"))
     if not dirs:
         return None
     try:
         r = subprocess.run(
-            [str(RUSTRACK), "status", "--instance", str(dirs[0]), "--json"],
+            [str(rustrack), "status", "--instance", str(dirs[0]), "--json"],
             capture_output=True, text=True, timeout=10,
         )
     except subprocess.TimeoutExpired:
@@ -68,7 +80,7 @@ class Rustrack(Adapter):
     def argv(self, srv: Server) -> list[str]:
         s, n, port, mx = srv.spec, str(srv.workers), str(srv.port), str(srv.max_pool)
         return [
-            str(RUSTRACK), "start", str(srv.app), "--address", "127.0.0.1", "--port", port,
+            binary(srv), "start", str(srv.app), "--address", "127.0.0.1", "--port", port,
             "--min-instances", n, "--max-pool-size", mx, "--spawn-method", s.variant,
             "--environment", "production", "--log-level", "warn",
             "--instance-registry-dir", str(srv.reg),

@@ -57,6 +57,10 @@ class Spec:
     options: tuple[str, ...] = ()  # extra options for rustrack start or passenger start
 
     threads: int = 1  # request threads per worker (rustrack --threads-per-worker, puma -t N:N)
+    # Another rustrack binary to run instead of target/release/rustrack: the
+    # baseline of a before/after run (bench/run --baseline), labelled
+    # "(baseline)" so that its rows sit next to this build's.
+    binary: str | None = None
 
     @property
     def label(self) -> str:
@@ -65,13 +69,14 @@ class Spec:
         return (form.format(server=self.server, variant=self.variant) + "".join(f" + {r}" for r in self.remedies)
                 + (" (tight GC)" if self.tight_gc else "")
                 + (" (no huge pages)" if self.no_hugepages else "")
-                + (f", {self.threads} threads" if self.threads > 1 else ""))
+                + (f", {self.threads} threads" if self.threads > 1 else "")
+                + (" (baseline)" if self.binary else ""))
 
     @property
     def slug(self) -> str:
         return (f"{self.server}-{self.variant}" + "".join("-" + r.replace(" ", "-") for r in self.remedies)
                 + ("-tightgc" if self.tight_gc else "") + ("-nohp" if self.no_hugepages else "")
-                + (f"-t{self.threads}" if self.threads > 1 else ""))
+                + (f"-t{self.threads}" if self.threads > 1 else "") + ("-baseline" if self.binary else ""))
 
     @property
     def env(self) -> dict:

@@ -115,10 +115,16 @@ fn is_known_kind(kind: u8) -> bool {
 
 /// Appends a frame with the given payload.
 pub fn put_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
-    debug_assert!(payload.len() <= MAX_PAYLOAD);
-    out.push(kind);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    put_frame_header(out, kind, payload.len());
     out.extend_from_slice(payload);
+}
+
+/// Appends a frame's header only: the caller sends its `len` bytes of
+/// payload next, from wherever they are.
+pub fn put_frame_header(out: &mut Vec<u8>, kind: u8, len: usize) {
+    debug_assert!(len <= MAX_PAYLOAD);
+    out.push(kind);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
 }
 
 /// Appends `data` as as many `kind` frames as its size needs (none when empty).

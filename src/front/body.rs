@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
+
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
@@ -36,8 +37,7 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut first: Option<Bytes> = None;
-    let mut mem = BytesMut::new();
+    let mut mem = Pieces::default();
     let mut file: Option<(tokio::fs::File, tempfile::TempPath)> = None;
     let mut total: u64 = 0;
     while let Some(frame) = body.frame().await {
@@ -53,15 +53,7 @@ where
             f.write_all(&data).await?;
             continue;
         }
-        // Keep a single chunk as is (no copy); merge only when there are more.
-        if first.is_none() && mem.is_empty() {
-            first = Some(data);
-        } else {
-            if let Some(f) = first.take() {
-                mem.extend_from_slice(&f);
-            }
-            mem.extend_from_slice(&data);
-        }
+        mem.push(data);
         if total as usize > threshold {
             let (std_file, path) = tempfile::NamedTempFile::new_in(dir)?.into_parts();
             if let Some((uid, gid)) = owner {
@@ -69,11 +61,9 @@ where
                 std::os::unix::fs::fchown(&std_file, Some(uid), Some(gid))?;
             }
             let mut f = tokio::fs::File::from_std(std_file);
-            if let Some(b) = first.take() {
-                f.write_all(&b).await?;
+            for piece in std::mem::take(&mut mem).finish() {
+                f.write_all(&piece).await?;
             }
-            f.write_all(&mem).await?;
-            mem = BytesMut::new();
             file = Some((f, path));
         }
     }
@@ -82,7 +72,48 @@ where
             f.flush().await?;
             Ok(Buffered::File { path, len: total })
         }
-        None => Ok(Buffered::Memory(first.unwrap_or_else(|| mem.freeze()))),
+        None => Ok(Buffered::Memory(mem.finish())),
+    }
+}
+
+/// A body in memory without copying what need not be: a piece of at least
+/// [`MERGE_BELOW`] bytes is kept as hyper read it (a slice of the
+/// connection's read buffer); smaller ones are merged, so a client sending
+/// a byte at a time makes one piece, not a million.
+#[derive(Default)]
+struct Pieces {
+    kept: Vec<Bytes>,
+    small: BytesMut,
+}
+
+/// Measured on 1 MB uploads: copying the body was a quarter of the front
+/// end's CPU per request; pieces this large are sent as they are
+/// (`upstream::request::encode`).
+const MERGE_BELOW: usize = crate::upstream::request::INLINE_BODY;
+
+impl Pieces {
+    fn push(&mut self, data: Bytes) {
+        if data.len() < MERGE_BELOW {
+            self.small.extend_from_slice(&data);
+            if self.small.len() < MERGE_BELOW {
+                return;
+            }
+        } else if !self.small.is_empty() {
+            self.kept.push(self.small.split().freeze());
+            self.kept.push(data);
+            return;
+        } else {
+            self.kept.push(data);
+            return;
+        }
+        self.kept.push(self.small.split().freeze());
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        if !self.small.is_empty() {
+            self.kept.push(self.small.freeze());
+        }
+        self.kept
     }
 }
 
@@ -121,7 +152,7 @@ mod tests {
             .await
             .unwrap();
         match b {
-            Buffered::Memory(bytes) => assert_eq!(&bytes[..], b"abcde"),
+            Buffered::Memory(pieces) => assert_eq!(pieces, [Bytes::from_static(b"abcde")]),
             Buffered::File { .. } => panic!("a 5-byte body went to a file"),
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -151,5 +182,28 @@ mod tests {
         let r = buffer(pieces(&[b"0123", b"4567", b"89"]), 9, 5, dir.path(), None).await;
         assert!(matches!(r, Err(BodyError::TooLarge(9))));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn large_pieces_are_kept_as_read_and_small_ones_merged_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = Bytes::from(vec![b'B'; MERGE_BELOW]);
+        let body = Pieces(VecDeque::from([
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+            big.clone(),
+            Bytes::from_static(b"c"),
+        ]));
+        let b = buffer(body, 1 << 30, 1 << 20, dir.path(), None)
+            .await
+            .unwrap();
+        let Buffered::Memory(pieces) = b else {
+            panic!("a small body went to a file")
+        };
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces[0], Bytes::from_static(b"ab"));
+        // Not a copy: the same memory the body handed over.
+        assert_eq!(pieces[1].as_ptr(), big.as_ptr());
+        assert_eq!(pieces[2], Bytes::from_static(b"c"));
     }
 }

@@ -183,13 +183,29 @@ fn buffered_frame(conn: &mut WorkerConn) -> Result<Option<(u8, Bytes)>, String> 
     }
 }
 
+/// Writes the request's pieces, in as few `writev`s as the socket takes.
+async fn write_pieces(stream: &mut tokio::net::UnixStream, pieces: &[Bytes]) -> io::Result<()> {
+    if let [one] = pieces {
+        return stream.write_all(one).await;
+    }
+    let mut slices: Vec<io::IoSlice> = pieces.iter().map(|p| io::IoSlice::new(p)).collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match stream.write_vectored(left).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => io::IoSlice::advance_slices(&mut left, n),
+        }
+    }
+    Ok(())
+}
+
 /// Writes the request, bounded by the deadline.
 async fn send(
     conn: &mut WorkerConn,
-    wire: &[u8],
+    wire: &[Bytes],
     deadline: Option<Instant>,
 ) -> Result<(), io::Error> {
-    let write = conn.stream.write_all(wire);
+    let write = write_pieces(&mut conn.stream, wire);
     match deadline {
         Some(at) => tokio::time::timeout_at(at, write)
             .await
@@ -412,7 +428,7 @@ mod tests {
         crate::protocol::put_chunked(&mut wire, kind::BODY, &vec![b'b'; body]);
         put_frame(&mut wire, kind::END, b"");
         WireRequest {
-            wire: Bytes::from(wire),
+            wire: vec![Bytes::from(wire)],
             body_file: None,
         }
     }
@@ -495,6 +511,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_in_pieces_arrives_whole_through_partial_writes() {
+        let (fake, mut worker) = setup().await;
+        // Three pieces of 3 MB in all: far more than a socket buffer, so
+        // writes end mid-piece and resume where they stopped.
+        let mut first = Vec::new();
+        put_frame(&mut first, kind::REQUEST_HEAD, b"head");
+        crate::protocol::put_frame_header(&mut first, kind::BODY, crate::protocol::MAX_PAYLOAD);
+        let body = Bytes::from(vec![b'b'; crate::protocol::MAX_PAYLOAD]);
+        let mut tail = Vec::new();
+        crate::protocol::put_chunked(&mut tail, kind::BODY, &vec![b'c'; 2_000_000]);
+        put_frame(&mut tail, kind::END, b"");
+        let req = WireRequest {
+            wire: vec![Bytes::from(first), body, Bytes::from(tail)],
+            body_file: None,
+        };
+        let expected = req.to_vec();
+        let (task, rx) = exchange_with(&fake, req, options(Some(10_000))).await;
+        let mut got = vec![0u8; expected.len()];
+        for piece in got.chunks_mut(50_000) {
+            worker.read_exact(piece).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        assert!(got == expected, "the worker got other bytes than were sent");
+        let mut out = head(200);
+        put_frame(&mut out, kind::RESPONSE_END, b"");
+        worker.write_all(&out).await.unwrap();
+        assert_eq!(rx.await.unwrap().ok().unwrap().status(), 200);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_streamed_response_is_relayed_chunk_by_chunk() {
         let (fake, mut worker) = setup().await;
         let (task, rx) = exchange_with(&fake, request(0), options(None)).await;
@@ -567,7 +614,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let (task, rx) = exchange_with(&fake, request(5), options(None)).await;
         match rx.await.unwrap() {
-            Err(Failed::Unsent(back)) => assert_eq!(back.wire, request(5).wire),
+            Err(Failed::Unsent(back)) => assert_eq!(back.to_vec(), request(5).to_vec()),
             _ => panic!("expected the request back"),
         }
         task.await.unwrap();

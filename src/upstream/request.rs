@@ -31,14 +31,19 @@ pub enum Peer {
 
 /// A request body read to its end before a worker is chosen.
 pub enum Buffered {
-    Memory(Bytes),
-    File { path: tempfile::TempPath, len: u64 },
+    /// In memory, in the pieces it was read in (`front/body.rs`): large
+    /// ones are the connection's own read buffers, small ones merged.
+    Memory(Vec<Bytes>),
+    File {
+        path: tempfile::TempPath,
+        len: u64,
+    },
 }
 
 impl Buffered {
     pub fn len(&self) -> u64 {
         match self {
-            Buffered::Memory(b) => b.len() as u64,
+            Buffered::Memory(pieces) => pieces.iter().map(|p| p.len() as u64).sum(),
             Buffered::File { len, .. } => *len,
         }
     }
@@ -48,11 +53,26 @@ impl Buffered {
     }
 }
 
-/// A request encoded for a worker. A body spilled to a file is kept (and
-/// removed when this is dropped) until the exchange is over.
+/// A request encoded for a worker: its frames, in pieces written with one
+/// `writev`. A body kept in memory is not copied into the frames: past
+/// [`INLINE_BODY`] bytes it is a piece of its own, the buffer it was read
+/// into. A body spilled to a file is kept (and removed when this is
+/// dropped) until the exchange is over.
 pub struct WireRequest {
-    pub wire: Bytes,
+    pub wire: Vec<Bytes>,
     pub body_file: Option<tempfile::TempPath>,
+}
+
+/// Bodies up to this size are copied into the frames: one buffer, one
+/// `write`. Larger ones are sent from where they are (measured: copying a
+/// 1 MB upload into the frames was a quarter of the front end's CPU).
+pub const INLINE_BODY: usize = 16 * 1024;
+
+impl WireRequest {
+    /// Every frame, in one buffer (for tests and comparisons).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.wire.concat()
+    }
 }
 
 /// Why a request cannot go to a worker.
@@ -267,17 +287,29 @@ pub fn encode(
         remote_port: remote_port.as_bytes(),
         headers: headers.iter().map(|(n, v)| (*n, v.as_ref())).collect(),
     };
-    let mut wire = Vec::with_capacity(
-        512 + if let Buffered::Memory(b) = &body {
-            b.len() + 16
-        } else {
-            0
-        },
-    );
+    let inline = match &body {
+        Buffered::Memory(pieces) => pieces.iter().map(Bytes::len).sum::<usize>(),
+        Buffered::File { .. } => 0,
+    };
+    let mut wire = Vec::with_capacity(512 + inline.min(INLINE_BODY) + 16);
     head.encode(&mut wire).map_err(Refused::TooLarge)?;
+    let mut pieces = Vec::new();
     let body_file = match body {
-        Buffered::Memory(bytes) => {
-            protocol::put_chunked(&mut wire, kind::BODY, &bytes);
+        Buffered::Memory(body) => {
+            for piece in body {
+                if piece.len() <= INLINE_BODY {
+                    protocol::put_chunked(&mut wire, kind::BODY, &piece);
+                    continue;
+                }
+                let mut at = 0;
+                while at < piece.len() {
+                    let chunk = piece.slice(at..piece.len().min(at + protocol::MAX_PAYLOAD));
+                    at += chunk.len();
+                    protocol::put_frame_header(&mut wire, kind::BODY, chunk.len());
+                    pieces.push(Bytes::from(std::mem::take(&mut wire)));
+                    pieces.push(chunk);
+                }
+            }
             None
         }
         Buffered::File { path, .. } => {
@@ -290,8 +322,9 @@ pub fn encode(
         }
     };
     protocol::put_frame(&mut wire, kind::END, b"");
+    pieces.push(Bytes::from(wire));
     Ok(WireRequest {
-        wire: Bytes::from(wire),
+        wire: pieces,
         body_file,
     })
 }
@@ -344,7 +377,7 @@ mod tests {
     }
 
     fn head_of(wire: &WireRequest) -> Vec<u8> {
-        frames(&wire.wire)[0].1.clone()
+        frames(&wire.to_vec())[0].1.clone()
     }
 
     #[test]
@@ -356,7 +389,7 @@ mod tests {
         };
         // HTTP/2 carries the host as :authority, which hyper puts in the URI.
         let p = parts(&[], Version::HTTP_2, "https://example.com/x?y=1");
-        let wire = encode(&p, &ctx(tls, false), Buffered::Memory(Bytes::new())).unwrap();
+        let wire = encode(&p, &ctx(tls, false), Buffered::Memory(Vec::new())).unwrap();
         let raw = head_of(&wire);
         let head = RequestHead::decode(&raw).unwrap();
         assert_eq!(head.scheme, b"https");
@@ -367,7 +400,7 @@ mod tests {
         // Without a host at all, HTTP/2 is refused like HTTP/1.1.
         let none = parts(&[], Version::HTTP_2, "/");
         assert!(matches!(
-            encode(&none, &ctx(tls, false), Buffered::Memory(Bytes::new())),
+            encode(&none, &ctx(tls, false), Buffered::Memory(Vec::new())),
             Err(Refused::BadHost(_))
         ));
     }
@@ -423,11 +456,11 @@ mod tests {
         let wire = encode(
             &p,
             &ctx(peer(), false),
-            Buffered::Memory(Bytes::from_static(b"hello")),
+            Buffered::Memory(vec![Bytes::from_static(b"hello")]),
         )
         .unwrap();
         assert!(wire.body_file.is_none());
-        let frames = frames(&wire.wire);
+        let frames = frames(&wire.to_vec());
         assert_eq!(frames.len(), 3);
         assert_eq!(frames[0].0, kind::REQUEST_HEAD);
         let head = RequestHead::decode(&frames[0].1).unwrap();
@@ -470,7 +503,7 @@ mod tests {
             },
         )
         .unwrap();
-        let frames = frames(&wire.wire);
+        let frames = frames(&wire.to_vec());
         assert_eq!(frames[1].0, kind::BODY_FILE);
         assert_eq!(frames[1].1, path.as_os_str().as_encoded_bytes());
         let head = RequestHead::decode(&frames[0].1).unwrap();
@@ -489,8 +522,8 @@ mod tests {
             Version::HTTP_11,
             "/",
         );
-        let wire = encode(&p, &ctx(peer(), false), Buffered::Memory(Bytes::new())).unwrap();
-        let frames = frames(&wire.wire);
+        let wire = encode(&p, &ctx(peer(), false), Buffered::Memory(Vec::new())).unwrap();
+        let frames = frames(&wire.to_vec());
         let head = RequestHead::decode(&frames[0].1).unwrap();
         let values: Vec<_> = head
             .headers
@@ -509,8 +542,8 @@ mod tests {
             "/",
         );
         for (trust, scheme, port) in [(false, &b"http"[..], &b"80"[..]), (true, b"https", b"443")] {
-            let wire = encode(&p, &ctx(peer(), trust), Buffered::Memory(Bytes::new())).unwrap();
-            let frames = frames(&wire.wire);
+            let wire = encode(&p, &ctx(peer(), trust), Buffered::Memory(Vec::new())).unwrap();
+            let frames = frames(&wire.to_vec());
             let head = RequestHead::decode(&frames[0].1).unwrap();
             assert_eq!(head.scheme, scheme);
             assert_eq!(head.server_port, port);
@@ -519,7 +552,7 @@ mod tests {
 
     #[test]
     fn two_hosts_or_none_in_http_1_1_are_refused() {
-        let body = || Buffered::Memory(Bytes::new());
+        let body = || Buffered::Memory(Vec::new());
         let two = parts(&[("host", "a"), ("host", "b")], Version::HTTP_11, "/");
         assert!(matches!(
             encode(&two, &ctx(peer(), false), body()),
@@ -533,7 +566,7 @@ mod tests {
         // HTTP/1.0 needs none: the local address stands in.
         let old = parts(&[], Version::HTTP_10, "/");
         let wire = encode(&old, &ctx(peer(), false), body()).unwrap();
-        let frames = frames(&wire.wire);
+        let frames = frames(&wire.to_vec());
         let head = RequestHead::decode(&frames[0].1).unwrap();
         assert_eq!(head.server_name, b"127.0.0.1");
         assert_eq!(head.server_port, b"3000");
@@ -554,12 +587,12 @@ mod tests {
             Version::HTTP_11,
             "/",
         );
-        let body = || Buffered::Memory(Bytes::new());
+        let body = || Buffered::Memory(Vec::new());
         // From a trusted load balancer: the client is the right-most
         // untrusted hop, host/port/scheme are the public ones, and its
         // X-Request-Start stays.
         let wire = encode(&p, &ctx(peer(), true), body()).unwrap();
-        let trusted_frames = frames(&wire.wire);
+        let trusted_frames = frames(&wire.to_vec());
         let head = RequestHead::decode(&trusted_frames[0].1).unwrap();
         assert_eq!(head.remote_addr, b"203.0.113.9");
         assert_eq!(head.server_name, b"shop.example.com");
@@ -570,7 +603,7 @@ mod tests {
         // From anyone else: plain headers that change nothing, and our own
         // X-Request-Start.
         let wire = encode(&p, &ctx(tcp_peer("11.0.0.1"), true), body()).unwrap();
-        let frames = frames(&wire.wire);
+        let frames = frames(&wire.to_vec());
         let head = RequestHead::decode(&frames[0].1).unwrap();
         assert_eq!(head.remote_addr, b"11.0.0.1");
         assert_eq!(head.server_name, b"internal");
@@ -598,5 +631,44 @@ mod tests {
             local: "127.0.0.1:3000".parse().unwrap(),
             tls: false,
         }
+    }
+
+    #[test]
+    fn a_large_body_is_sent_from_its_buffer_in_frames_of_at_most_max_payload() {
+        let p = parts(&[("host", "h")], Version::HTTP_11, "/up");
+        let body = Bytes::from(vec![b'x'; 2 * protocol::MAX_PAYLOAD + 7]);
+        let wire = encode(
+            &p,
+            &ctx(peer(), false),
+            Buffered::Memory(vec![body.clone()]),
+        )
+        .unwrap();
+        // head+header, chunk, header, chunk, header, chunk, END: the
+        // chunks are the body's own memory, not copies.
+        assert_eq!(wire.wire.len(), 7);
+        assert_eq!(wire.wire[1].as_ptr(), body.as_ptr());
+        let frames = frames(&wire.to_vec());
+        let kinds: Vec<u8> = frames.iter().map(|f| f.0).collect();
+        assert_eq!(
+            kinds,
+            [
+                kind::REQUEST_HEAD,
+                kind::BODY,
+                kind::BODY,
+                kind::BODY,
+                kind::END
+            ]
+        );
+        let sent: Vec<u8> = frames[1..4].iter().flat_map(|f| f.1.clone()).collect();
+        assert_eq!(sent, body);
+        assert_eq!(frames[3].1.len(), 7);
+        // A small body stays inline: one buffer, one write.
+        let small = encode(
+            &p,
+            &ctx(peer(), false),
+            Buffered::Memory(vec![Bytes::from(vec![b'y'; INLINE_BODY])]),
+        )
+        .unwrap();
+        assert_eq!(small.wire.len(), 1);
     }
 }

@@ -27,6 +27,21 @@ pub const FRAME_HEADER_LEN: usize = 5;
 /// Largest payload of any frame. Head frames are limited by this; bodies are
 /// split into frames of at most this size.
 pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Send buffer asked for on both ends of a worker connection: a request or
+/// response of up to about a megabyte goes in one write, so neither side
+/// waits for the other to read (a worker is free as soon as it has written;
+/// the front end's event loop never returns to a half-sent body). The
+/// kernel caps it at `net.core.wmem_max`; memory is used only while bytes
+/// wait.
+pub const SOCKET_BUFFER: usize = 2 << 20;
+
+/// Asks for [`SOCKET_BUFFER`] on a worker connection's socket. Best effort:
+/// a smaller buffer only means more round trips.
+pub fn size_send_buffer(socket: &impl std::os::fd::AsFd) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER);
+}
+
 /// Largest number of header lines in a request or response head.
 pub const MAX_HEADERS: usize = 1000;
 

@@ -143,6 +143,9 @@ async fn next_tcp(listener: &TcpListener, tls: bool) -> (tokio::net::TcpStream, 
 pub async fn accept_tcp(listener: TcpListener, front: Arc<Front>, graceful: Arc<GracefulShutdown>) {
     loop {
         let (stream, peer) = next_tcp(&listener, false).await;
+        // Every loop was woken for the connections waiting: let the others
+        // take some before this one accepts again (`event_loops.rs`).
+        tokio::task::yield_now().await;
         if !front.proxy_protocol {
             serve_connection(TokioIo::new(stream), peer, &front, &graceful);
             continue;

@@ -19,7 +19,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(listener: UnixListener, events: mpsc::UnboundedSender<Event>) {
     loop {
         let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+            Ok((s, _)) => {
+                protocol::size_send_buffer(&s);
+                s
+            }
             Err(e) => {
                 tracing::warn!("accepting a worker connection: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;

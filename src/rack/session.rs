@@ -136,6 +136,7 @@ impl Reader {
 pub fn connect(socket: &Path, worker_id: u64, slot: u32, threads: u32) -> Result<UnixStream> {
     let mut stream = UnixStream::connect(socket)
         .with_context(|| format!("connecting to the front end at {}", socket.display()))?;
+    protocol::size_send_buffer(&stream);
     let mut hello = Vec::new();
     Hello {
         version: protocol::VERSION,

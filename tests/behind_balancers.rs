@@ -342,7 +342,6 @@ fn the_kubernetes_and_prometheus_snippets_match_what_rustrack_serves() {
 
     // Run the container's arguments (the app, port and listen address
     // swapped for the test's), and probe what the snippets probe.
-    let metrics = free_port();
     let mut run: Vec<String> = args[2..].to_vec(); // after "rustrack start"
     run[0] = fixture("events").display().to_string();
     let set = |run: &mut Vec<String>, flag: &str, value: String| {
@@ -352,15 +351,20 @@ fn the_kubernetes_and_prometheus_snippets_match_what_rustrack_serves() {
     // The harness picks the port (--address 127.0.0.1 --port 0).
     let i = run.iter().position(|a| a == "--port").unwrap();
     run.drain(i..i + 2);
-    set(
-        &mut run,
-        "--metrics-address",
-        format!("127.0.0.1:{metrics}"),
-    );
+    // Port 0, read back from the log: a free port picked beforehand may be
+    // taken by a parallel test before rustrack binds it.
+    set(&mut run, "--metrics-address", "127.0.0.1:0".into());
     set(&mut run, "--environment", "development".into());
     let refs: Vec<&str> = run[1..].iter().map(String::as_str).collect();
     let server = start(Path::new(&run[0]), &refs);
     assert_eq!(server.get(&health).status, 200);
+    let line = find_log(&server.logs, "metrics on http://").expect("the metrics address logged");
+    let metrics: u16 = line
+        .split("metrics on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("http://127.0.0.1:{metrics}{metrics_path}"))

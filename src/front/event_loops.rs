@@ -98,6 +98,21 @@ impl EventLoops {
             .collect()
     }
 
+    /// One `first` per loop: itself for loop 0 (an inherited socket keeps
+    /// its fd number) and `dup`s of it for the others.
+    pub fn copies<T>(
+        &self,
+        first: T,
+        dup: impl Fn(&T) -> std::io::Result<T>,
+    ) -> std::io::Result<std::vec::IntoIter<T>> {
+        let mut all = Vec::with_capacity(self.extra.len() + 1);
+        for _ in &self.extra {
+            all.push(dup(&first)?);
+        }
+        all.insert(0, first);
+        Ok(all.into_iter())
+    }
+
     /// Runs `make` inside each loop's runtime (so the sockets it registers
     /// belong to that loop's reactor) and spawns the future it returns
     /// there; the join handles can abort them.

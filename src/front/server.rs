@@ -339,9 +339,9 @@ pub async fn serve(mut setup: Setup, loops: &EventLoops) -> Result<i32> {
     for listener in listeners.tcp {
         ports.push(listener.local_addr()?.port());
         urls.push(format!("http://{}", listener.local_addr()?));
-        let listener = listener.into_std()?;
+        let mut copies = loops.copies(listener.into_std()?, |l| l.try_clone())?;
         accepting.extend(loops.each(|_| {
-            let listener = TcpListener::from_std(listener.try_clone()?)?;
+            let listener = TcpListener::from_std(copies.next().expect("one per loop"))?;
             Ok(listeners::accept_tcp(
                 listener,
                 front.clone(),
@@ -352,9 +352,9 @@ pub async fn serve(mut setup: Setup, loops: &EventLoops) -> Result<i32> {
     if let (Some(listener), Some(tls)) = (listeners.tls, &setup.tls) {
         ports.push(listener.local_addr()?.port());
         urls.push(format!("https://{}", listener.local_addr()?));
-        let listener = listener.into_std()?;
+        let mut copies = loops.copies(listener.into_std()?, |l| l.try_clone())?;
         accepting.extend(loops.each(|_| {
-            let listener = TcpListener::from_std(listener.try_clone()?)?;
+            let listener = TcpListener::from_std(copies.next().expect("one per loop"))?;
             Ok(listeners::accept_tls(
                 listener,
                 front.clone(),
@@ -367,9 +367,9 @@ pub async fn serve(mut setup: Setup, loops: &EventLoops) -> Result<i32> {
     for listener in listeners.unix {
         let addr = listener.local_addr()?;
         unix_paths.extend(addr.as_pathname().map(Path::to_path_buf));
-        let listener = listener.into_std()?;
+        let mut copies = loops.copies(listener.into_std()?, |l| l.try_clone())?;
         accepting.extend(loops.each(|_| {
-            let listener = UnixListener::from_std(listener.try_clone()?)?;
+            let listener = UnixListener::from_std(copies.next().expect("one per loop"))?;
             Ok(listeners::accept_unix(
                 listener,
                 front.clone(),

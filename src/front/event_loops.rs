@@ -13,9 +13,10 @@
 //! - loop 0 is the thread that runs `server::serve` (the control loop, the
 //!   pools' drivers, admin and metrics live there too); loops 1..N each have
 //!   a thread that parks in `block_on` until [`EventLoops::stop`];
-//! - every HTTP listener is registered with every loop ([`EventLoops::each`]
-//!   makes one copy of its fd per loop): whichever loop is idle accepts a new
-//!   connection, and that connection stays on it;
+//! - every HTTP listener is registered with every loop (loop 0 keeps its fd,
+//!   the others get a `dup`: [`EventLoops::copies`], [`EventLoops::each`]):
+//!   whichever loop is idle accepts a new connection, and that connection
+//!   stays on it;
 //! - the pool is shared (one mutex, as before): the central queue and
 //!   least-busy routing are unchanged. A worker's connection is registered
 //!   with the loop that last used it, and moves to the loop of the request

@@ -93,26 +93,26 @@ const MERGE_BELOW: usize = crate::upstream::request::INLINE_BODY;
 
 impl Pieces {
     fn push(&mut self, data: Bytes) {
-        if data.len() < MERGE_BELOW {
-            self.small.extend_from_slice(&data);
-            if self.small.len() < MERGE_BELOW {
-                return;
-            }
-        } else if !self.small.is_empty() {
-            self.kept.push(self.small.split().freeze());
-            self.kept.push(data);
-            return;
-        } else {
+        if data.len() >= MERGE_BELOW {
+            self.keep_small();
             self.kept.push(data);
             return;
         }
-        self.kept.push(self.small.split().freeze());
+        self.small.extend_from_slice(&data);
+        if self.small.len() >= MERGE_BELOW {
+            self.keep_small();
+        }
+    }
+
+    /// Ends the merged piece being built, keeping the order of the body.
+    fn keep_small(&mut self) {
+        if !self.small.is_empty() {
+            self.kept.push(self.small.split().freeze());
+        }
     }
 
     fn finish(mut self) -> Vec<Bytes> {
-        if !self.small.is_empty() {
-            self.kept.push(self.small.freeze());
-        }
+        self.keep_small();
         self.kept
     }
 }

@@ -14,7 +14,7 @@
 //!   pools' drivers, admin and metrics live there too); loops 1..N each have
 //!   a thread that parks in `block_on` until [`EventLoops::stop`];
 //! - every HTTP listener is registered with every loop (loop 0 keeps its fd,
-//!   the others get a `dup`: [`EventLoops::copies`], [`EventLoops::each`]):
+//!   the others get a `dup`: [`EventLoops::spread`]):
 //!   whichever loop is idle accepts a new connection, and that connection
 //!   stays on it;
 //! - the pool is shared (one mutex, as before): the central queue and
@@ -93,39 +93,35 @@ impl EventLoops {
 
     /// A handle per loop: the current runtime's first, then the others.
     /// Call from loop 0.
-    pub fn handles(&self) -> Vec<Handle> {
+    fn handles(&self) -> Vec<Handle> {
         std::iter::once(Handle::current())
             .chain(self.extra.iter().map(|e| e.handle.clone()))
             .collect()
     }
 
-    /// One `first` per loop: itself for loop 0 (an inherited socket keeps
-    /// its fd number) and `dup`s of it for the others.
-    pub fn copies<T>(
+    /// Serves a listener on every loop: `make` gets one copy of `first` per
+    /// loop (`first` itself for loop 0, so an inherited socket keeps its fd
+    /// number; a `dup` for the others) and runs inside that loop's runtime,
+    /// so the socket it registers belongs to that loop's reactor; the future
+    /// it returns is spawned there. The join handles can abort them.
+    pub fn spread<T, F>(
         &self,
         first: T,
         dup: impl Fn(&T) -> std::io::Result<T>,
-    ) -> std::io::Result<std::vec::IntoIter<T>> {
-        let mut all = Vec::with_capacity(self.extra.len() + 1);
-        for _ in &self.extra {
-            all.push(dup(&first)?);
-        }
-        all.insert(0, first);
-        Ok(all.into_iter())
-    }
-
-    /// Runs `make` inside each loop's runtime (so the sockets it registers
-    /// belong to that loop's reactor) and spawns the future it returns
-    /// there; the join handles can abort them.
-    pub fn each<F, M>(&self, mut make: M) -> Result<Vec<tokio::task::JoinHandle<()>>>
+        mut make: impl FnMut(T) -> Result<F>,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>>
     where
-        M: FnMut(usize) -> Result<F>,
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        let mut copies = Vec::with_capacity(self.extra.len() + 1);
+        for _ in &self.extra {
+            copies.push(dup(&first)?);
+        }
+        copies.insert(0, first);
         let mut tasks = Vec::new();
-        for (i, handle) in self.handles().into_iter().enumerate() {
+        for (handle, copy) in self.handles().into_iter().zip(copies) {
             let _inside = handle.enter();
-            let task = make(i)?;
+            let task = make(copy)?;
             tasks.push(handle.spawn(task));
         }
         Ok(tasks)

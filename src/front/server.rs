@@ -339,43 +339,52 @@ pub async fn serve(mut setup: Setup, loops: &EventLoops) -> Result<i32> {
     for listener in listeners.tcp {
         ports.push(listener.local_addr()?.port());
         urls.push(format!("http://{}", listener.local_addr()?));
-        let mut copies = loops.copies(listener.into_std()?, |l| l.try_clone())?;
-        accepting.extend(loops.each(|_| {
-            let listener = TcpListener::from_std(copies.next().expect("one per loop"))?;
-            Ok(listeners::accept_tcp(
-                listener,
-                front.clone(),
-                graceful.clone(),
-            ))
-        })?);
+        accepting.extend(loops.spread(
+            listener.into_std()?,
+            |l| l.try_clone(),
+            |l| {
+                let listener = TcpListener::from_std(l)?;
+                Ok(listeners::accept_tcp(
+                    listener,
+                    front.clone(),
+                    graceful.clone(),
+                ))
+            },
+        )?);
     }
     if let (Some(listener), Some(tls)) = (listeners.tls, &setup.tls) {
         ports.push(listener.local_addr()?.port());
         urls.push(format!("https://{}", listener.local_addr()?));
-        let mut copies = loops.copies(listener.into_std()?, |l| l.try_clone())?;
-        accepting.extend(loops.each(|_| {
-            let listener = TcpListener::from_std(copies.next().expect("one per loop"))?;
-            Ok(listeners::accept_tls(
-                listener,
-                front.clone(),
-                tls.clone(),
-                graceful.clone(),
-            ))
-        })?);
+        accepting.extend(loops.spread(
+            listener.into_std()?,
+            |l| l.try_clone(),
+            |l| {
+                let listener = TcpListener::from_std(l)?;
+                Ok(listeners::accept_tls(
+                    listener,
+                    front.clone(),
+                    tls.clone(),
+                    graceful.clone(),
+                ))
+            },
+        )?);
     }
     let mut unix_paths = Vec::new();
     for listener in listeners.unix {
         let addr = listener.local_addr()?;
         unix_paths.extend(addr.as_pathname().map(Path::to_path_buf));
-        let mut copies = loops.copies(listener.into_std()?, |l| l.try_clone())?;
-        accepting.extend(loops.each(|_| {
-            let listener = UnixListener::from_std(copies.next().expect("one per loop"))?;
-            Ok(listeners::accept_unix(
-                listener,
-                front.clone(),
-                graceful.clone(),
-            ))
-        })?);
+        accepting.extend(loops.spread(
+            listener.into_std()?,
+            |l| l.try_clone(),
+            |l| {
+                let listener = UnixListener::from_std(l)?;
+                Ok(listeners::accept_unix(
+                    listener,
+                    front.clone(),
+                    graceful.clone(),
+                ))
+            },
+        )?);
     }
     let url = urls.first().cloned();
     if let Some(listener) = listeners.metrics {

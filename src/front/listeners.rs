@@ -143,19 +143,21 @@ async fn next_tcp(listener: &TcpListener, tls: bool) -> (tokio::net::TcpStream, 
 pub async fn accept_tcp(listener: TcpListener, front: Arc<Front>, graceful: Arc<GracefulShutdown>) {
     loop {
         let (stream, peer) = next_tcp(&listener, false).await;
+        // No await between accepting and handing the connection to its own
+        // task: a stop aborts this loop, and must not drop an accepted one.
+        if front.proxy_protocol {
+            let (front, graceful) = (front.clone(), graceful.clone());
+            tokio::spawn(async move {
+                if let Some((stream, peer)) = after_proxy_header(stream, peer, &front).await {
+                    serve_connection(TokioIo::new(stream), peer, &front, &graceful);
+                }
+            });
+        } else {
+            serve_connection(TokioIo::new(stream), peer, &front, &graceful);
+        }
         // Every loop was woken for the connections waiting: let the others
         // take some before this one accepts again (`event_loops.rs`).
         tokio::task::yield_now().await;
-        if !front.proxy_protocol {
-            serve_connection(TokioIo::new(stream), peer, &front, &graceful);
-            continue;
-        }
-        let (front, graceful) = (front.clone(), graceful.clone());
-        tokio::spawn(async move {
-            if let Some((stream, peer)) = after_proxy_header(stream, peer, &front).await {
-                serve_connection(TokioIo::new(stream), peer, &front, &graceful);
-            }
-        });
     }
 }
 

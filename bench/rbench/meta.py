@@ -1,5 +1,5 @@
 """What the report says about the run itself: the machine (CPUs, kernel,
-load average), the rustrack commit and whether src/, ruby/ or the Cargo
+load average, the cost of a process wake-up: hop.py), the rustrack commit and whether src/, ruby/ or the Cargo
 files had uncommitted changes, the version of each peer that runs (as the
 peer itself reports it), Ruby, Rails and wrk, and the settings of the run.
 All of it goes into the JSON's "meta" and the header of the Markdown.
@@ -20,6 +20,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from . import hop
 from .paths import ROOT, RUSTRACK
 from .procs import loadavg
 from .servers import ADAPTERS
@@ -92,6 +93,15 @@ def baseline(binary: str) -> dict:
     return out
 
 
+def hop_floor(rounds: int) -> dict:
+    """hop.measure(), or {"error": why} if it could not run: the run goes
+    on without it."""
+    try:
+        return hop.measure(rounds)
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def collect(ctx, now, scenarios: list[str], servers: list[str], skipped: dict[str, str]) -> dict:
     """The "meta" record at the start of a run (scenarios.Ctx ctx, whose
     servers are those that run; servers as asked for on the command line;
@@ -110,6 +120,7 @@ def collect(ctx, now, scenarios: list[str], servers: list[str], skipped: dict[st
         "realmem_refork_after": ctx.realmem_refork_after,
         "scenarios": scenarios, "servers": servers, "workdir": str(ctx.workdir),
     }
+    meta["hop"] = hop_floor(hop.ROUNDS // 4 if ctx.quick else hop.ROUNDS)
     if skipped:
         meta["skipped_servers"] = skipped
     if getattr(ctx, "baseline", None):

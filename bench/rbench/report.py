@@ -27,7 +27,7 @@ import json
 import statistics
 from pathlib import Path
 
-from . import multiapp
+from . import hop, multiapp
 from .paths import README, RESULTS
 
 # The threads scenario's wrk connections (scenarios.THREADS_CONNECTIONS,
@@ -303,6 +303,9 @@ def markdown(meta: dict, s: dict, runs: list) -> str:
     w(f"# rustrack benchmark, {meta['date']}{' (quick)' if meta['quick'] else ''}\n")
     w(f"- machine: {meta['cpus']} CPUs, {meta['kernel']}; load average before the run "
       f"{' '.join(str(x) for x in meta['loadavg_start'])}, after {' '.join(str(x) for x in meta['loadavg_end'])}")
+    if meta.get("hop"):
+        h = meta["hop"]
+        w(hop.header_line(h) if "error" not in h else f"- the floor of a proxy hop: not measured ({h['error']})")
     w(f"- rustrack {meta['rustrack_commit']}{' + uncommitted changes' if meta['rustrack_dirty'] else ''} "
       f"(release build); {', '.join(meta['versions'].values())}")
     w(f"- {meta['rounds']} round(s), servers interleaved (A B C D, then D C B A); wrk runs of "

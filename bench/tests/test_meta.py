@@ -10,7 +10,7 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
-from rbench import meta
+from rbench import hop, meta
 
 
 def fake_run(argv, **_):
@@ -83,8 +83,10 @@ class Baseline(unittest.TestCase):
                                     realmem_workers=4, realmem_requests=1000, realmem_refork_after="50",
                                     workdir="/tmp/x", servers=["rustrack"], baseline=None)
         now = datetime.datetime(2026, 1, 1)
-        with mock.patch("rbench.meta.subprocess.run", fake_run):
+        with mock.patch("rbench.meta.subprocess.run", fake_run), \
+                mock.patch.object(meta.hop, "measure", lambda rounds: {"rounds": rounds}):
             m = meta.collect(ctx, now, ["hello"], ["rustrack"], {})
+            self.assertEqual(m["hop"], {"rounds": meta.hop.ROUNDS // 4})
             self.assertNotIn("baseline", m)
             self.assertNotIn("rustrack_version", m)
             with mock.patch.object(meta, "baseline", lambda path: {"path": path}):
@@ -92,6 +94,24 @@ class Baseline(unittest.TestCase):
                                  ["hello"], ["rustrack"], {})
         self.assertEqual(m["baseline"], {"path": "/old/rustrack"})
         self.assertEqual(m["rustrack_version"], f"{meta.RUSTRACK} 1.0 [x]")
+
+
+class HopFloor(unittest.TestCase):
+    """hop.py really measures: two processes, a real socketpair, CPU from
+    getrusage. No figure is asserted (timing is for the report, not tests),
+    only that each placement produced one from both sides."""
+
+    def test_every_placement_measured_by_both_sides(self):
+        h = meta.hop_floor(200)
+        self.assertEqual(set(h), {"cross_cpu", "one_cpu", "cross_cpu_busy_peer"})
+        for r in h.values():
+            self.assertGreater(r["ping"], 0)
+            self.assertGreater(r["echo"], 0)
+        self.assertIn("µs on one CPU", hop.header_line(h))
+
+    def test_a_failure_is_recorded_not_raised(self):
+        with mock.patch.object(meta.hop, "round_trip", side_effect=OSError("no socketpair")):
+            self.assertEqual(meta.hop_floor(10), {"error": "OSError: no socketpair"})
 
 
 if __name__ == "__main__":

@@ -292,6 +292,8 @@ pub struct StartArgs {
     pub trust_proxy: bool,
 
     /// The front end's event loops, each a thread; 0 = one per 4 CPUs.
+    /// More loops cost app requests cross-thread wake-ups, but let static
+    /// files and TLS use more CPUs.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 

@@ -6,6 +6,7 @@
 //! names, log and count the outcome.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -160,7 +161,10 @@ impl RequestIds {
 
     fn make(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{:08x}", self.prefix, n as u32)
+        // Sized up front: format! would start small and grow.
+        let mut id = String::with_capacity(24);
+        let _ = write!(id, "{:016x}{:08x}", self.prefix, n as u32);
+        id
     }
 }
 

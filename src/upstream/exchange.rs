@@ -43,7 +43,7 @@ use super::spool;
 use super::UpstreamError;
 use crate::pool::machine::Retire;
 use crate::pool::{Lease, Outcome, WorkerConn};
-use crate::protocol::{self, kind, ResponseHead};
+use crate::protocol::{self, kind};
 
 /// How often a busy worker's RSS is looked at under `--memory-limit-hard`.
 const HARD_LIMIT_POLL: Duration = Duration::from_millis(100);
@@ -314,7 +314,7 @@ async fn exchange(
         let msg = format!("worker sent frame 0x{kind:02x} instead of a response head");
         return failed(reply, ReadError::Broken(msg));
     }
-    let builder = match ResponseHead::decode(&payload).and_then(|h| head_to_http(&h)) {
+    let builder = match head_to_http(&payload) {
         Ok(b) => b,
         Err(e) => {
             let msg = format!("bad response head from worker: {e}");

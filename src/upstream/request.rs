@@ -7,10 +7,11 @@
 //! the front end got the request, unless a trusted proxy already said)
 //! and `X-Request-Id`.
 
-use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arrayvec::ArrayString;
 use bytes::Bytes;
 use http::{header, Version};
 
@@ -151,6 +152,18 @@ fn first<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a str> {
     Some(v.split(',').next().unwrap_or(v).trim())
 }
 
+/// Short text formatted on the stack: an IP address (an `IpAddr` prints
+/// at most 39 bytes), a port, a length, `t=` and the µs since the epoch
+/// (at most 41).
+type Short = ArrayString<48>;
+
+fn short(v: impl std::fmt::Display) -> Short {
+    let mut s = Short::new();
+    // Everything passed here fits in 48 bytes: write! cannot fail.
+    let _ = write!(s, "{v}");
+    s
+}
+
 /// Encodes the request as the frames a worker reads.
 pub fn encode(
     parts: &http::request::Parts,
@@ -168,18 +181,20 @@ pub fn encode(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
+    // Addresses, ports and numbers are formatted on the stack: a request
+    // costs no allocation for them.
     let (local_ip, local_port, remote_ip, remote_port) = match peer {
         Peer::Tcp { remote, local, .. } => (
-            local.ip().to_string(),
-            local.port().to_string(),
-            remote.ip().to_string(),
-            remote.port().to_string(),
+            short(local.ip()),
+            short(local.port()),
+            short(remote.ip()),
+            short(remote.port()),
         ),
         Peer::Unix => (
-            "localhost".into(),
-            "80".into(),
-            "127.0.0.1".into(),
-            String::new(),
+            short("localhost"),
+            short("80"),
+            short("127.0.0.1"),
+            Short::new(),
         ),
     };
     let remote_ip = match proxied {
@@ -192,7 +207,7 @@ pub fn encode(
                 .collect();
             ctx.trusted
                 .client_address(&hops)
-                .map(|ip| ip.to_string())
+                .map(short)
                 .unwrap_or(remote_ip)
         }
         false => remote_ip,
@@ -206,50 +221,53 @@ pub fn encode(
     let (server_name, mut server_port) = match host {
         Some(h) => {
             let (name, port) = split_host(h);
-            (name.to_string(), port.unwrap_or(default_port).to_string())
+            (name, port.unwrap_or(default_port))
         }
-        None => (local_ip, local_port),
+        None => (local_ip.as_str(), local_port.as_str()),
     };
     if proxied {
         if let Some(port) = first(parts, "x-forwarded-port").filter(|p| p.parse::<u16>().is_ok()) {
-            server_port = port.to_string();
+            server_port = port;
         }
     }
     // A trusted proxy's X-Request-Start is earlier and truer than ours.
     let keep_start = proxied && parts.headers.contains_key("x-request-start");
-    let request_start = format!(
-        "t={}",
-        ctx.received
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0)
-    );
+    let micros = ctx
+        .received
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let request_start = short(format_args!("t={micros}"));
 
     // One entry per header name; repeated lines are joined as RFC 9110
-    // allows (cookies with "; " as browsers send them).
-    let mut headers: Vec<(&[u8], Cow<'_, [u8]>)> = Vec::with_capacity(parts.headers.keys_len() + 1);
-    for name in parts.headers.keys() {
-        if name == header::TRANSFER_ENCODING
+    // allows (cookies with "; " as browsers send them). Only a name sent
+    // on several lines costs an allocation.
+    let replaced = |name: &header::HeaderName| {
+        name == header::TRANSFER_ENCODING
             || name == header::CONTENT_LENGTH
             || name == "x-request-id"
             || (name == "x-request-start" && !keep_start)
             || name.as_str() == X_SENDFILE_TYPE
-        {
-            continue;
-        }
+    };
+    let mut joined: Vec<(&header::HeaderName, Vec<u8>)> = Vec::new();
+    for name in parts.headers.keys().filter(|n| !replaced(n)) {
         let mut values = parts.headers.get_all(name).iter();
         let first = values.next().expect("a key has a value");
-        let value = match values.next() {
-            None => Cow::Borrowed(first.as_bytes()),
-            Some(second) => {
-                let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
-                let mut joined = first.as_bytes().to_vec();
-                for v in std::iter::once(second).chain(values) {
-                    joined.extend_from_slice(sep);
-                    joined.extend_from_slice(v.as_bytes());
-                }
-                Cow::Owned(joined)
+        if let Some(second) = values.next() {
+            let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+            let mut value = first.as_bytes().to_vec();
+            for v in std::iter::once(second).chain(values) {
+                value.extend_from_slice(sep);
+                value.extend_from_slice(v.as_bytes());
             }
+            joined.push((name, value));
+        }
+    }
+    let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(parts.headers.keys_len() + 4);
+    for name in parts.headers.keys().filter(|n| !replaced(n)) {
+        let value = match joined.iter().find(|(n, _)| *n == name) {
+            Some((_, v)) => v.as_slice(),
+            None => parts.headers[name].as_bytes(),
         };
         headers.push((name.as_str().as_bytes(), value));
     }
@@ -257,17 +275,17 @@ pub fn encode(
     // (front/sendfile.rs); Rack::Sendfile reads this as HTTP_X_SENDFILE_TYPE.
     // Whatever a client sent under that name is replaced: it must not pick
     // another mechanism (X-Accel-Redirect with its path mapping).
-    headers.push((X_SENDFILE_TYPE.as_bytes(), Cow::Borrowed(b"X-Sendfile")));
+    headers.push((X_SENDFILE_TYPE.as_bytes(), b"X-Sendfile"));
     // The body is fully buffered, so its length is known even when the
     // client sent it chunked.
-    let body_len = body.len().to_string();
+    let body_len = short(body.len());
     if !body.is_empty() || parts.headers.contains_key(header::CONTENT_LENGTH) {
-        headers.push((b"content-length", Cow::Borrowed(body_len.as_bytes())));
+        headers.push((b"content-length", body_len.as_bytes()));
     }
     if !keep_start {
-        headers.push((b"x-request-start", Cow::Borrowed(request_start.as_bytes())));
+        headers.push((b"x-request-start", request_start.as_bytes()));
     }
-    headers.push((b"x-request-id", Cow::Borrowed(ctx.request_id.as_bytes())));
+    headers.push((b"x-request-id", ctx.request_id.as_bytes()));
 
     let head = RequestHead {
         method: parts.method.as_str().as_bytes(),
@@ -285,7 +303,7 @@ pub fn encode(
         server_port: server_port.as_bytes(),
         remote_addr: remote_ip.as_bytes(),
         remote_port: remote_port.as_bytes(),
-        headers: headers.iter().map(|(n, v)| (*n, v.as_ref())).collect(),
+        headers,
     };
     let inline = match &body {
         Buffered::Memory(pieces) => pieces.iter().map(Bytes::len).sum::<usize>(),
@@ -487,6 +505,44 @@ mod tests {
         assert_eq!(get(b"content-length").unwrap(), b"5");
         assert_eq!(frames[1], (kind::BODY, b"hello".to_vec()));
         assert_eq!(frames[2], (kind::END, Vec::new()));
+    }
+
+    #[test]
+    fn the_longest_addresses_and_numbers_arrive_whole() {
+        // Eight full groups are the longest an IpAddr prints (39 bytes).
+        let v6 = Peer::Tcp {
+            remote: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                .parse()
+                .unwrap(),
+            local: "[::ffff:255.255.255.255]:65534".parse().unwrap(),
+            tls: false,
+        };
+        // HTTP/1.0 without a Host: the server name and port are the local ones.
+        let p = parts(&[], Version::HTTP_10, "/");
+        let mut c = ctx(v6, false);
+        c.received = UNIX_EPOCH + std::time::Duration::from_secs(u64::MAX / 1_000_000);
+        let wire = encode(&p, &c, Buffered::Memory(Vec::new())).unwrap();
+        let raw = head_of(&wire);
+        let head = RequestHead::decode(&raw).unwrap();
+        assert_eq!(head.remote_addr, b"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        assert_eq!(head.remote_port, b"65535");
+        assert_eq!(head.server_name, b"::ffff:255.255.255.255");
+        assert_eq!(head.server_port, b"65534");
+        let start = format!("t={}", (u64::MAX / 1_000_000) as u128 * 1_000_000);
+        assert_eq!(header_of(&head, b"x-request-start"), Some(start.as_bytes()));
+        // A Unix socket peer has no address of its own.
+        let wire = encode(&p, &ctx(Peer::Unix, false), Buffered::Memory(Vec::new())).unwrap();
+        let raw = head_of(&wire);
+        let head = RequestHead::decode(&raw).unwrap();
+        assert_eq!(
+            (
+                head.server_name,
+                head.server_port,
+                head.remote_addr,
+                head.remote_port
+            ),
+            (&b"localhost"[..], &b"80"[..], &b"127.0.0.1"[..], &b""[..])
+        );
     }
 
     #[test]

@@ -84,9 +84,12 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// The `http` response for a worker's head (the body is added by the
-/// caller). Headers hyper cannot carry are dropped with a warning.
-pub fn head_to_http(head: &ResponseHead<'_>) -> Result<http::response::Builder, ProtocolError> {
+/// The `http` response for a worker's `RESPONSE_HEAD` payload (the body
+/// is added by the caller). Header values stay in the payload's memory
+/// (`Bytes::slice_ref`), so a response head costs no copy per header.
+/// Headers hyper cannot carry are dropped with a warning.
+pub fn head_to_http(payload: &Bytes) -> Result<http::response::Builder, ProtocolError> {
+    let head = ResponseHead::decode(payload)?;
     let mut builder = Response::builder().status(
         StatusCode::from_u16(head.status).map_err(|_| ProtocolError::BadStatus(head.status))?,
     );
@@ -96,7 +99,8 @@ pub fn head_to_http(head: &ResponseHead<'_>) -> Result<http::response::Builder, 
         if is_hop_by_hop(name) {
             continue;
         }
-        match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+        let value = HeaderValue::from_maybe_shared(payload.slice_ref(value));
+        match (HeaderName::from_bytes(name), value) {
             (Ok(n), Ok(v)) => {
                 headers.append(n, v);
             }
@@ -112,23 +116,33 @@ pub fn head_to_http(head: &ResponseHead<'_>) -> Result<http::response::Builder, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{decode_frame, ResponseHeadWriter};
+
+    /// The payload of the `RESPONSE_HEAD` frame a worker would send.
+    fn payload(status: u16, headers: &[(&str, &str)]) -> Bytes {
+        let mut out = Vec::new();
+        let mut w = ResponseHeadWriter::begin(&mut out, status);
+        for (n, v) in headers {
+            w.header(&mut out, n.as_bytes(), v.as_bytes());
+        }
+        w.finish(&mut out).unwrap();
+        let frame = decode_frame(&out).unwrap().expect("a whole frame");
+        Bytes::copy_from_slice(frame.payload)
+    }
 
     #[test]
     fn hop_by_hop_headers_are_dropped_and_the_rest_kept_in_order() {
         assert!(is_hop_by_hop(b"Transfer-Encoding"));
         assert!(!is_hop_by_hop(b"content-length"));
-        let head = ResponseHead {
-            status: 201,
-            headers: [
+        let head = payload(
+            201,
+            &[
                 ("Connection", "close"),
                 ("set-cookie", "a=1"),
                 ("Set-Cookie", "b=2"),
                 ("x bad", "v"),
-            ]
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-            .collect(),
-        };
+            ],
+        );
         let r = head_to_http(&head).unwrap().body(()).unwrap();
         assert_eq!(r.status(), 201);
         assert!(r.headers().get("connection").is_none());
@@ -138,11 +152,26 @@ mod tests {
     }
 
     #[test]
+    fn header_values_are_views_of_the_payload_not_copies() {
+        let head = payload(200, &[("content-type", "text/plain")]);
+        let r = head_to_http(&head).unwrap().body(()).unwrap();
+        let value = r.headers()["content-type"].as_bytes();
+        assert_eq!(value, b"text/plain");
+        let inside = head.as_ptr_range();
+        assert!(inside.contains(&value.as_ptr()), "the value was copied");
+    }
+
+    #[test]
+    fn a_value_hyper_cannot_carry_is_dropped() {
+        let head = payload(200, &[("x-ok", "1"), ("x-bad", "a\nb")]);
+        let r = head_to_http(&head).unwrap().body(()).unwrap();
+        assert_eq!(r.headers().len(), 1);
+        assert_eq!(r.headers()["x-ok"], "1");
+    }
+
+    #[test]
     fn a_status_http_cannot_carry_is_a_protocol_error() {
-        let head = ResponseHead {
-            status: 1000,
-            headers: vec![],
-        };
-        assert!(head_to_http(&head).is_err());
+        assert!(head_to_http(&payload(1000, &[])).is_err());
+        assert!(head_to_http(&payload(99, &[])).is_err());
     }
 }

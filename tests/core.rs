@@ -566,3 +566,43 @@ fn a_client_leaving_mid_request_does_not_cost_the_worker() {
         server.logs()
     );
 }
+
+/// Access lines are batched (front/log_lines.rs): they must still come out
+/// on their own while the server idles, whole, in order, and none may be
+/// left behind at exit.
+#[test]
+fn access_lines_come_out_in_order_while_idle_and_none_is_lost_at_exit() {
+    let mut server = start(&fixture("hello"), &[]);
+    for i in 0..40 {
+        assert_eq!(server.get(&format!("/?n={i}")).status, 200);
+    }
+    // Nothing else is logged now: only the batch's timer can write them.
+    server.wait_until(5, "the 40 access lines", |s| {
+        s.logs().contains("GET /?n=39 200")
+    });
+    let logs = server.logs();
+    let at: Vec<usize> = (0..40)
+        .map(|i| {
+            logs.find(&format!("GET /?n={i} 200"))
+                .unwrap_or_else(|| panic!("no access line for n={i}\n{logs}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order:\n{logs}");
+
+    // Requests answered just before a stop: their lines come before the
+    // last line, not after it and not never.
+    for i in 40..45 {
+        assert_eq!(server.get(&format!("/?n={i}")).status, 200);
+    }
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(30).success());
+    server.wait_until(5, "the last line", |s| s.logs().contains("stopped"));
+    let logs = server.logs();
+    let stopped = logs.rfind("stopped").unwrap();
+    for i in 40..45 {
+        let line = logs
+            .find(&format!("GET /?n={i} 200"))
+            .unwrap_or_else(|| panic!("the access line for n={i} was lost\n{logs}"));
+        assert!(line < stopped, "n={i} came after the last line:\n{logs}");
+    }
+}

@@ -97,6 +97,8 @@ pub async fn run(
                 Err(e) => tracing::info!("SIGTTOU ignored: {e:#} (rustrack scale -1 APP_ROOT)"),
             },
             _ = sigusr1.recv() => {
+                // Access lines still waiting belong to the old file.
+                super::log_lines::flush();
                 match log_file {
                     Some(path) => match crate::logfile::redirect_output(path) {
                         Ok(()) => tracing::info!("SIGUSR1: reopened {}", path.display()),

@@ -222,7 +222,7 @@ pub(super) async fn handle(
         (false, _) => "",
     };
     tracing::info!(
-        target: "rustrack::access",
+        target: super::log_lines::ACCESS_TARGET,
         "{}{}{} {} {} {:.2}ms id={}",
         app_name,
         if app_name.is_empty() { "" } else { " " },

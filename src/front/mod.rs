@@ -18,6 +18,7 @@ mod files;
 mod health;
 mod http;
 mod listeners;
+mod log_lines;
 mod metrics_http;
 mod proxy_protocol;
 mod secure;
@@ -116,6 +117,7 @@ pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
     };
     let runtime = event_loops::runtime("rustrack")?;
     let code = runtime.block_on(async {
+        let flusher = tokio::spawn(log_lines::flush_every());
         let loops = event_loops::EventLoops::start(loops)?;
         let setup = server::Setup {
             args,
@@ -131,8 +133,10 @@ pub fn run(args: StartArgs, settings: Resolved) -> Result<i32> {
         let code = server::serve(setup, &loops).await;
         // After the pools: tasks they spawned on other loops are done.
         loops.stop();
+        flusher.abort();
         code
     });
+    log_lines::flush();
     code
 }
 
@@ -209,7 +213,7 @@ fn init_logging(level: &str, to_file: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(log_lines::LogLines)
         .with_ansi(!to_file && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();

@@ -4,8 +4,9 @@
 //! At the default level every request makes an access line. Written one
 //! by one, each is a `write(2)` from the event loop, and when standard
 //! error is a pipe (systemd's journal, a container runtime) each also
-//! wakes the reader: measured here, that cost the front end 10–40 % more
-//! CPU per hello request and as much in requests per second. So access
+//! wakes the reader: measured here, that cost the front end 17 % more CPU
+//! per hello request and 16 % of its requests per second (bench/README.md
+//! *front-end cost*). So access
 //! lines (target `rustrack::access`) wait in memory and go out together:
 //! when [`FLUSH_EVERY`] has passed (the loop's [`flush_every`] task), when
 //! [`BATCH_MAX`] bytes wait, or just before any other line. That last rule

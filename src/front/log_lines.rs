@@ -8,7 +8,8 @@
 //! per hello request and 16 % of its requests per second (bench/README.md
 //! *front-end cost*). So access
 //! lines (target `rustrack::access`) wait in memory and go out together:
-//! when [`FLUSH_EVERY`] has passed (the loop's [`flush_every`] task), when
+//! [`FLUSH_EVERY`] after the first line of a batch (the loop's
+//! [`flush_every`] task, which sleeps while nothing waits), when
 //! [`BATCH_MAX`] bytes wait, or just before any other line. That last rule
 //! keeps the file in order and means warnings and errors are never late;
 //! the "stopped" line at exit writes whatever is left. What a batch costs:
@@ -20,6 +21,7 @@ use std::io::{self, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tracing::Metadata;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -32,6 +34,9 @@ pub const ACCESS_TARGET: &str = "rustrack::access";
 
 /// Access lines not written yet: one per process, shared by the loops.
 static WAITING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Told when a line starts a batch, so that an idle front end's timer
+/// sleeps instead of ticking.
+static STARTED: Notify = Notify::const_new();
 
 /// The `MakeWriter` the front end's subscriber writes through.
 #[derive(Clone, Copy, Default)]
@@ -59,9 +64,12 @@ impl<'a> MakeWriter<'a> for LogLines {
 impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut waiting = WAITING.lock().unwrap_or_else(|e| e.into_inner());
+        let first = waiting.is_empty();
         waiting.extend_from_slice(buf);
         if !self.batched || waiting.len() >= BATCH_MAX {
             write_out(&mut waiting)?;
+        } else if first {
+            STARTED.notify_one();
         }
         Ok(buf.len())
     }
@@ -78,13 +86,12 @@ pub fn flush() {
     let _ = write_out(&mut waiting);
 }
 
-/// On the event loop: flushes every [`FLUSH_EVERY`], for as long as the
-/// front end runs.
+/// On the event loop, for as long as the front end runs: once a batch has
+/// begun, writes it [`FLUSH_EVERY`] later. With no requests it sleeps.
 pub async fn flush_every() {
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        STARTED.notified().await;
+        tokio::time::sleep(FLUSH_EVERY).await;
         flush();
     }
 }

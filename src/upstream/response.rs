@@ -162,6 +162,14 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_value_is_kept() {
+        let head = payload(200, &[("x-empty", ""), ("x-after", "1")]);
+        let r = head_to_http(&head).unwrap().body(()).unwrap();
+        assert_eq!(r.headers()["x-empty"], "");
+        assert_eq!(r.headers()["x-after"], "1");
+    }
+
+    #[test]
     fn a_value_hyper_cannot_carry_is_dropped() {
         let head = payload(200, &[("x-ok", "1"), ("x-bad", "a\nb")]);
         let r = head_to_http(&head).unwrap().body(()).unwrap();

@@ -398,6 +398,11 @@ mod tests {
         frames(&wire.to_vec())[0].1.clone()
     }
 
+    /// The encoded `REQUEST_HEAD` payload of a request without a body.
+    fn bodiless_head(p: &http::request::Parts, c: &Context<'_>) -> Vec<u8> {
+        head_of(&encode(p, c, Buffered::Memory(Vec::new())).unwrap())
+    }
+
     #[test]
     fn tls_connections_are_https_and_http2_is_named() {
         let tls = Peer::Tcp {
@@ -407,8 +412,7 @@ mod tests {
         };
         // HTTP/2 carries the host as :authority, which hyper puts in the URI.
         let p = parts(&[], Version::HTTP_2, "https://example.com/x?y=1");
-        let wire = encode(&p, &ctx(tls, false), Buffered::Memory(Vec::new())).unwrap();
-        let raw = head_of(&wire);
+        let raw = bodiless_head(&p, &ctx(tls, false));
         let head = RequestHead::decode(&raw).unwrap();
         assert_eq!(head.scheme, b"https");
         assert_eq!(head.protocol, b"HTTP/2");
@@ -521,8 +525,7 @@ mod tests {
         let p = parts(&[], Version::HTTP_10, "/");
         let mut c = ctx(v6, false);
         c.received = UNIX_EPOCH + std::time::Duration::from_secs(u64::MAX / 1_000_000);
-        let wire = encode(&p, &c, Buffered::Memory(Vec::new())).unwrap();
-        let raw = head_of(&wire);
+        let raw = bodiless_head(&p, &c);
         let head = RequestHead::decode(&raw).unwrap();
         assert_eq!(head.remote_addr, b"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
         assert_eq!(head.remote_port, b"65535");
@@ -531,8 +534,7 @@ mod tests {
         let start = format!("t={}", (u64::MAX / 1_000_000) as u128 * 1_000_000);
         assert_eq!(header_of(&head, b"x-request-start"), Some(start.as_bytes()));
         // A Unix socket peer has no address of its own.
-        let wire = encode(&p, &ctx(Peer::Unix, false), Buffered::Memory(Vec::new())).unwrap();
-        let raw = head_of(&wire);
+        let raw = bodiless_head(&p, &ctx(Peer::Unix, false));
         let head = RequestHead::decode(&raw).unwrap();
         assert_eq!(
             (
@@ -578,9 +580,8 @@ mod tests {
             Version::HTTP_11,
             "/",
         );
-        let wire = encode(&p, &ctx(peer(), false), Buffered::Memory(Vec::new())).unwrap();
-        let frames = frames(&wire.to_vec());
-        let head = RequestHead::decode(&frames[0].1).unwrap();
+        let raw = bodiless_head(&p, &ctx(peer(), false));
+        let head = RequestHead::decode(&raw).unwrap();
         let values: Vec<_> = head
             .headers
             .iter()
@@ -598,9 +599,8 @@ mod tests {
             "/",
         );
         for (trust, scheme, port) in [(false, &b"http"[..], &b"80"[..]), (true, b"https", b"443")] {
-            let wire = encode(&p, &ctx(peer(), trust), Buffered::Memory(Vec::new())).unwrap();
-            let frames = frames(&wire.to_vec());
-            let head = RequestHead::decode(&frames[0].1).unwrap();
+            let raw = bodiless_head(&p, &ctx(peer(), trust));
+            let head = RequestHead::decode(&raw).unwrap();
             assert_eq!(head.scheme, scheme);
             assert_eq!(head.server_port, port);
         }
